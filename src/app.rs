@@ -1,0 +1,218 @@
+//! The lifecycle coordinator: start-up in order (config → DB + migrations → Redis →
+//! backends → listener → ready) and shut-down in reverse (DESIGN §2, §7).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::auth::password::Passwords;
+use crate::auth::sessions::Sessions;
+use crate::auth::tokens::TokenKeys;
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::instance::Instance;
+use crate::listener::{PeerAddr, TrackedListener};
+use crate::registry::InstanceRecord;
+use crate::state::{AppState, Inner, Lifecycle};
+use crate::store::Db;
+use crate::user_directory::UserDirectory;
+use crate::{http, secrets};
+
+/// A built application, listening but not yet serving.
+pub struct App {
+    state: AppState,
+    listener: TrackedListener,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    memory_limiter: Option<std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>>,
+    sql_sessions: Option<std::sync::Arc<crate::session::sql::SqlSessionStore>>,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight request finished within `SHUTDOWN_TIMEOUT`.
+    Drained,
+    /// The timeout passed first; the remaining connections were dropped.
+    TimedOut,
+}
+
+impl App {
+    /// Connects everything and binds the listener. Migrations run here, under a
+    /// database lock on PostgreSQL, so instances starting together apply them once.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let instance = Instance::new(config.instance_id.as_deref());
+        let secrets = match &config.secrets {
+            Some(s) => s.clone(),
+            None => secrets::load_or_generate(&config.data_dir)?,
+        };
+        let db = Db::connect(&config).await?;
+        db.migrate().await?;
+        let backends = Backends::connect(&config, &db).await?;
+        let passwords = Passwords::new().await.context("password hasher")?;
+
+        let tcp = TcpListener::bind((config.host, config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+        let addr = tcp.local_addr()?;
+        let lifecycle = Lifecycle::default();
+        let listener = TrackedListener::new(tcp, lifecycle.http_connections.clone());
+
+        let state = AppState::new(Inner {
+            instance,
+            sessions: Sessions::new(backends.sessions, &secrets, config.session_ttl),
+            users: UserDirectory::new(db.clone(), backends.cache),
+            rate_limiter: backends.rate_limiter,
+            pubsub: backends.pubsub,
+            presence: backends.presence,
+            registry: backends.registry,
+            opt_out: backends.opt_out,
+            tokens: TokenKeys::new(&secrets, config.jwt_access_ttl, config.jwt_refresh_ttl),
+            passwords,
+            lifecycle,
+            metrics: http::metrics::recorder(),
+            redis: backends.redis,
+            db,
+            config,
+        });
+        state.lifecycle.set_migrated();
+        Ok(Self {
+            state,
+            listener,
+            addr,
+            shutdown: CancellationToken::new(),
+            memory_limiter: backends.memory_limiter,
+            sql_sessions: backends.sql_sessions,
+        })
+    }
+
+    /// The bound address (the real port when `PORT=0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Cancelling this token starts the graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains: readiness is 503 at
+    /// once, the listener closes (new connections are refused), in-flight requests
+    /// finish, the instance leaves the registry, pools close — all within
+    /// `SHUTDOWN_TIMEOUT`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<Stopped> {
+        let App { state, listener, addr, shutdown, memory_limiter, sql_sessions } = self;
+        let span = tracing::info_span!("shoal", instance_id = %state.instance.id);
+        let background = TaskTracker::new();
+        let stop_background = CancellationToken::new();
+        background.spawn(heartbeat(state.clone(), addr, stop_background.clone()).instrument(span.clone()));
+        background.spawn(housekeeping(memory_limiter, sql_sessions, stop_background.clone()).instrument(span.clone()));
+
+        let router = http::router(state.clone());
+        let draining = {
+            let state = state.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                state.lifecycle.begin_draining();
+                tracing::info!("shutdown: draining in-flight requests");
+            }
+            .instrument(span.clone())
+        };
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<PeerAddr>())
+            .with_graceful_shutdown(draining);
+        async { tracing::info!(%addr, mode = if state.config.is_distributed() { "distributed" } else { "embedded" }, "listening") }
+            .instrument(span.clone())
+            .await;
+
+        let mut server = std::pin::pin!(server.into_future());
+        let timeout = state.config.shutdown_timeout;
+        let stopped = tokio::select! {
+            result = &mut server => {
+                result.context("server failed")?;
+                Stopped::Drained
+            }
+            () = async { shutdown.cancelled().await; tokio::time::sleep(timeout).await } => {
+                tracing::warn!(open = state.lifecycle.http_connections.load(Ordering::Relaxed), "shutdown timeout passed; dropping remaining connections");
+                Stopped::TimedOut
+            }
+        };
+
+        async {
+            stop_background.cancel();
+            background.close();
+            let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
+            if let Err(e) = state.registry.leave(&state.instance.id).await {
+                tracing::warn!(error = %e, "could not leave the instance registry");
+            }
+            state.db.close().await;
+            tracing::info!(?stopped, "stopped");
+        }
+        .instrument(span)
+        .await;
+        Ok(stopped)
+    }
+}
+
+/// Announces this instance in the registry every `REGISTRY_HEARTBEAT`; the entry
+/// expires after three missed beats.
+async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
+    let period = state.config.registry_heartbeat;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let record = InstanceRecord {
+            id: state.instance.id.clone(),
+            version: state.instance.version.to_owned(),
+            started_at: state.instance.started_at.clone(),
+            last_heartbeat: crate::clock::rfc3339(crate::clock::now_micros()),
+            address: addr.to_string(),
+            http_connections: state.lifecycle.http_connections.load(Ordering::Relaxed),
+            ws_connections: state.lifecycle.ws_connections.load(Ordering::Relaxed),
+            draining: state.lifecycle.is_draining(),
+        };
+        if let Err(e) = state.registry.heartbeat(&record, period * 3).await {
+            tracing::warn!(error = %e, "registry heartbeat failed");
+        }
+    }
+}
+
+/// Periodic clean-up of in-process state: forgotten rate-limit keys, expired sessions.
+async fn housekeeping(
+    limiter: Option<std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>>,
+    sessions: Option<std::sync::Arc<crate::session::sql::SqlSessionStore>>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Some(l) = &limiter {
+            l.prune();
+        }
+        if let Some(s) = &sessions {
+            match s.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "expired sessions removed"),
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! `/api/auth/*`: register, login, refresh, logout.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::authn::Auth;
+use super::error::{ApiError, ApiResult};
+use super::json::{Checks, Json, Validate};
+use crate::auth::sessions::SessionRecord;
+use crate::auth::tokens::token_hash;
+use crate::clock;
+use crate::state::AppState;
+use crate::store::users::User;
+use crate::store::{StoreError, tokens, users};
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+/// New account.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// E-mail address (case-insensitive, unique).
+    email: String,
+    /// 8 to 256 characters.
+    password: String,
+    /// 1 to 100 characters.
+    display_name: String,
+}
+
+/// Rough e-mail shape check: the real check is the confirmation mail a product sends.
+pub(crate) fn plausible_email(email: &str) -> bool {
+    let email = email.trim();
+    email.len() <= 254
+        && !email.contains(char::is_whitespace)
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            })
+}
+
+impl Validate for RegisterRequest {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Checks::default()
+            .check(plausible_email(&self.email), "email", "must be an e-mail address")
+            .check(
+                (8..=256).contains(&self.password.chars().count()),
+                "password",
+                "must be 8 to 256 characters",
+            )
+            .text(&self.display_name, "display_name", 1, 100)
+            .finish()
+    }
+}
+
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = User), (status = 409, description = "e-mail taken"), (status = 422, description = "invalid fields")))]
+async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let email = req.email.trim().to_lowercase();
+    let hash = state
+        .passwords
+        .hash(req.password)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match users::create(state.db.pool(), &email, &hash, req.display_name.trim()).await {
+        Ok(user) => Ok((StatusCode::CREATED, Json(user))),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
+            code: "email_taken",
+            message: "an account with this e-mail already exists".into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// E-mail address.
+    email: String,
+    /// Password.
+    password: String,
+}
+
+impl Validate for LoginRequest {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Checks::default()
+            .check(!self.email.trim().is_empty(), "email", "is required")
+            .check(!self.password.is_empty(), "password", "is required")
+            .check(self.password.len() <= 1024, "password", "is too long")
+            .finish()
+    }
+}
+
+/// A new login.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// The user.
+    user: User,
+    /// Access JWT for `Authorization: Bearer`.
+    access_token: String,
+    /// Refresh token, single use.
+    refresh_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Access token lifetime in seconds.
+    expires_in: u64,
+}
+
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse, description = "also sets the session cookie"),
+              (status = 401, description = "unknown e-mail or wrong password (same answer)")))]
+async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> ApiResult<Response> {
+    let email = req.email.trim().to_lowercase();
+    let found = users::find_credentials(state.db.pool(), &email).await?;
+    let (user, stored) = match found {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    let valid = state.passwords.verify(req.password, stored).await;
+    let Some(user) = user.filter(|_| valid) else {
+        return Err(ApiError::Unauthorized {
+            code: "invalid_credentials",
+            message: "e-mail or password is wrong".into(),
+        });
+    };
+
+    let family = Uuid::now_v7();
+    let record = SessionRecord {
+        user_id: user.id,
+        family_id: family,
+        created_at: clock::now_micros(),
+    };
+    let (cookie, session_key) = state.sessions.create(&record).await?;
+    let refresh = state.tokens.issue_refresh(user.id, family);
+    let mut tx = state.db.begin().await?;
+    tokens::create_family(&mut *tx, family, user.id, &session_key).await?;
+    tokens::insert(&mut *tx, refresh.jti, family, &refresh.hash, refresh.expires_at_micros).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+
+    let body = LoginResponse {
+        access_token: state.tokens.issue_access(user.id, &session_key, family),
+        refresh_token: refresh.token,
+        token_type: "Bearer",
+        expires_in: state.tokens.access_ttl().as_secs(),
+        user,
+    };
+    let mut response = Json(body).into_response();
+    set_cookie(response.headers_mut(), &state, Some(&cookie));
+    Ok(response)
+}
+
+/// A refresh token to exchange.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token from login or the previous refresh.
+    refresh_token: String,
+}
+
+impl Validate for RefreshRequest {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Checks::default()
+            .check(!self.refresh_token.is_empty(), "refresh_token", "is required")
+            .finish()
+    }
+}
+
+/// A new token pair.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// Access JWT.
+    access_token: String,
+    /// The next refresh token; the one sent is now dead.
+    refresh_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Access token lifetime in seconds.
+    expires_in: u64,
+}
+
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair),
+              (status = 401, description = "invalid, expired, revoked, or reused (the family is then revoked)")))]
+async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<Json<TokenPair>> {
+    let refused = |code: &'static str, message: &str| ApiError::Unauthorized {
+        code,
+        message: message.into(),
+    };
+    let claims = state
+        .tokens
+        .verify_refresh(&req.refresh_token)
+        .map_err(|_| refused("invalid_token", "refresh token is invalid or expired"))?;
+
+    let mut tx = state.db.begin().await?;
+    let stored = tokens::find(&mut tx, claims.jti)
+        .await?
+        .filter(|t| t.token_hash == token_hash(&req.refresh_token) && t.family_id == claims.fam)
+        .ok_or_else(|| refused("invalid_token", "refresh token is unknown"))?;
+    if stored.family_revoked {
+        return Err(refused("refresh_token_revoked", "this login was ended; log in again"));
+    }
+    if stored.expires_at <= clock::now_micros() {
+        return Err(refused("invalid_token", "refresh token expired"));
+    }
+    if stored.used || !tokens::mark_used(&mut tx, claims.jti).await? {
+        // Someone presented a token that was already exchanged: it leaked. End the
+        // whole login (RFC 6819 §5.2.2.3) for the thief and the user alike.
+        tokens::revoke_family(&mut *tx, stored.family_id).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        state.sessions.destroy(&stored.session_key).await?;
+        tracing::warn!(family = %stored.family_id, "refresh token reuse; family revoked");
+        return Err(refused(
+            "refresh_token_reused",
+            "refresh token was already used; this login has been revoked",
+        ));
+    }
+    let next = state.tokens.issue_refresh(stored.user_id, stored.family_id);
+    tokens::insert(&mut *tx, next.jti, stored.family_id, &next.hash, next.expires_at_micros).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+
+    // The refresh token outlives the session: a valid refresh brings the session
+    // (and so the access tokens that name it) back for another SESSION_TTL.
+    let record = match state.sessions.load(&stored.session_key).await? {
+        Some(r) => r,
+        None => SessionRecord {
+            user_id: stored.user_id,
+            family_id: stored.family_id,
+            created_at: clock::now_micros(),
+        },
+    };
+    state.sessions.save(&stored.session_key, &record).await?;
+
+    Ok(Json(TokenPair {
+        access_token: state
+            .tokens
+            .issue_access(stored.user_id, &stored.session_key, stored.family_id),
+        refresh_token: next.token,
+        token_type: "Bearer",
+        expires_in: state.tokens.access_ttl().as_secs(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 204, description = "session destroyed, refresh family revoked"), (status = 401)))]
+async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Response> {
+    tokens::revoke_family(state.db.pool(), me.family_id).await?;
+    state.sessions.destroy(&me.session_key).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set_cookie(response.headers_mut(), &state, None);
+    Ok(response)
+}
+
+/// Sets (or, with `None`, clears) the session cookie. Written by hand: one header
+/// with fixed attributes does not warrant a cookie-jar dependency.
+fn set_cookie(headers: &mut HeaderMap, state: &AppState, value: Option<&str>) {
+    let name = &state.config.session_cookie_name;
+    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
+    let cookie = match value {
+        Some(v) => format!(
+            "{name}={v}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            state.sessions.ttl().as_secs()
+        ),
+        None => format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.append(header::SET_COOKIE, v);
+    }
+}

@@ -1,0 +1,59 @@
+//! `/api/me`: the caller's own account.
+
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::authn::Auth;
+use super::error::{ApiError, ApiResult};
+use super::json::{Checks, Json, Validate};
+use crate::state::AppState;
+use crate::store::users::{self, User};
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_me, patch_me))
+}
+
+/// The hot path: one session read, one rate-limit check, and the user from the
+/// cache (no database query on a hit).
+#[utoipa::path(get, path = "/api/me", tag = "me", responses((status = 200, body = User), (status = 401)))]
+async fn get_me(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<User>> {
+    state
+        .users
+        .get(me.user_id)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// Profile changes.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PatchMe {
+    /// 1 to 100 characters.
+    display_name: String,
+}
+
+impl Validate for PatchMe {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Checks::default()
+            .text(&self.display_name, "display_name", 1, 100)
+            .finish()
+    }
+}
+
+#[utoipa::path(patch, path = "/api/me", tag = "me", request_body = PatchMe,
+    responses((status = 200, body = User), (status = 401), (status = 422)))]
+async fn patch_me(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Json(req): Json<PatchMe>,
+) -> ApiResult<Json<User>> {
+    let user = users::update_display_name(state.db.pool(), me.user_id, req.display_name.trim())
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    state.users.invalidate(me.user_id).await?;
+    Ok(Json(user))
+}

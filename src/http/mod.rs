@@ -1,0 +1,140 @@
+//! The HTTP API: one `router()` per resource, merged here under the shared layers.
+//!
+//! Layers, outermost first: request context (ids, timeout, error bodies, metrics) →
+//! CORS → panic catcher → body limit → routing; on `/api/*` resources also
+//! authentication → rate limiting.
+
+pub mod analytics;
+pub mod auth;
+pub mod authn;
+pub mod context;
+pub mod error;
+pub mod health;
+pub mod json;
+pub mod me;
+pub mod messages;
+pub mod metrics;
+pub mod rate_limit;
+pub mod tasks;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::state::AppState;
+use error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Shoal API", description = "Real-time team workspace backend. Errors are always \
+        `{\"error\": {\"code\", \"message\", \"request_id\"}}`; every response carries \
+        `X-Instance-Id` and `X-Request-Id`."),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "Accounts, sessions and tokens"),
+        (name = "me", description = "The caller's account"),
+        (name = "workspaces", description = "Workspaces (the tenant boundary) and members"),
+        (name = "tasks", description = "Tasks and the activity feed"),
+        (name = "chat", description = "Chat messages"),
+        (name = "analytics", description = "Analytics events and opt-out"),
+        (name = "operations", description = "Health, readiness, cluster"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("shoal_session"))),
+        );
+    }
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let api = OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(me::router())
+        .merge(workspaces::router())
+        .merge(tasks::router())
+        .merge(messages::router())
+        .merge(analytics::router())
+        // Order matters: the last layer runs first, so authentication (which the
+        // per-user budget needs) runs before rate limiting.
+        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
+        .layer(from_fn_with_state(state.clone(), authn::authenticate));
+
+    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api)
+        .merge(health::router())
+        .split_for_parts();
+    let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
+
+    let mut router = routes
+        .route("/metrics", get(metrics::render))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let json = openapi_json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], json.as_str().to_owned()).into_response() }
+            }),
+        )
+        .merge(Scalar::with_url("/docs", openapi))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }));
+    if let Some(cors) = cors(&state.config.cors_origins) {
+        router = router.layer(cors);
+    }
+    router
+        .layer(from_fn_with_state(state.clone(), context::request_context))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let methods = [Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS];
+    let headers = [header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH, HeaderName::from_static("x-request-id")];
+    let expose = [
+        HeaderName::from_static("x-request-id"),
+        HeaderName::from_static("x-instance-id"),
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderName::from_static("ratelimit-reset"),
+        header::RETRY_AFTER,
+        header::ETAG,
+    ];
+    let layer = CorsLayer::new().allow_methods(methods).allow_headers(headers).expose_headers(expose);
+    if origins.iter().any(|o| o == "*") {
+        // A wildcard cannot be combined with credentials (the Fetch standard forbids it).
+        Some(layer.allow_origin(AllowOrigin::any()))
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        Some(layer.allow_origin(list).allow_credentials(true))
+    }
+}

@@ -1,0 +1,149 @@
+//! `/api/workspaces` and members. The tenant boundary: a non-member gets 404 for
+//! everything under a workspace, so ids do not leak.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::authn::Auth;
+use super::error::{ApiError, ApiResult};
+use super::json::{Checks, Json, Path, Validate};
+use crate::state::AppState;
+use crate::store::workspaces::{self, Member, Role, Workspace};
+use crate::store::{StoreError, users};
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace, list_workspaces))
+        .routes(routes!(add_member, list_members))
+}
+
+/// A list page. `next_cursor` is null on the last page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass as `cursor` (or `before`) for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's role in `workspace`, or 404 when not a member.
+pub(crate) async fn require_member(state: &AppState, workspace: Uuid, user: Uuid) -> ApiResult<Role> {
+    workspaces::role_of(state.db.pool(), workspace, user)
+        .await?
+        .ok_or(ApiError::NotFound("workspace"))
+}
+
+/// A new workspace.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateWorkspace {
+    /// 1 to 100 characters.
+    name: String,
+}
+
+impl Validate for CreateWorkspace {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Checks::default().text(&self.name, "name", 1, 100).finish()
+    }
+}
+
+#[utoipa::path(post, path = "/api/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+    responses((status = 201, body = Workspace, description = "the caller is its owner"), (status = 401), (status = 422)))]
+async fn create_workspace(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Json(req): Json<CreateWorkspace>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    let mut tx = state.db.begin().await?;
+    let ws = workspaces::create(&mut tx, me.user_id, req.name.trim()).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((StatusCode::CREATED, Json(ws)))
+}
+
+#[utoipa::path(get, path = "/api/workspaces", tag = "workspaces",
+    responses((status = 200, body = Page<Workspace>), (status = 401)))]
+async fn list_workspaces(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<Page<Workspace>>> {
+    let items = workspaces::list_for_user(state.db.pool(), me.user_id).await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// A member to add, by e-mail.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddMember {
+    /// E-mail of an existing user.
+    email: String,
+    /// `admin` or `member` (default).
+    #[serde(default = "default_role")]
+    role: Role,
+}
+
+fn default_role() -> Role {
+    Role::Member
+}
+
+impl Validate for AddMember {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Checks::default()
+            .check(super::auth::plausible_email(&self.email), "email", "must be an e-mail address")
+            .check(self.role != Role::Owner, "role", "must be admin or member")
+            .finish()
+    }
+}
+
+#[utoipa::path(post, path = "/api/workspaces/{wid}/members", tag = "workspaces", request_body = AddMember,
+    params(("wid" = Uuid, Path, description = "workspace id")),
+    responses((status = 201, body = Member), (status = 403, description = "only the owner adds members"),
+              (status = 404, description = "no such workspace, or no user with that e-mail"),
+              (status = 409, description = "already a member")))]
+async fn add_member(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(wid): Path<Uuid>,
+    Json(req): Json<AddMember>,
+) -> ApiResult<(StatusCode, Json<Member>)> {
+    if require_member(&state, wid, me.user_id).await? != Role::Owner {
+        return Err(ApiError::Forbidden("only the workspace owner can add members".into()));
+    }
+    let email = req.email.trim().to_lowercase();
+    let user = users::find_id_by_email(state.db.pool(), &email)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    match workspaces::add_member(state.db.pool(), wid, user, req.role).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::Conflict {
+                code: "already_member",
+                message: "this user is already a member".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let member = workspaces::member(state.db.pool(), wid, user)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    Ok((StatusCode::CREATED, Json(member)))
+}
+
+#[utoipa::path(get, path = "/api/workspaces/{wid}/members", tag = "workspaces",
+    params(("wid" = Uuid, Path, description = "workspace id")),
+    responses((status = 200, body = Page<Member>), (status = 404)))]
+async fn list_members(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(wid): Path<Uuid>,
+) -> ApiResult<Json<Page<Member>>> {
+    require_member(&state, wid, me.user_id).await?;
+    let items = workspaces::members(state.db.pool(), wid).await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}

@@ -1,0 +1,362 @@
+//! Pub/sub over Redis (distributed mode): every instance sharing the Redis server and
+//! the key prefix receives what any of them publishes.
+//!
+//! Publishing goes through the shared command connection of [`RedisClient`] (one
+//! `PUBLISH`, one round trip). Receiving uses ONE dedicated subscription connection
+//! per [`RedisPubSub`], owned by a background task that
+//! - multiplexes all local subscribers of a channel onto one Redis `SUBSCRIBE`
+//!   (a tokio broadcast channel fans the messages out);
+//! - PINGs the server every [`PING_EVERY`], so that a half-open connection is noticed
+//!   and [`PubSub::check`] turns `Err` while the connection is down;
+//! - on loss, reconnects by itself with exponential backoff ([`MIN_BACKOFF`] to
+//!   [`MAX_BACKOFF`]), re-resolving the Sentinel master each time, resubscribes every
+//!   live channel, and only then hands every live subscription a [`Delivery::Gap`]
+//!   before any message of the new connection.
+//!
+//! We write this loop ourselves instead of using `ConnectionManager`'s automatic
+//! resubscription: the manager only reconnects when a command fails, gives no signal
+//! we could turn into `Gap`, and is bound to one address, which Sentinel failover
+//! breaks. (socketioxide-redis stopped delivering after a restart for exactly such
+//! reasons, see CRATES.md.)
+//!
+//! Guarantees: at-most-once; per publisher, messages arrive in publish order (Redis
+//! delivers in the order it executes the `PUBLISH`es). A subscriber that falls more than
+//! [`CHANNEL_CAPACITY`] messages behind sees a `Gap`. Dropping the last subscription of
+//! a channel unsubscribes from Redis shortly after (the task handles it in order).
+//! Channel names are prefixed with `{prefix}:`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{Delivery, PubSub, Subscription};
+use crate::backend_error::BackendError;
+use crate::redis_client::{COMMAND_TIMEOUT, RedisClient, timeout};
+
+/// Messages buffered per channel for the slowest local subscriber before it lags
+/// (and sees a `Gap`). Same as the in-process backend.
+pub const CHANNEL_CAPACITY: usize = 1024;
+/// Liveness probe period of the subscription connection: the longest an outage can
+/// go unnoticed when the socket is not closed cleanly (plus [`COMMAND_TIMEOUT`]).
+pub const PING_EVERY: Duration = Duration::from_secs(1);
+/// First reconnect delay after a loss.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Largest reconnect delay: an outage ends at most this long before we notice.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Pub/sub on Redis; clones share one subscription connection.
+#[derive(Clone)]
+pub struct RedisPubSub {
+    client: RedisClient,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// State shared by the handles and the connection task.
+struct Shared {
+    /// Live channels (full, prefixed names) and their local fan-out.
+    channels: Mutex<HashMap<String, broadcast::Sender<Delivery>>>,
+    /// Whether the subscription connection is up (for `check`).
+    up: AtomicBool,
+    /// Why it is down, for the readiness message.
+    last_error: Mutex<String>,
+}
+
+enum Command {
+    /// Subscribe to a full channel name; answered once Redis confirmed it.
+    Subscribe {
+        channel: String,
+        reply: oneshot::Sender<Result<broadcast::Receiver<Delivery>, String>>,
+    },
+    /// A subscription of `channel` was dropped; unsubscribe if it was the last one.
+    Release { channel: String },
+}
+
+struct Connection {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl RedisPubSub {
+    /// Opens the subscription connection and starts its task. The task ends when this
+    /// value, its clones and every subscription are dropped.
+    pub async fn connect(client: &RedisClient) -> Result<RedisPubSub, BackendError> {
+        let shared = Arc::new(Shared {
+            channels: Mutex::new(HashMap::new()),
+            up: AtomicBool::new(false),
+            last_error: Mutex::new("not connected yet".into()),
+        });
+        let conn = open(client, &shared).await?;
+        shared.up.store(true, Ordering::Release);
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client.clone(), shared.clone(), rx, conn));
+        Ok(RedisPubSub {
+            client: client.clone(),
+            shared,
+            commands,
+        })
+    }
+
+    /// The full Redis name of `channel` (`{prefix}:{channel}`), for callers that put a
+    /// `PUBLISH` into a pipeline of their own.
+    pub fn channel_key(&self, channel: &str) -> String {
+        self.client.key(&[channel])
+    }
+
+    /// Like [`PubSub::publish`], returning how many subscription connections (i.e.
+    /// instances) Redis handed the message to.
+    pub async fn publish_counted(&self, channel: &str, payload: &[u8]) -> Result<u64, BackendError> {
+        self.client
+            .query(
+                redis::cmd("PUBLISH")
+                    .arg(self.channel_key(channel))
+                    .arg(payload),
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl PubSub for RedisPubSub {
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+        self.publish_counted(channel, &payload).await.map(|_| ())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Subscription, BackendError> {
+        let channel = self.channel_key(channel);
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe {
+                channel: channel.clone(),
+                reply,
+            })
+            .map_err(|_| BackendError::unavailable("redis", "pub/sub task has stopped"))?;
+        // The task may be in the middle of a reconnect attempt (bounded by the connect
+        // and command timeouts), so we wait for a little longer than both.
+        let rx = match tokio::time::timeout(COMMAND_TIMEOUT * 3, answer).await {
+            Ok(Ok(Ok(rx))) => rx,
+            Ok(Ok(Err(message))) => return Err(BackendError::unavailable("redis", message)),
+            Ok(Err(_)) => return Err(BackendError::unavailable("redis", "pub/sub task has stopped")),
+            Err(_) => return Err(BackendError::unavailable("redis", "SUBSCRIBE timed out")),
+        };
+        Ok(Box::pin(ChannelSubscription {
+            inner: Some(BroadcastStream::new(rx)),
+            channel,
+            commands: self.commands.clone(),
+        }))
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        if self.shared.up.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            let why = self.shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            Err(BackendError::unavailable(
+                "redis",
+                format!("subscription connection is down: {why}"),
+            ))
+        }
+    }
+}
+
+/// One local subscriber; dropping it tells the task, which unsubscribes from Redis
+/// when it was the last one of its channel.
+struct ChannelSubscription {
+    inner: Option<BroadcastStream<Delivery>>,
+    channel: String,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Stream for ChannelSubscription {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        inner.poll_next_unpin(cx).map(|item| {
+            item.map(|r| match r {
+                Ok(delivery) => delivery,
+                Err(BroadcastStreamRecvError::Lagged(_)) => Delivery::Gap,
+            })
+        })
+    }
+}
+
+impl Drop for ChannelSubscription {
+    fn drop(&mut self) {
+        // Drop the receiver first, so the task sees the right receiver count.
+        self.inner.take();
+        let _ = self.commands.send(Command::Release {
+            channel: std::mem::take(&mut self.channel),
+        });
+    }
+}
+
+/// Opens a subscription connection and subscribes every live channel on it.
+async fn open(client: &RedisClient, shared: &Shared) -> Result<Connection, BackendError> {
+    let client = client.dedicated_client().await?;
+    let pubsub = timeout(client.get_async_pubsub()).await?;
+    let (mut sink, stream) = pubsub.split();
+    let names: Vec<String> = shared
+        .channels
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    if !names.is_empty() {
+        timeout(sink.subscribe(&names)).await?;
+    }
+    Ok(Connection { sink, stream })
+}
+
+/// The connection task: serves commands, forwards messages, probes, reconnects.
+async fn run(
+    client: RedisClient,
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    conn: Connection,
+) {
+    let mut conn = Some(conn);
+    let mut backoff = MIN_BACKOFF;
+    let mut next_attempt = Instant::now();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if let Some(c) = conn.as_mut() {
+            let lost: Option<String> = tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(cmd) => handle(cmd, &shared, Some(c)).await.err(),
+                },
+                msg = c.stream.next() => match msg {
+                    Some(msg) => {
+                        deliver(&shared, msg.get_channel_name(), msg.get_payload_bytes());
+                        None
+                    }
+                    None => Some("connection closed".to_owned()),
+                },
+                _ = ping.tick() => timeout(c.sink.ping::<redis::Value>()).await.err().map(|e| e.to_string()),
+            };
+            if let Some(why) = lost {
+                tracing::warn!(error = %why, "redis pub/sub: subscription connection lost");
+                mark_down(&shared, why);
+                conn = None;
+                backoff = MIN_BACKOFF;
+                next_attempt = Instant::now();
+            }
+        } else {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(cmd) => { let _ = handle(cmd, &shared, None).await; }
+                },
+                _ = tokio::time::sleep_until(next_attempt) => {
+                    match open(&client, &shared).await {
+                        Ok(c) => {
+                            shared.up.store(true, Ordering::Release);
+                            tracing::info!("redis pub/sub: subscription connection restored");
+                            // Everything published while we were away is lost: say so
+                            // before the first message of the new connection.
+                            let channels = shared.channels.lock().unwrap_or_else(|p| p.into_inner());
+                            for tx in channels.values() {
+                                let _ = tx.send(Delivery::Gap);
+                            }
+                            drop(channels);
+                            conn = Some(c);
+                            ping.reset();
+                        }
+                        Err(e) => {
+                            mark_down(&shared, e.to_string());
+                            next_attempt = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn mark_down(shared: &Shared, why: String) {
+    shared.up.store(false, Ordering::Release);
+    *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = why;
+}
+
+fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
+    let channels = shared.channels.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = channels.get(channel) {
+        // No receiver left: a Release is on its way and will unsubscribe.
+        let _ = tx.send(Delivery::Message(Bytes::copy_from_slice(payload)));
+    }
+}
+
+/// Serves one command; `Err` means the connection failed and must be replaced.
+async fn handle(cmd: Command, shared: &Shared, conn: Option<&mut Connection>) -> Result<(), String> {
+    match cmd {
+        Command::Subscribe { channel, reply } => {
+            let Some(conn) = conn else {
+                let why = shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let _ = reply.send(Err(format!("subscription connection is down: {why}")));
+                return Ok(());
+            };
+            let existing = shared
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&channel)
+                .map(broadcast::Sender::subscribe);
+            if let Some(rx) = existing {
+                let _ = reply.send(Ok(rx));
+                return Ok(());
+            }
+            match timeout(conn.sink.subscribe(&channel)).await {
+                Ok(()) => {
+                    let (tx, rx) = broadcast::channel(CHANNEL_CAPACITY);
+                    shared
+                        .channels
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(channel, tx);
+                    let _ = reply.send(Ok(rx));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(format!("SUBSCRIBE failed: {e}")));
+                    Err(e.to_string())
+                }
+            }
+        }
+        Command::Release { channel } => {
+            let unused = {
+                let mut channels = shared.channels.lock().unwrap_or_else(|p| p.into_inner());
+                let unused = channels
+                    .get(&channel)
+                    .is_some_and(|tx| tx.receiver_count() == 0);
+                if unused {
+                    channels.remove(&channel);
+                }
+                unused
+            };
+            match conn {
+                Some(conn) if unused => timeout(conn.sink.unsubscribe(&channel))
+                    .await
+                    .map_err(|e| e.to_string()),
+                _ => Ok(()),
+            }
+        }
+    }
+}

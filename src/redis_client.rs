@@ -1,0 +1,294 @@
+//! The one Redis client of the process: a multiplexed [`ConnectionManager`] for
+//! commands, the key prefix of the deployment, a round-trip counter, and the means to
+//! open dedicated subscription connections (see [`crate::pubsub::redis`]).
+//!
+//! Every Redis backend (sessions, cache, rate limiter, pub/sub, presence, registry,
+//! analytics opt-out) goes through [`RedisClient`], so that
+//! - every key and channel carries the `{prefix}:` of the deployment ([`RedisClient::key`]);
+//! - every call is bounded by [`COMMAND_TIMEOUT`]: a Redis outage becomes
+//!   `BackendError::unavailable("redis", …)` within that time instead of a hung request;
+//! - round trips are counted ([`RedisClient::round_trips`]) so that tests can hold hot
+//!   paths to a budget.
+//!
+//! Guarantees: the client is cheap to clone (one `Arc`) and shared by all tasks of one
+//! instance; it reconnects by itself after Redis restarts (the `ConnectionManager`
+//! does this on the first failing command). With Sentinel, the master is resolved at
+//! start and re-resolved after a failed command, so a failover is followed within a
+//! few failed commands. Nothing here is per instance: two processes with the same
+//! prefix see the same keys.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation};
+use secrecy::ExposeSecret;
+
+use crate::backend_error::BackendError;
+use crate::config::RedisTarget;
+
+/// Upper bound on one command (or pipeline, or script) including the wait for a
+/// connection. Two seconds: far above a healthy round trip (well under 1 ms on a LAN),
+/// short enough that a request fails with 503 long before a load balancer or client
+/// gives up on it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Upper bound on opening one TCP connection (and its handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The Redis client shared by every Redis backend of one instance.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The command connection. Behind a lock only so that a Sentinel failover can swap
+    /// it; commands clone the manager (an `Arc`) out and never hold the lock across
+    /// an await.
+    conn: RwLock<ConnectionManager>,
+    /// Where connections come from (a fixed URL, or whatever master Sentinel names).
+    source: Source,
+    /// `{prefix}` of every key and channel (without the trailing `:`).
+    prefix: String,
+    /// Commands, pipelines and scripts sent through this client, for hot-path budgets.
+    round_trips: AtomicU64,
+    /// Set while a Sentinel re-resolution is running, so a burst of failing commands
+    /// starts only one.
+    resolving: AtomicBool,
+}
+
+enum Source {
+    /// A fixed server.
+    Url(Client),
+    /// The master named by the sentinels, and the client last resolved for it.
+    Sentinel {
+        /// Boxed: a `SentinelClient` is large and this enum lives once per process.
+        sentinel: Box<tokio::sync::Mutex<SentinelClient>>,
+        current: RwLock<Client>,
+    },
+}
+
+impl RedisClient {
+    /// Connects to `target` (standalone URL or Sentinel) and checks the connection with
+    /// one command. `prefix` is put in front of every key and channel as `{prefix}:`.
+    pub async fn connect(target: &RedisTarget, prefix: &str) -> Result<RedisClient, BackendError> {
+        let (client, source) = match target {
+            RedisTarget::Url(url) => {
+                let client = Client::open(url.expose_secret())
+                    .map_err(|e| BackendError::unavailable("redis", format!("bad REDIS_URL: {e}")))?;
+                (client.clone(), Source::Url(client))
+            }
+            RedisTarget::Sentinel {
+                sentinels,
+                master,
+                url,
+            } => {
+                let params: Vec<String> = sentinels
+                    .iter()
+                    .map(|s| {
+                        if s.contains("://") {
+                            s.clone()
+                        } else {
+                            format!("redis://{s}")
+                        }
+                    })
+                    .collect();
+                let mut node = SentinelNodeConnectionInfo::default();
+                if let Some(url) = url {
+                    let info = url.expose_secret().into_connection_info().map_err(|e| {
+                        BackendError::unavailable("redis", format!("bad REDIS_URL: {e}"))
+                    })?;
+                    node = node.set_redis_connection_info(info.redis_settings().clone());
+                }
+                let mut sentinel = SentinelClient::build(
+                    params,
+                    master.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| {
+                    BackendError::unavailable("redis", format!("bad REDIS_SENTINELS: {e}"))
+                })?;
+                let client = timeout(sentinel.async_get_client()).await?;
+                let source = Source::Sentinel {
+                    sentinel: Box::new(tokio::sync::Mutex::new(sentinel)),
+                    current: RwLock::new(client.clone()),
+                };
+                (client, source)
+            }
+        };
+        let conn = timeout(ConnectionManager::new_with_config(client, manager_config())).await?;
+        let this = RedisClient {
+            inner: Arc::new(Inner {
+                conn: RwLock::new(conn),
+                source,
+                prefix: prefix.to_owned(),
+                round_trips: AtomicU64::new(0),
+                resolving: AtomicBool::new(false),
+            }),
+        };
+        this.ping().await?;
+        Ok(this)
+    }
+
+    /// `{prefix}:{part}:{part}…` — the name of a key or channel of this deployment.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.inner.prefix.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// The deployment's prefix (without the trailing `:`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// How many round trips (commands, pipelines, script calls) this client and its
+    /// clones have sent so far. A script call counts as one, although the rare
+    /// `NOSCRIPT` fallback (first call after a Redis restart) costs two more.
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Sends one command.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
+        let mut conn = self.begin();
+        let result = timeout(cmd.query_async(&mut conn)).await;
+        self.after(&result);
+        result
+    }
+
+    /// Sends a pipeline (or a `MULTI`/`EXEC` transaction) in one round trip.
+    pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, BackendError> {
+        let mut conn = self.begin();
+        let result = timeout(pipe.query_async(&mut conn)).await;
+        self.after(&result);
+        result
+    }
+
+    /// Runs a Lua script by `EVALSHA`, falling back to loading it on `NOSCRIPT`.
+    pub async fn run_script<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.begin();
+        let result = timeout(invocation.invoke_async(&mut conn)).await;
+        self.after(&result);
+        result
+    }
+
+    /// Readiness: one `PING`.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let _: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// A client for a dedicated connection (subscriptions) to the current server: the
+    /// URL's, or the master Sentinel names right now.
+    pub(crate) async fn dedicated_client(&self) -> Result<Client, BackendError> {
+        match &self.inner.source {
+            Source::Url(client) => Ok(client.clone()),
+            Source::Sentinel { sentinel, current } => {
+                let mut sentinel = sentinel.lock().await;
+                let client = timeout(sentinel.async_get_client()).await?;
+                *current.write().unwrap_or_else(|p| p.into_inner()) = client.clone();
+                Ok(client)
+            }
+        }
+    }
+
+    fn begin(&self) -> ConnectionManager {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .conn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After a failed command in Sentinel mode, asks the sentinels whether the master
+    /// moved and, if so, swaps the command connection. Any `Unavailable` error triggers
+    /// the question (a `READONLY` from a demoted master looks like that too); if the
+    /// master did not move, nothing changes. At most one re-resolution runs at a time.
+    fn after<T>(&self, result: &Result<T, BackendError>) {
+        let Err(e) = result else { return };
+        if e.kind() != crate::backend_error::BackendErrorKind::Unavailable {
+            return;
+        }
+        if !matches!(self.inner.source, Source::Sentinel { .. }) {
+            return;
+        }
+        if self.inner.resolving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            if let Some(inner) = inner.upgrade() {
+                let this = RedisClient { inner };
+                if let Err(e) = this.follow_master().await {
+                    tracing::warn!(error = %e, "redis: sentinel re-resolution failed");
+                }
+                this.inner.resolving.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    async fn follow_master(&self) -> Result<(), BackendError> {
+        let Source::Sentinel { current, .. } = &self.inner.source else {
+            return Ok(());
+        };
+        let before = current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_connection_info()
+            .addr()
+            .clone();
+        let client = self.dedicated_client().await?;
+        if *client.get_connection_info().addr() == before {
+            return Ok(());
+        }
+        tracing::info!(master = %client.get_connection_info().addr(), "redis: following new sentinel master");
+        let conn = timeout(ConnectionManager::new_with_config(client, manager_config())).await?;
+        *self.inner.conn.write().unwrap_or_else(|p| p.into_inner()) = conn;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RedisClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisClient")
+            .field("prefix", &self.inner.prefix)
+            .field("round_trips", &self.round_trips())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The manager reconnects on its own; we keep its own retries short (3 tries, ≤ 0.5 s
+/// apart) because a command waiting for a reconnect is bounded by [`COMMAND_TIMEOUT`]
+/// anyway, and the next command after a failed reconnect starts a new one.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// Bounds `fut` by [`COMMAND_TIMEOUT`] and maps both failure kinds to [`BackendError`].
+pub(crate) async fn timeout<T>(
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(BackendError::from),
+        Err(_) => Err(BackendError::unavailable(
+            "redis",
+            format!("no answer within {COMMAND_TIMEOUT:?}"),
+        )),
+    }
+}

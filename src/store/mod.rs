@@ -1,0 +1,223 @@
+//! The repository layer: SQL over sqlx's `Any` driver, the same statements on SQLite
+//! and PostgreSQL (engine differences live in [`dialect`]).
+//!
+//! Repository functions take any executor, so a caller composes them inside one
+//! transaction (`&mut *tx`) or runs them alone on the pool.
+
+pub mod activity;
+pub mod analytics;
+pub mod dialect;
+pub mod messages;
+pub mod tokens;
+pub mod tasks;
+pub mod users;
+pub mod workspaces;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use uuid::Uuid;
+
+use crate::config::Config;
+pub use dialect::Dialect;
+
+/// A failure of the store, as callers need to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, timed out, or the pool is exhausted: 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A uniqueness rule was broken (the caller knows which one).
+    #[error("conflict: {0}")]
+    Conflict(#[source] sqlx::Error),
+    /// Stored data that does not decode, or any other unexpected error: 500.
+    #[error("database error: {0}")]
+    Internal(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the database is at fault for being unreachable (503) rather than a bug.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) => {
+                if db.is_unique_violation() {
+                    return StoreError::Conflict(e);
+                }
+                let code = db.code().unwrap_or_default();
+                // 08xxx connection exceptions, 57014 statement timeout, 57P0x admin
+                // shutdown / terminated backend, 53xxx insufficient resources;
+                // SQLite 5/6 are BUSY/LOCKED after busy_timeout.
+                if code.starts_with("08")
+                    || code.starts_with("57")
+                    || code.starts_with("53")
+                    || code == "5"
+                    || code == "6"
+                {
+                    StoreError::Unavailable(e)
+                } else {
+                    StoreError::Internal(e)
+                }
+            }
+            _ => StoreError::Internal(e),
+        }
+    }
+}
+
+/// The connection pool and its dialect.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Db {
+    /// Opens the pool, retrying `DB_CONNECT_RETRIES` times with exponential backoff
+    /// (0.25 s, 0.5 s, 1 s, …) so that instances started before the database wait for it.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::new(config.database_kind);
+        if config.database_kind == crate::config::DatabaseKind::Sqlite {
+            ensure_sqlite_parent(config.database_url.expose_secret())?;
+        }
+        let url = dialect.connect_url(config.database_url.expose_secret());
+        let statement_timeout = config.db_statement_timeout;
+        let options = AnyPoolOptions::new()
+            .min_connections(config.db_pool_min)
+            .max_connections(config.db_pool_max)
+            .acquire_timeout(config.db_acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move { dialect.prepare_connection(conn, statement_timeout).await })
+            });
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        loop {
+            match options.clone().connect(&url).await {
+                Ok(pool) => return Ok(Self { pool, dialect }),
+                Err(e) if attempt < config.db_connect_retries => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "database not reachable, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot connect to the database after {} attempts: {e}",
+                        attempt + 1
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Applies pending migrations (under a lock on PostgreSQL).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.dialect
+            .migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+    }
+
+    /// The pool, for one-statement reads and writes.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine-specific parts.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Opens a transaction that will write (see [`Dialect::begin_write`]).
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(self.pool.begin_with(self.dialect.begin_write()).await?)
+    }
+
+    /// Readiness: one round trip.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Connections in use and idle, for `/metrics`.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        (size.saturating_sub(idle), idle)
+    }
+
+    /// Closes every connection (end of shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a UUID stored as text.
+pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid, sqlx::Error> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| sqlx::Error::ColumnDecode {
+        index: col.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// Reads a nullable UUID stored as text.
+pub(crate) fn opt_uuid_col(row: &AnyRow, col: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| Uuid::parse_str(&s))
+        .transpose()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: col.to_owned(),
+            source: Box::new(e),
+        })
+}
+
+/// An opaque keyset-pagination cursor: the last id of the previous page.
+pub mod cursor {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use uuid::Uuid;
+
+    /// Encodes `id` as a cursor.
+    pub fn encode(id: Uuid) -> String {
+        URL_SAFE_NO_PAD.encode(id.as_bytes())
+    }
+
+    /// Decodes a cursor made by [`encode`].
+    pub fn decode(s: &str) -> Option<Uuid> {
+        let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
+        Uuid::from_slice(&bytes).ok()
+    }
+}

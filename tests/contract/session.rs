@@ -1,0 +1,129 @@
+//! `SessionStore` contract: SQL (temporary SQLite) and Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal::session::SessionStore;
+use shoal::session::redis::RedisSessionStore;
+use shoal::session::sql::SqlSessionStore;
+
+use crate::support::{Pair, Redis, Sql, eventually, redis_clients, sqlite_pair};
+
+trait Fixture {
+    async fn pair() -> Option<Pair<dyn SessionStore>>;
+}
+
+impl Fixture for Sql {
+    async fn pair() -> Option<Pair<dyn SessionStore>> {
+        let (a, b, guard) = sqlite_pair().await;
+        Some(Pair {
+            a: Arc::new(SqlSessionStore::new(a)),
+            b: Arc::new(SqlSessionStore::new(b)),
+            _guard: guard,
+        })
+    }
+}
+
+impl Fixture for Redis {
+    async fn pair() -> Option<Pair<dyn SessionStore>> {
+        let (a, b, guard) = redis_clients().await?;
+        Some(Pair {
+            a: Arc::new(RedisSessionStore::new(a)),
+            b: Arc::new(RedisSessionStore::new(b)),
+            _guard: guard,
+        })
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+contract_suite!(
+    backends: [sql => crate::support::Sql, redis => crate::support::Redis],
+    cases: [
+        put_then_get_on_every_instance,
+        unknown_key_is_none,
+        put_replaces_value_and_restarts_expiry,
+        expires_after_ttl,
+        delete_is_global_and_idempotent,
+        keys_are_independent,
+        check_is_ok,
+    ]
+);
+
+async fn put_then_get_on_every_instance<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let value: Vec<u8> = (0..=255u8).collect();
+    p.a.put("k1", &value, HOUR).await.expect("put");
+    assert_eq!(p.a.get("k1").await.expect("get on A"), Some(value.clone()));
+    assert_eq!(p.b.get("k1").await.expect("get on B"), Some(value));
+}
+
+async fn unknown_key_is_none<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    assert_eq!(p.a.get("nobody").await.expect("get"), None);
+}
+
+async fn put_replaces_value_and_restarts_expiry<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.put("k", b"old", Duration::from_millis(300)).await.expect("put old");
+    p.b.put("k", b"new", HOUR).await.expect("put new");
+    assert_eq!(p.a.get("k").await.expect("get"), Some(b"new".to_vec()));
+    // Past the first TTL the record lives on under the second one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(p.a.get("k").await.expect("get later"), Some(b"new".to_vec()));
+}
+
+async fn expires_after_ttl<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.put("k", b"v", Duration::from_millis(300)).await.expect("put");
+    p.a.put("other", b"v", HOUR).await.expect("put other");
+    let b = p.b.clone();
+    eventually("the session to expire on B", || {
+        let b = b.clone();
+        async move { b.get("k").await.expect("get").is_none() }
+    })
+    .await;
+    assert_eq!(p.a.get("k").await.expect("get on A"), None);
+    assert_eq!(p.b.get("other").await.expect("other"), Some(b"v".to_vec()));
+}
+
+async fn delete_is_global_and_idempotent<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.put("k", b"v", HOUR).await.expect("put");
+    assert!(p.b.get("k").await.expect("get").is_some());
+    p.b.delete("k").await.expect("delete");
+    assert_eq!(p.a.get("k").await.expect("get on A"), None);
+    assert_eq!(p.b.get("k").await.expect("get on B"), None);
+    p.a.delete("k").await.expect("delete again");
+    p.a.delete("never-existed").await.expect("delete unknown");
+}
+
+async fn keys_are_independent<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.put("k1", b"one", HOUR).await.expect("put k1");
+    p.a.put("k2", b"two", HOUR).await.expect("put k2");
+    p.a.delete("k1").await.expect("delete k1");
+    assert_eq!(p.b.get("k2").await.expect("get k2"), Some(b"two".to_vec()));
+}
+
+async fn check_is_ok<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.check().await.expect("check");
+}
+
+/// Redis only: the store keeps exactly the bytes it was given (sealing happens above
+/// it) under the prefixed key.
+#[tokio::test]
+async fn redis_stores_the_bytes_under_the_prefixed_key() {
+    let Some((client, _, _guard)) = redis_clients().await else {
+        return;
+    };
+    let store = RedisSessionStore::new(client.clone());
+    let value = b"\x00sealed\xffbytes".to_vec();
+    store.put("abc", &value, HOUR).await.expect("put");
+    let raw: Option<Vec<u8>> = client
+        .query(redis::cmd("GET").arg(format!("{}:session:abc", client.prefix())))
+        .await
+        .expect("raw get");
+    assert_eq!(raw, Some(value));
+}

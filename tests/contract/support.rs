@@ -1,0 +1,216 @@
+//! What every suite shares: the backend fixtures, the Redis discovery (skip loudly,
+//! fail under `CI=true`), temporary SQLite databases and a `redis-server` the test owns.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shoal::config::{Config, RedisTarget};
+use shoal::redis_client::RedisClient;
+use shoal::store::Db;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Generous upper bound for anything awaited in a test (never a timing assertion).
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The in-process backends.
+pub struct Memory;
+/// The SQL backends on a fresh temporary SQLite file.
+pub struct Sql;
+/// The Redis backends on a random key prefix.
+pub struct Redis;
+
+/// Two instances of one backend sharing one state, plus whatever must outlive them.
+pub struct Pair<T: ?Sized> {
+    pub a: Arc<T>,
+    pub b: Arc<T>,
+    pub _guard: Guard,
+}
+
+/// Keeps temporary resources alive; removes a test's Redis keys on drop.
+#[derive(Default)]
+pub struct Guard {
+    pub _dir: Option<tempfile::TempDir>,
+    pub redis_prefix: Option<(String, String)>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // Best effort, synchronous: a test's keys under its random prefix.
+        let Some((url, prefix)) = self.redis_prefix.take() else {
+            return;
+        };
+        let Ok(client) = redis::Client::open(url) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("SHOAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A missing dependency: loud skip locally, failure under `CI=true`.
+pub fn missing(what: &str) {
+    if in_ci() {
+        panic!("{what}, and CI=true: a missing service is a failure, not a pass");
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED: {what}.\n\
+         !!! Start Redis or set SHOAL_TEST_REDIS_URL; with CI=true this fails.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+/// The test Redis, or `None` (after saying so) when it is unreachable.
+pub async fn redis_target() -> Option<RedisTarget> {
+    let url = redis_url();
+    let target = RedisTarget::Url(SecretString::from(url.clone()));
+    match RedisClient::connect(&target, "shoal-test-probe").await {
+        Ok(_) => Some(target),
+        Err(e) => {
+            missing(&format!("Redis is not reachable at {url} ({e})"));
+            None
+        }
+    }
+}
+
+/// Two independent clients (two "instances") on one fresh random prefix.
+pub async fn redis_clients() -> Option<(RedisClient, RedisClient, Guard)> {
+    let target = redis_target().await?;
+    let prefix = random_prefix();
+    let a = RedisClient::connect(&target, &prefix)
+        .await
+        .expect("connect client A");
+    let b = RedisClient::connect(&target, &prefix)
+        .await
+        .expect("connect client B");
+    let guard = Guard {
+        _dir: None,
+        redis_prefix: Some((redis_url(), prefix)),
+    };
+    Some((a, b, guard))
+}
+
+pub fn random_prefix() -> String {
+    format!("shoal-test-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Two pools on one migrated temporary SQLite file.
+pub async fn sqlite_pair() -> (Db, Db, Guard) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("contract.db").display());
+    let config = Config::from_pairs([("DATABASE_URL", url.as_str())]).expect("test config");
+    let a = Db::connect(&config).await.expect("open sqlite A");
+    a.migrate().await.expect("migrate sqlite");
+    let b = Db::connect(&config).await.expect("open sqlite B");
+    let guard = Guard {
+        _dir: Some(dir),
+        redis_prefix: None,
+    };
+    (a, b, guard)
+}
+
+/// A `redis-server` child process on its own port, killed when dropped.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts a server on a free port, or `None` (after saying so) without the binary.
+    pub async fn start() -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind a free port")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        let mut server = OwnRedis { port, child: None };
+        match server.spawn().await {
+            Ok(()) => Some(server),
+            Err(e) => {
+                missing(&format!("cannot run redis-server ({e})"));
+                None
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it accepts connections.
+    pub async fn spawn(&mut self) -> std::io::Result<()> {
+        let mut child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("Ready to accept connections") {
+                    return Ok(true);
+                }
+            }
+            Ok::<bool, std::io::Error>(false)
+        })
+        .await;
+        if !matches!(ready, Ok(Ok(true))) {
+            let _ = child.kill().await;
+            return Err(std::io::Error::other("redis-server did not become ready"));
+        }
+        // Keep draining its output so that the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the server and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis-server");
+        }
+    }
+}
+
+/// Awaits `fut` for at most [`PATIENCE`], naming what was awaited on failure.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
+}
+
+/// Polls `probe` until it returns true: for state changes nobody announces (a key
+/// expiring, a connection noticed down). Bounded by [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(what, async {
+        while !probe().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
