@@ -13,6 +13,8 @@ pub mod tasks;
 pub mod users;
 pub mod workspaces;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -81,6 +83,9 @@ impl From<sqlx::Error> for StoreError {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// Connections handed out by the pool, ever. Every query through the pool takes
+    /// one, so tests can prove that a path makes no database round trip.
+    acquisitions: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -95,18 +100,31 @@ impl Db {
         }
         let url = dialect.connect_url(config.database_url.expose_secret());
         let statement_timeout = config.db_statement_timeout;
+        let acquisitions = Arc::new(AtomicU64::new(0));
+        let (on_connect, on_acquire) = (acquisitions.clone(), acquisitions.clone());
         let options = AnyPoolOptions::new()
             .min_connections(config.db_pool_min)
             .max_connections(config.db_pool_max)
             .acquire_timeout(config.db_acquire_timeout)
             .after_connect(move |conn, _meta| {
+                on_connect.fetch_add(1, Ordering::Relaxed);
                 Box::pin(async move { dialect.prepare_connection(conn, statement_timeout).await })
+            })
+            .before_acquire(move |_conn, _meta| {
+                on_acquire.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Ok(true) })
             });
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         loop {
             match options.clone().connect(&url).await {
-                Ok(pool) => return Ok(Self { pool, dialect }),
+                Ok(pool) => {
+                    return Ok(Self {
+                        pool,
+                        dialect,
+                        acquisitions,
+                    });
+                }
                 Err(e) if attempt < config.db_connect_retries => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "database not reachable, retrying");
@@ -158,6 +176,11 @@ impl Db {
         let size = self.pool.size();
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
         (size.saturating_sub(idle), idle)
+    }
+
+    /// How many times a connection was taken from the pool (or opened) so far.
+    pub fn acquisitions(&self) -> u64 {
+        self.acquisitions.load(Ordering::Relaxed)
     }
 
     /// Closes every connection (end of shutdown).

@@ -122,7 +122,7 @@ async fn redis_stores_the_bytes_under_the_prefixed_key() {
     let value = b"\x00sealed\xffbytes".to_vec();
     store.put("abc", &value, HOUR).await.expect("put");
     let raw: Option<Vec<u8>> = client
-        .query(redis::cmd("GET").arg(format!("{}:session:abc", client.prefix())))
+        .query(::redis::cmd("GET").arg(format!("{}:session:abc", client.prefix())))
         .await
         .expect("raw get");
     assert_eq!(raw, Some(value));

@@ -12,27 +12,27 @@ use shoal::store::Db;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Generous upper bound for anything awaited in a test (never a timing assertion).
-pub const PATIENCE: Duration = Duration::from_secs(15);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(15);
 
 /// The in-process backends.
-pub struct Memory;
+pub(crate) struct Memory;
 /// The SQL backends on a fresh temporary SQLite file.
-pub struct Sql;
+pub(crate) struct Sql;
 /// The Redis backends on a random key prefix.
-pub struct Redis;
+pub(crate) struct Redis;
 
 /// Two instances of one backend sharing one state, plus whatever must outlive them.
-pub struct Pair<T: ?Sized> {
-    pub a: Arc<T>,
-    pub b: Arc<T>,
-    pub _guard: Guard,
+pub(crate) struct Pair<T: ?Sized> {
+    pub(crate) a: Arc<T>,
+    pub(crate) b: Arc<T>,
+    pub(crate) _guard: Guard,
 }
 
 /// Keeps temporary resources alive; removes a test's Redis keys on drop.
 #[derive(Default)]
-pub struct Guard {
-    pub _dir: Option<tempfile::TempDir>,
-    pub redis_prefix: Option<(String, String)>,
+pub(crate) struct Guard {
+    pub(crate) _dir: Option<tempfile::TempDir>,
+    pub(crate) redis_prefix: Option<(String, String)>,
 }
 
 impl Drop for Guard {
@@ -66,7 +66,7 @@ fn in_ci() -> bool {
 }
 
 /// A missing dependency: loud skip locally, failure under `CI=true`.
-pub fn missing(what: &str) {
+pub(crate) fn missing(what: &str) {
     if in_ci() {
         panic!("{what}, and CI=true: a missing service is a failure, not a pass");
     }
@@ -79,7 +79,7 @@ pub fn missing(what: &str) {
 }
 
 /// The test Redis, or `None` (after saying so) when it is unreachable.
-pub async fn redis_target() -> Option<RedisTarget> {
+pub(crate) async fn redis_target() -> Option<RedisTarget> {
     let url = redis_url();
     let target = RedisTarget::Url(SecretString::from(url.clone()));
     match RedisClient::connect(&target, "shoal-test-probe").await {
@@ -92,7 +92,7 @@ pub async fn redis_target() -> Option<RedisTarget> {
 }
 
 /// Two independent clients (two "instances") on one fresh random prefix.
-pub async fn redis_clients() -> Option<(RedisClient, RedisClient, Guard)> {
+pub(crate) async fn redis_clients() -> Option<(RedisClient, RedisClient, Guard)> {
     let target = redis_target().await?;
     let prefix = random_prefix();
     let a = RedisClient::connect(&target, &prefix)
@@ -108,12 +108,12 @@ pub async fn redis_clients() -> Option<(RedisClient, RedisClient, Guard)> {
     Some((a, b, guard))
 }
 
-pub fn random_prefix() -> String {
+pub(crate) fn random_prefix() -> String {
     format!("shoal-test-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// Two pools on one migrated temporary SQLite file.
-pub async fn sqlite_pair() -> (Db, Db, Guard) {
+pub(crate) async fn sqlite_pair() -> (Db, Db, Guard) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("contract.db").display());
     let config = Config::from_pairs([("DATABASE_URL", url.as_str())]).expect("test config");
@@ -128,14 +128,14 @@ pub async fn sqlite_pair() -> (Db, Db, Guard) {
 }
 
 /// A `redis-server` child process on its own port, killed when dropped.
-pub struct OwnRedis {
-    pub port: u16,
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     child: Option<tokio::process::Child>,
 }
 
 impl OwnRedis {
     /// Starts a server on a free port, or `None` (after saying so) without the binary.
-    pub async fn start() -> Option<OwnRedis> {
+    pub(crate) async fn start() -> Option<OwnRedis> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind a free port")
             .local_addr()
@@ -151,12 +151,12 @@ impl OwnRedis {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts (again) on the same port and waits until it accepts connections.
-    pub async fn spawn(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn spawn(&mut self) -> std::io::Result<()> {
         let mut child = tokio::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -186,7 +186,7 @@ impl OwnRedis {
     }
 
     /// Kills the server and waits for it to be gone.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("kill redis-server");
         }
@@ -194,7 +194,7 @@ impl OwnRedis {
 }
 
 /// Awaits `fut` for at most [`PATIENCE`], naming what was awaited on failure.
-pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, fut)
         .await
         .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
@@ -202,7 +202,7 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
 
 /// Polls `probe` until it returns true: for state changes nobody announces (a key
 /// expiring, a connection noticed down). Bounded by [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut probe: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -1,0 +1,340 @@
+//! The harness: `spawn_app()` builds a real Shoal on a random port with its own
+//! SQLite database under a fresh temporary `DATA_DIR`, and returns a [`TestApp`]
+//! with typed helpers that read like a user's session.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Client, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shoal::app::{App, Stopped};
+use shoal::config::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous upper bound for anything awaited (never a timing assertion).
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A password every test user has.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+
+/// A running application.
+pub(crate) struct TestApp {
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) address: String,
+    /// A client without a cookie store (Bearer and anonymous requests).
+    pub(crate) client: Client,
+    /// Cancelling it starts the graceful shutdown.
+    pub(crate) shutdown: CancellationToken,
+    /// The server task.
+    server: Option<JoinHandle<anyhow::Result<Stopped>>>,
+    /// Keeps the database alive for the test's lifetime.
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// The body of a successful login.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct LoginBody {
+    pub(crate) user: Value,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: String,
+    pub(crate) token_type: String,
+    pub(crate) expires_in: u64,
+}
+
+/// A registered, logged-in user.
+pub(crate) struct TestUser {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) display_name: String,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: String,
+    /// A client whose cookie store holds this user's session cookie.
+    pub(crate) cookie_client: Client,
+}
+
+/// A plain client: no cookie store, no system proxy.
+pub(crate) fn plain_client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .build()
+        .expect("build a reqwest client")
+}
+
+/// A client that keeps cookies.
+pub(crate) fn cookie_client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()
+        .expect("build a cookie-store reqwest client")
+}
+
+/// A unique e-mail address for this test.
+pub(crate) fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Spawns the application with the default test configuration.
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns the application, `overrides` replacing the test defaults.
+pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let data_dir = tempfile::TempDir::new().expect("create a temporary DATA_DIR");
+    let dir = data_dir.path().to_str().expect("utf-8 temp path").to_owned();
+    let mut pairs: Vec<(String, String)> = vec![
+        ("PORT".into(), "0".into()),
+        ("HOST".into(), "127.0.0.1".into()),
+        ("DATA_DIR".into(), dir),
+        ("RATE_LIMIT_AUTH_PER_MIN".into(), "100000".into()),
+        ("RATE_LIMIT_IP_PER_MIN".into(), "100000".into()),
+        ("RATE_LIMIT_USER_PER_MIN".into(), "100000".into()),
+    ];
+    for (key, value) in overrides {
+        pairs.retain(|(k, _)| k != key);
+        pairs.push(((*key).to_owned(), (*value).to_owned()));
+    }
+    let config = Config::from_pairs(pairs).expect("the test configuration is valid");
+    let app = App::build(config).await.expect("the application builds");
+    let address = format!("http://{}", app.local_addr());
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: plain_client(),
+        shutdown,
+        server: Some(server),
+        _data_dir: data_dir,
+    }
+}
+
+impl TestApp {
+    /// The absolute URL of `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub(crate) async fn stop(mut self) -> Stopped {
+        self.shutdown.cancel();
+        let server = self.server.take().expect("the server is running");
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .expect("the server stops")
+            .expect("the server task did not panic")
+            .expect("the server stopped without error")
+    }
+
+    /// `POST /api/auth/register`.
+    pub(crate) async fn register(&self, email: &str, password: &str, display_name: &str) -> Response {
+        self.client
+            .post(self.url("/api/auth/register"))
+            .json(&json!({ "email": email, "password": password, "display_name": display_name }))
+            .send()
+            .await
+            .expect("register request")
+    }
+
+    /// `POST /api/auth/login` through `client`.
+    pub(crate) async fn login_with(&self, client: &Client, email: &str, password: &str) -> Response {
+        client
+            .post(self.url("/api/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// `POST /api/auth/login`, asserting success.
+    pub(crate) async fn login(&self, email: &str, password: &str) -> LoginBody {
+        let response = self.login_with(&self.client, email, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login should succeed");
+        response.json().await.expect("login body")
+    }
+
+    /// `POST /api/auth/refresh`.
+    pub(crate) async fn refresh(&self, refresh_token: &str) -> Response {
+        self.client
+            .post(self.url("/api/auth/refresh"))
+            .json(&json!({ "refresh_token": refresh_token }))
+            .send()
+            .await
+            .expect("refresh request")
+    }
+
+    /// Registers and logs in a fresh user (the login goes through the user's own
+    /// cookie-store client so that its session cookie is kept).
+    pub(crate) async fn signed_up_user(&self) -> TestUser {
+        let email = unique_email();
+        let display_name = format!("Tester {}", &email[5..13]);
+        let response = self.register(&email, PASSWORD, &display_name).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "register should succeed");
+        let client = cookie_client();
+        let response = self.login_with(&client, &email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "login should succeed");
+        let body: LoginBody = response.json().await.expect("login body");
+        TestUser {
+            id: body.user["id"].as_str().expect("user id").to_owned(),
+            email,
+            display_name,
+            access_token: body.access_token,
+            refresh_token: body.refresh_token,
+            cookie_client: client,
+        }
+    }
+
+    /// `GET path` with the user's Bearer token.
+    pub(crate) async fn get(&self, user: &TestUser, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&user.access_token)
+            .send()
+            .await
+            .expect("GET request")
+    }
+
+    /// `POST path` with a JSON body and the user's Bearer token.
+    pub(crate) async fn post(&self, user: &TestUser, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&user.access_token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST request")
+    }
+
+    /// `PATCH path` with a JSON body and the user's Bearer token.
+    pub(crate) async fn patch(&self, user: &TestUser, path: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(&user.access_token)
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH request")
+    }
+
+    /// `DELETE path` with the user's Bearer token.
+    pub(crate) async fn delete(&self, user: &TestUser, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(&user.access_token)
+            .send()
+            .await
+            .expect("DELETE request")
+    }
+
+    /// Creates a workspace, asserting 201; returns it.
+    pub(crate) async fn create_workspace(&self, user: &TestUser, name: &str) -> Value {
+        let response = self.post(user, "/api/workspaces", &json!({ "name": name })).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create workspace");
+        response.json().await.expect("workspace body")
+    }
+
+    /// Creates a workspace and returns its id.
+    pub(crate) async fn workspace_id(&self, user: &TestUser) -> String {
+        let ws = self.create_workspace(user, "Team").await;
+        ws["id"].as_str().expect("workspace id").to_owned()
+    }
+
+    /// Adds `member` to `wid` as the owner `owner`, asserting 201.
+    pub(crate) async fn add_member(&self, owner: &TestUser, wid: &str, member: &TestUser) {
+        let response = self
+            .post(
+                owner,
+                &format!("/api/workspaces/{wid}/members"),
+                &json!({ "email": member.email, "role": "member" }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "add member");
+    }
+
+    /// Creates a task, asserting 201; returns it.
+    pub(crate) async fn create_task(&self, user: &TestUser, wid: &str, body: &Value) -> Value {
+        let response = self
+            .post(user, &format!("/api/workspaces/{wid}/tasks"), body)
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "create task");
+        response.json().await.expect("task body")
+    }
+
+    /// Posts a chat message; returns the response.
+    pub(crate) async fn post_message(&self, user: &TestUser, wid: &str, body: &Value) -> Response {
+        self.post(user, &format!("/api/workspaces/{wid}/messages"), body)
+            .await
+    }
+
+    /// The body of `GET /metrics`.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics text")
+    }
+}
+
+/// A header as a string, panicking with its name when absent.
+pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("response has no {name} header"))
+        .to_str()
+        .expect("header is ASCII")
+}
+
+/// Asserts that `response` is the API's error answer with `status` and `code`:
+/// `X-Instance-Id` and `X-Request-Id` present, a JSON `{"error": {code, message,
+/// request_id}}` body whose `request_id` equals the header. Returns the `error` object.
+pub(crate) async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status of {}", response.url());
+    let headers = response.headers().clone();
+    assert!(
+        !header(&headers, "x-instance-id").is_empty(),
+        "X-Instance-Id is set"
+    );
+    let request_id = header(&headers, "x-request-id").to_owned();
+    assert!(
+        header(&headers, "content-type").starts_with("application/json"),
+        "error bodies are JSON"
+    );
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = body["error"].clone();
+    assert_eq!(error["code"], code, "error code in {body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error message in {body}"
+    );
+    assert_eq!(error["request_id"], request_id.as_str(), "request_id equals the header");
+    error
+}
+
+/// The numeric value of the Prometheus sample `name{labels}` (labels given as a
+/// list of `key="value"` that must all appear), summed over matching series.
+pub(crate) fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}

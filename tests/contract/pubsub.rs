@@ -1,0 +1,198 @@
+//! `PubSub` contract: in-process and Redis, plus a Redis outage test on a server the
+//! test owns.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use secrecy::SecretString;
+use shoal::config::RedisTarget;
+use shoal::pubsub::memory::MemoryPubSub;
+use shoal::pubsub::redis::RedisPubSub;
+use shoal::pubsub::{Delivery, PubSub, Subscription};
+use shoal::redis_client::RedisClient;
+
+use crate::support::{
+    Guard, Memory, OwnRedis, Pair, Redis, eventually, random_prefix, redis_clients, within,
+};
+
+trait Fixture {
+    async fn pair() -> Option<Pair<dyn PubSub>>;
+}
+
+impl Fixture for Memory {
+    async fn pair() -> Option<Pair<dyn PubSub>> {
+        let one: Arc<dyn PubSub> = Arc::new(MemoryPubSub::new());
+        Some(Pair {
+            a: one.clone(),
+            b: one,
+            _guard: Guard::default(),
+        })
+    }
+}
+
+impl Fixture for Redis {
+    async fn pair() -> Option<Pair<dyn PubSub>> {
+        let (a, b, guard) = redis_clients().await?;
+        Some(Pair {
+            a: Arc::new(RedisPubSub::connect(&a).await.expect("pubsub A")),
+            b: Arc::new(RedisPubSub::connect(&b).await.expect("pubsub B")),
+            _guard: guard,
+        })
+    }
+}
+
+contract_suite!(
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis],
+    cases: [
+        publish_reaches_subscribers_on_every_instance,
+        order_is_kept_per_publisher,
+        channels_are_independent,
+        every_local_subscriber_gets_a_copy_and_drop_is_local,
+        check_is_ok,
+    ]
+);
+
+async fn next(sub: &mut Subscription, what: &str) -> Delivery {
+    within(what, sub.next())
+        .await
+        .unwrap_or_else(|| panic!("subscription ended while waiting for {what}"))
+}
+
+fn msg(s: &'static str) -> Delivery {
+    Delivery::Message(Bytes::from_static(s.as_bytes()))
+}
+
+async fn publish_reaches_subscribers_on_every_instance<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let mut on_a = p.a.subscribe("ch").await.expect("subscribe on A");
+    let mut on_b = p.b.subscribe("ch").await.expect("subscribe on B");
+    p.a.publish("ch", Bytes::from_static(b"hello")).await.expect("publish");
+    assert_eq!(next(&mut on_a, "the message on A").await, msg("hello"));
+    assert_eq!(next(&mut on_b, "the message on B").await, msg("hello"));
+    p.b.publish("ch", Bytes::from_static(b"back")).await.expect("publish on B");
+    assert_eq!(next(&mut on_a, "B's message on A").await, msg("back"));
+}
+
+async fn order_is_kept_per_publisher<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let mut sub = p.b.subscribe("ordered").await.expect("subscribe");
+    for i in 0..200u32 {
+        p.a.publish("ordered", Bytes::from(i.to_string())).await.expect("publish");
+    }
+    for i in 0..200u32 {
+        assert_eq!(
+            next(&mut sub, "the next message").await,
+            Delivery::Message(Bytes::from(i.to_string()))
+        );
+    }
+}
+
+async fn channels_are_independent<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let mut one = p.b.subscribe("one").await.expect("subscribe one");
+    p.a.publish("two", Bytes::from_static(b"not for one")).await.expect("publish two");
+    p.a.publish("nobody-listens", Bytes::from_static(b"x")).await.expect("publish");
+    p.a.publish("one", Bytes::from_static(b"for one")).await.expect("publish one");
+    assert_eq!(next(&mut one, "one's message").await, msg("for one"));
+}
+
+async fn every_local_subscriber_gets_a_copy_and_drop_is_local<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let mut first = p.b.subscribe("ch").await.expect("first");
+    let mut second = p.b.subscribe("ch").await.expect("second");
+    p.a.publish("ch", Bytes::from_static(b"1")).await.expect("publish 1");
+    assert_eq!(next(&mut first, "first copy").await, msg("1"));
+    assert_eq!(next(&mut second, "second copy").await, msg("1"));
+    drop(first);
+    p.a.publish("ch", Bytes::from_static(b"2")).await.expect("publish 2");
+    assert_eq!(next(&mut second, "after the other dropped").await, msg("2"));
+    // A new subscription after all were dropped works again.
+    drop(second);
+    let mut third = p.b.subscribe("ch").await.expect("third");
+    p.a.publish("ch", Bytes::from_static(b"3")).await.expect("publish 3");
+    assert_eq!(next(&mut third, "on a fresh subscription").await, msg("3"));
+}
+
+async fn check_is_ok<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.check().await.expect("check");
+}
+
+/// Redis only: dropping the last local subscription unsubscribes from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_drop_unsubscribes_eventually() {
+    let Some((client, _, _guard)) = redis_clients().await else {
+        return;
+    };
+    let pubsub = RedisPubSub::connect(&client).await.expect("pubsub");
+    let channel = pubsub.channel_key("ch");
+    let numsub = || {
+        let client = client.clone();
+        let channel = channel.clone();
+        async move {
+            let (_, n): (String, u64) = client
+                .query(::redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+                .await
+                .expect("PUBSUB NUMSUB");
+            n
+        }
+    };
+    let a = pubsub.subscribe("ch").await.expect("subscribe");
+    let b = pubsub.subscribe("ch").await.expect("subscribe again");
+    assert_eq!(numsub().await, 1, "one Redis subscription per channel and instance");
+    drop(a);
+    drop(b);
+    eventually("the Redis subscription to go away", || async { numsub().await == 0 }).await;
+}
+
+/// Redis only: the subscription connection survives a Redis restart by itself,
+/// reports the outage in `check`, and says `Gap` before delivering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_subscriptions_survive_a_restart_resp2() {
+    survive_restart("").await;
+}
+
+/// The same over RESP3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_subscriptions_survive_a_restart_resp3() {
+    survive_restart("?protocol=resp3").await;
+}
+
+async fn survive_restart(query: &str) {
+    let Some(mut server) = OwnRedis::start().await else {
+        return;
+    };
+    let target = RedisTarget::Url(SecretString::from(format!("{}{query}", server.url())));
+    let prefix = random_prefix();
+    let publisher = RedisClient::connect(&target, &prefix).await.expect("client A");
+    let subscriber = RedisClient::connect(&target, &prefix).await.expect("client B");
+    let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
+    let b = RedisPubSub::connect(&subscriber).await.expect("pubsub B");
+    let mut sub = b.subscribe("events").await.expect("subscribe");
+    a.publish("events", Bytes::from_static(b"before")).await.expect("publish before");
+    assert_eq!(next(&mut sub, "the message before the outage").await, msg("before"));
+    b.check().await.expect("ready before the outage");
+
+    server.kill().await;
+    eventually("check() to report the outage", || async { b.check().await.is_err() }).await;
+    assert!(
+        a.publish("events", Bytes::from_static(b"lost")).await.is_err(),
+        "publishing during the outage fails instead of hanging"
+    );
+
+    server.spawn().await.expect("restart redis-server on the same port");
+    assert_eq!(next(&mut sub, "the gap after the restart").await, Delivery::Gap);
+    b.check().await.expect("ready again once resubscribed");
+    // The command connection reconnects on its own; the first command after the
+    // restart may still see the dead connection.
+    eventually("publishing to work again", || async {
+        a.publish("events", Bytes::from_static(b"after")).await.is_ok()
+    })
+    .await;
+    assert_eq!(next(&mut sub, "the message after the restart").await, msg("after"));
+    // A subscription made after the restart works too.
+    let mut late = b.subscribe("late").await.expect("subscribe after restart");
+    a.publish("late", Bytes::from_static(b"x")).await.expect("publish late");
+    assert_eq!(next(&mut late, "the late subscription's message").await, msg("x"));
+}
