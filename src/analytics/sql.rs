@@ -30,12 +30,12 @@ impl OptOutStore for SqlOptOutStore {
             )
             .bind(user.to_string())
             .bind(clock::now_micros())
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         } else {
             sqlx::query("DELETE FROM analytics_opt_outs WHERE user_id = $1")
                 .bind(user.to_string())
-                .execute(self.db.pool())
+                .execute(self.db.writer())
                 .await?;
         }
         Ok(())

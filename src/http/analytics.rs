@@ -89,13 +89,22 @@ async fn post_event(
     Json(event): Json<Event>,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     if state.opt_out.is_opted_out(me.user_id).await? {
-        return Ok((StatusCode::ACCEPTED, Json(EventAccepted { recorded: false })));
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(EventAccepted { recorded: false }),
+        ));
     }
     let properties = if event.properties.is_null() {
         serde_json::json!({})
     } else {
         event.properties
     };
-    analytics::insert_event(state.db.pool(), me.user_id, event.name.trim(), &properties).await?;
+    analytics::insert_event(
+        state.db.writer(),
+        me.user_id,
+        event.name.trim(),
+        &properties,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(EventAccepted { recorded: true })))
 }

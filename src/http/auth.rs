@@ -44,17 +44,22 @@ pub(crate) fn plausible_email(email: &str) -> bool {
     let email = email.trim();
     email.len() <= 254
         && !email.contains(char::is_whitespace)
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-            })
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
 }
 
 impl Validate for RegisterRequest {
     fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
         Checks::default()
-            .check(plausible_email(&self.email), "email", "must be an e-mail address")
+            .check(
+                plausible_email(&self.email),
+                "email",
+                "must be an e-mail address",
+            )
             .check(
                 (8..=256).contains(&self.password.chars().count()),
                 "password",
@@ -77,7 +82,7 @@ async fn register(
         .hash(req.password)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    match users::create(state.db.pool(), &email, &hash, req.display_name.trim()).await {
+    match users::create(state.db.writer(), &email, &hash, req.display_name.trim()).await {
         Ok(user) => Ok((StatusCode::CREATED, Json(user))),
         Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
             code: "email_taken",
@@ -124,7 +129,10 @@ pub struct LoginResponse {
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse, description = "also sets the session cookie"),
               (status = 401, description = "unknown e-mail or wrong password (same answer)")))]
-async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> ApiResult<Response> {
+async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Response> {
     let email = req.email.trim().to_lowercase();
     let found = users::find_credentials(state.db.pool(), &email).await?;
     let (user, stored) = match found {
@@ -149,7 +157,14 @@ async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> 
     let refresh = state.tokens.issue_refresh(user.id, family);
     let mut tx = state.db.begin().await?;
     tokens::create_family(&mut *tx, family, user.id, &session_key).await?;
-    tokens::insert(&mut *tx, refresh.jti, family, &refresh.hash, refresh.expires_at_micros).await?;
+    tokens::insert(
+        &mut *tx,
+        refresh.jti,
+        family,
+        &refresh.hash,
+        refresh.expires_at_micros,
+    )
+    .await?;
     tx.commit().await.map_err(StoreError::from)?;
 
     let body = LoginResponse {
@@ -174,7 +189,11 @@ pub struct RefreshRequest {
 impl Validate for RefreshRequest {
     fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
         Checks::default()
-            .check(!self.refresh_token.is_empty(), "refresh_token", "is required")
+            .check(
+                !self.refresh_token.is_empty(),
+                "refresh_token",
+                "is required",
+            )
             .finish()
     }
 }
@@ -195,7 +214,10 @@ pub struct TokenPair {
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair),
               (status = 401, description = "invalid, expired, revoked, or reused (the family is then revoked)")))]
-async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<Json<TokenPair>> {
+async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
     let refused = |code: &'static str, message: &str| ApiError::Unauthorized {
         code,
         message: message.into(),
@@ -211,7 +233,10 @@ async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>)
         .filter(|t| t.token_hash == token_hash(&req.refresh_token) && t.family_id == claims.fam)
         .ok_or_else(|| refused("invalid_token", "refresh token is unknown"))?;
     if stored.family_revoked {
-        return Err(refused("refresh_token_revoked", "this login was ended; log in again"));
+        return Err(refused(
+            "refresh_token_revoked",
+            "this login was ended; log in again",
+        ));
     }
     if stored.expires_at <= clock::now_micros() {
         return Err(refused("invalid_token", "refresh token expired"));
@@ -229,7 +254,14 @@ async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>)
         ));
     }
     let next = state.tokens.issue_refresh(stored.user_id, stored.family_id);
-    tokens::insert(&mut *tx, next.jti, stored.family_id, &next.hash, next.expires_at_micros).await?;
+    tokens::insert(
+        &mut *tx,
+        next.jti,
+        stored.family_id,
+        &next.hash,
+        next.expires_at_micros,
+    )
+    .await?;
     tx.commit().await.map_err(StoreError::from)?;
 
     // The refresh token outlives the session: a valid refresh brings the session
@@ -245,9 +277,11 @@ async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>)
     state.sessions.save(&stored.session_key, &record).await?;
 
     Ok(Json(TokenPair {
-        access_token: state
-            .tokens
-            .issue_access(stored.user_id, &stored.session_key, stored.family_id),
+        access_token: state.tokens.issue_access(
+            stored.user_id,
+            &stored.session_key,
+            stored.family_id,
+        ),
         refresh_token: next.token,
         token_type: "Bearer",
         expires_in: state.tokens.access_ttl().as_secs(),
@@ -257,7 +291,7 @@ async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>)
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses((status = 204, description = "session destroyed, refresh family revoked"), (status = 401)))]
 async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Response> {
-    tokens::revoke_family(state.db.pool(), me.family_id).await?;
+    tokens::revoke_family(state.db.writer(), me.family_id).await?;
     state.sessions.destroy(&me.session_key).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     set_cookie(response.headers_mut(), &state, None);
@@ -268,7 +302,11 @@ async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Resp
 /// with fixed attributes does not warrant a cookie-jar dependency.
 fn set_cookie(headers: &mut HeaderMap, state: &AppState, value: Option<&str>) {
     let name = &state.config.session_cookie_name;
-    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = match value {
         Some(v) => format!(
             "{name}={v}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",

@@ -51,7 +51,7 @@ async fn patch_me(
     Auth(me): Auth,
     Json(req): Json<PatchMe>,
 ) -> ApiResult<Json<User>> {
-    let user = users::update_display_name(state.db.pool(), me.user_id, req.display_name.trim())
+    let user = users::update_display_name(state.db.writer(), me.user_id, req.display_name.trim())
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     state.users.invalidate(me.user_id).await?;

@@ -33,7 +33,11 @@ pub struct Page<T> {
 }
 
 /// The caller's role in `workspace`, or 404 when not a member.
-pub(crate) async fn require_member(state: &AppState, workspace: Uuid, user: Uuid) -> ApiResult<Role> {
+pub(crate) async fn require_member(
+    state: &AppState,
+    workspace: Uuid,
+    user: Uuid,
+) -> ApiResult<Role> {
     workspaces::role_of(state.db.pool(), workspace, user)
         .await?
         .ok_or(ApiError::NotFound("workspace"))
@@ -67,7 +71,10 @@ async fn create_workspace(
 
 #[utoipa::path(get, path = "/api/workspaces", tag = "workspaces",
     responses((status = 200, body = Page<Workspace>), (status = 401)))]
-async fn list_workspaces(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<Page<Workspace>>> {
+async fn list_workspaces(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+) -> ApiResult<Json<Page<Workspace>>> {
     let items = workspaces::list_for_user(state.db.pool(), me.user_id).await?;
     Ok(Json(Page {
         items,
@@ -92,7 +99,11 @@ fn default_role() -> Role {
 impl Validate for AddMember {
     fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
         Checks::default()
-            .check(super::auth::plausible_email(&self.email), "email", "must be an e-mail address")
+            .check(
+                super::auth::plausible_email(&self.email),
+                "email",
+                "must be an e-mail address",
+            )
             .check(self.role != Role::Owner, "role", "must be admin or member")
             .finish()
     }
@@ -110,13 +121,15 @@ async fn add_member(
     Json(req): Json<AddMember>,
 ) -> ApiResult<(StatusCode, Json<Member>)> {
     if require_member(&state, wid, me.user_id).await? != Role::Owner {
-        return Err(ApiError::Forbidden("only the workspace owner can add members".into()));
+        return Err(ApiError::Forbidden(
+            "only the workspace owner can add members".into(),
+        ));
     }
     let email = req.email.trim().to_lowercase();
     let user = users::find_id_by_email(state.db.pool(), &email)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
-    match workspaces::add_member(state.db.pool(), wid, user, req.role).await {
+    match workspaces::add_member(state.db.writer(), wid, user, req.role).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::Conflict {
