@@ -77,8 +77,9 @@ impl RedisClient {
     pub async fn connect(target: &RedisTarget, prefix: &str) -> Result<RedisClient, BackendError> {
         let (client, source) = match target {
             RedisTarget::Url(url) => {
-                let client = Client::open(url.expose_secret())
-                    .map_err(|e| BackendError::unavailable("redis", format!("bad REDIS_URL: {e}")))?;
+                let client = Client::open(url.expose_secret()).map_err(|e| {
+                    BackendError::unavailable("redis", format!("bad REDIS_URL: {e}"))
+                })?;
                 (client.clone(), Source::Url(client))
             }
             RedisTarget::Sentinel {

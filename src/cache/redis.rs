@@ -113,7 +113,10 @@ impl Cache for RedisCache {
         let l2_key = self.client.key(&["cache", key]);
         let ttl = self.ttl;
         let l2 = async move {
-            match client.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&l2_key)).await {
+            match client
+                .query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&l2_key))
+                .await
+            {
                 Ok(Some(hit)) => {
                     record("redis", true);
                     return Ok(Some(Bytes::from(hit)));
@@ -168,11 +171,17 @@ impl Cache for RedisCache {
                     .map_err(|_| receivers)
             }
             Err(e) => {
-                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&seq);
                 return Err(e);
             }
         };
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq);
         if let Err(receivers) = waited {
             tracing::warn!(
                 key,
@@ -241,7 +250,11 @@ impl Listener {
         };
         self.l1.remove(key).await;
         let channel = format!("cache:ack:{sender}");
-        if let Err(e) = self.pubsub.publish(&channel, Bytes::from(seq.to_owned())).await {
+        if let Err(e) = self
+            .pubsub
+            .publish(&channel, Bytes::from(seq.to_owned()))
+            .await
+        {
             tracing::warn!(error = %e, "cache: could not acknowledge an invalidation");
         }
     }

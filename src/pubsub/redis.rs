@@ -117,7 +117,11 @@ impl RedisPubSub {
 
     /// Like [`PubSub::publish`], returning how many subscription connections (i.e.
     /// instances) Redis handed the message to.
-    pub async fn publish_counted(&self, channel: &str, payload: &[u8]) -> Result<u64, BackendError> {
+    pub async fn publish_counted(
+        &self,
+        channel: &str,
+        payload: &[u8],
+    ) -> Result<u64, BackendError> {
         self.client
             .query(
                 redis::cmd("PUBLISH")
@@ -148,7 +152,12 @@ impl PubSub for RedisPubSub {
         let rx = match tokio::time::timeout(COMMAND_TIMEOUT * 3, answer).await {
             Ok(Ok(Ok(rx))) => rx,
             Ok(Ok(Err(message))) => return Err(BackendError::unavailable("redis", message)),
-            Ok(Err(_)) => return Err(BackendError::unavailable("redis", "pub/sub task has stopped")),
+            Ok(Err(_)) => {
+                return Err(BackendError::unavailable(
+                    "redis",
+                    "pub/sub task has stopped",
+                ));
+            }
             Err(_) => return Err(BackendError::unavailable("redis", "SUBSCRIBE timed out")),
         };
         Ok(Box::pin(ChannelSubscription {
@@ -162,7 +171,12 @@ impl PubSub for RedisPubSub {
         if self.shared.up.load(Ordering::Acquire) {
             Ok(())
         } else {
-            let why = self.shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let why = self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             Err(BackendError::unavailable(
                 "redis",
                 format!("subscription connection is down: {why}"),
@@ -305,11 +319,19 @@ fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
 }
 
 /// Serves one command; `Err` means the connection failed and must be replaced.
-async fn handle(cmd: Command, shared: &Shared, conn: Option<&mut Connection>) -> Result<(), String> {
+async fn handle(
+    cmd: Command,
+    shared: &Shared,
+    conn: Option<&mut Connection>,
+) -> Result<(), String> {
     match cmd {
         Command::Subscribe { channel, reply } => {
             let Some(conn) = conn else {
-                let why = shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let why = shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let _ = reply.send(Err(format!("subscription connection is down: {why}")));
                 return Ok(());
             };

@@ -8,7 +8,10 @@
 //! the ids without `KEYS`/`SCAN`; it is pruned by score on every heartbeat and list.
 //!
 //! Trade-off: `heartbeat` and `list` are Lua scripts so that expiry is judged by Redis
-//! `TIME` (skewed instance clocks agree) and each is one round trip.
+//! `TIME` (skewed instance clocks agree) and each is one round trip. `list` builds the
+//! record keys inside the script from a prefix argument instead of declaring them as
+//! `KEYS`: fine on a standalone or Sentinel-managed server (what [`RedisClient`]
+//! connects to), not valid on Redis Cluster, which would need hash-tagged keys.
 
 use std::time::Duration;
 

@@ -37,8 +37,16 @@ impl Fixture for Redis {
         let pubsub_a = RedisPubSub::connect(&a).await.expect("pubsub A");
         let pubsub_b = RedisPubSub::connect(&b).await.expect("pubsub B");
         Some(Pair {
-            a: Arc::new(RedisCache::new(a, pubsub_a, 1000, ttl).await.expect("cache A")),
-            b: Arc::new(RedisCache::new(b, pubsub_b, 1000, ttl).await.expect("cache B")),
+            a: Arc::new(
+                RedisCache::new(a, pubsub_a, 1000, ttl)
+                    .await
+                    .expect("cache A"),
+            ),
+            b: Arc::new(
+                RedisCache::new(b, pubsub_b, 1000, ttl)
+                    .await
+                    .expect("cache B"),
+            ),
             _guard: guard,
         })
     }
@@ -102,18 +110,37 @@ fn some(v: &'static str) -> Option<Bytes> {
 async fn miss_loads_and_hit_does_not<F: Fixture>() {
     let Some(p) = F::pair(HOUR).await else { return };
     let source = Source::with("v1");
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("miss"), some("v1"));
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("hit"), some("v1"));
-    assert_eq!(p.b.get_or_load("k", source.loader()).await.expect("hit on B"), some("v1"));
+    assert_eq!(
+        p.a.get_or_load("k", source.loader()).await.expect("miss"),
+        some("v1")
+    );
+    assert_eq!(
+        p.a.get_or_load("k", source.loader()).await.expect("hit"),
+        some("v1")
+    );
+    assert_eq!(
+        p.b.get_or_load("k", source.loader())
+            .await
+            .expect("hit on B"),
+        some("v1")
+    );
     assert_eq!(source.loads(), 1);
 }
 
 async fn absent_is_not_cached<F: Fixture>() {
     let Some(p) = F::pair(HOUR).await else { return };
     let source = Source::default();
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("absent"), None);
+    assert_eq!(
+        p.a.get_or_load("k", source.loader()).await.expect("absent"),
+        None
+    );
     source.set(Some("now"));
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("present"), some("now"));
+    assert_eq!(
+        p.a.get_or_load("k", source.loader())
+            .await
+            .expect("present"),
+        some("now")
+    );
     assert_eq!(source.loads(), 2);
 }
 
@@ -121,10 +148,16 @@ async fn load_errors_are_returned_not_cached<F: Fixture>() {
     let Some(p) = F::pair(HOUR).await else { return };
     let failing: BoxFuture<'static, Loaded> =
         async { Err(BackendError::unavailable("database", "down")) }.boxed();
-    let err = p.a.get_or_load("k", failing).await.expect_err("the load error");
+    let err =
+        p.a.get_or_load("k", failing)
+            .await
+            .expect_err("the load error");
     assert_eq!(err.dependency(), "database");
     let source = Source::with("v");
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("retry"), some("v"));
+    assert_eq!(
+        p.a.get_or_load("k", source.loader()).await.expect("retry"),
+        some("v")
+    );
 }
 
 async fn concurrent_misses_load_once<F: Fixture>() {
@@ -138,22 +171,49 @@ async fn concurrent_misses_load_once<F: Fixture>() {
     for result in futures::future::join_all(calls).await {
         assert_eq!(result.expect("task").expect("get_or_load"), some("v"));
     }
-    assert_eq!(source.loads(), 1, "concurrent misses on one instance load once");
+    assert_eq!(
+        source.loads(),
+        1,
+        "concurrent misses on one instance load once"
+    );
 }
 
 async fn invalidate_reaches_every_instance<F: Fixture>() {
     let Some(p) = F::pair(HOUR).await else { return };
     let source = Source::with("old");
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("A"), some("old"));
-    assert_eq!(p.b.get_or_load("k", source.loader()).await.expect("B"), some("old"));
+    assert_eq!(
+        p.a.get_or_load("k", source.loader()).await.expect("A"),
+        some("old")
+    );
+    assert_eq!(
+        p.b.get_or_load("k", source.loader()).await.expect("B"),
+        some("old")
+    );
     source.set(Some("new"));
     p.a.invalidate("k").await.expect("invalidate on A");
-    assert_eq!(p.b.get_or_load("k", source.loader()).await.expect("B after"), some("new"));
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("A after"), some("new"));
+    assert_eq!(
+        p.b.get_or_load("k", source.loader())
+            .await
+            .expect("B after"),
+        some("new")
+    );
+    assert_eq!(
+        p.a.get_or_load("k", source.loader())
+            .await
+            .expect("A after"),
+        some("new")
+    );
     source.set(Some("newer"));
     p.b.invalidate("k").await.expect("invalidate on B");
-    assert_eq!(p.a.get_or_load("k", source.loader()).await.expect("A again"), some("newer"));
-    p.b.invalidate("never-cached").await.expect("invalidate an unknown key");
+    assert_eq!(
+        p.a.get_or_load("k", source.loader())
+            .await
+            .expect("A again"),
+        some("newer")
+    );
+    p.b.invalidate("never-cached")
+        .await
+        .expect("invalidate an unknown key");
 }
 
 async fn invalidate_is_per_key<F: Fixture>() {
@@ -163,7 +223,10 @@ async fn invalidate_is_per_key<F: Fixture>() {
     p.a.get_or_load("k1", one.loader()).await.expect("k1");
     p.a.get_or_load("k2", two.loader()).await.expect("k2");
     p.b.invalidate("k1").await.expect("invalidate k1");
-    assert_eq!(p.a.get_or_load("k2", two.loader()).await.expect("k2 again"), some("2"));
+    assert_eq!(
+        p.a.get_or_load("k2", two.loader()).await.expect("k2 again"),
+        some("2")
+    );
     assert_eq!(two.loads(), 1);
 }
 
@@ -195,19 +258,38 @@ async fn redis_round_trips_per_read() {
     let Some((a, b, _guard)) = redis_clients().await else {
         return;
     };
-    let cache_a = RedisCache::new(a.clone(), RedisPubSub::connect(&a).await.expect("ps"), 100, HOUR)
-        .await
-        .expect("cache A");
-    let cache_b = RedisCache::new(b.clone(), RedisPubSub::connect(&b).await.expect("ps"), 100, HOUR)
-        .await
-        .expect("cache B");
+    let cache_a = RedisCache::new(
+        a.clone(),
+        RedisPubSub::connect(&a).await.expect("ps"),
+        100,
+        HOUR,
+    )
+    .await
+    .expect("cache A");
+    let cache_b = RedisCache::new(
+        b.clone(),
+        RedisPubSub::connect(&b).await.expect("ps"),
+        100,
+        HOUR,
+    )
+    .await
+    .expect("cache B");
     let source = Source::with("v");
-    cache_a.get_or_load("k", source.loader()).await.expect("fill");
+    cache_a
+        .get_or_load("k", source.loader())
+        .await
+        .expect("fill");
     let before = b.round_trips();
-    cache_b.get_or_load("k", source.loader()).await.expect("L2 hit");
+    cache_b
+        .get_or_load("k", source.loader())
+        .await
+        .expect("L2 hit");
     assert_eq!(b.round_trips() - before, 1, "an L2 hit is one GET");
     let before = b.round_trips();
-    cache_b.get_or_load("k", source.loader()).await.expect("L1 hit");
+    cache_b
+        .get_or_load("k", source.loader())
+        .await
+        .expect("L1 hit");
     assert_eq!(b.round_trips(), before, "an L1 hit costs nothing");
     assert_eq!(source.loads(), 1);
 }

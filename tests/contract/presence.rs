@@ -62,8 +62,12 @@ fn entry(conn: &str, info: &'static str) -> (String, Bytes) {
 
 async fn join_is_listed_on_every_instance<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("room", "c1", Bytes::from_static(b"alice"), HOUR).await.expect("join c1");
-    p.b.join("room", "c2", Bytes::from_static(b"bob"), HOUR).await.expect("join c2");
+    p.a.join("room", "c1", Bytes::from_static(b"alice"), HOUR)
+        .await
+        .expect("join c1");
+    p.b.join("room", "c2", Bytes::from_static(b"bob"), HOUR)
+        .await
+        .expect("join c2");
     let expected = vec![entry("c1", "alice"), entry("c2", "bob")];
     assert_eq!(sorted(&p.a, "room").await, expected);
     assert_eq!(sorted(&p.b, "room").await, expected);
@@ -71,10 +75,17 @@ async fn join_is_listed_on_every_instance<F: Fixture>() {
 
 async fn join_again_refreshes_info_and_ttl<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("room", "c1", Bytes::from_static(b"v1"), Duration::from_millis(300))
+    p.a.join(
+        "room",
+        "c1",
+        Bytes::from_static(b"v1"),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("join");
+    p.b.join("room", "c1", Bytes::from_static(b"v2"), HOUR)
         .await
-        .expect("join");
-    p.b.join("room", "c1", Bytes::from_static(b"v2"), HOUR).await.expect("refresh");
+        .expect("refresh");
     assert_eq!(sorted(&p.a, "room").await, vec![entry("c1", "v2")]);
     // Past the first TTL the entry lives on under the refreshed one.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -83,22 +94,35 @@ async fn join_again_refreshes_info_and_ttl<F: Fixture>() {
 
 async fn leave_removes_and_is_idempotent<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("room", "c1", Bytes::from_static(b"a"), HOUR).await.expect("join c1");
-    p.a.join("room", "c2", Bytes::from_static(b"b"), HOUR).await.expect("join c2");
+    p.a.join("room", "c1", Bytes::from_static(b"a"), HOUR)
+        .await
+        .expect("join c1");
+    p.a.join("room", "c2", Bytes::from_static(b"b"), HOUR)
+        .await
+        .expect("join c2");
     p.b.leave("room", "c1").await.expect("leave");
     assert_eq!(sorted(&p.a, "room").await, vec![entry("c2", "b")]);
     p.b.leave("room", "c1").await.expect("leave again");
     p.a.leave("room", "nobody").await.expect("leave unknown");
-    p.a.leave("empty-room", "nobody").await.expect("leave unknown room");
+    p.a.leave("empty-room", "nobody")
+        .await
+        .expect("leave unknown room");
     assert_eq!(sorted(&p.b, "room").await, vec![entry("c2", "b")]);
 }
 
 async fn entries_expire_without_refresh<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("room", "short", Bytes::from_static(b"s"), Duration::from_millis(300))
+    p.a.join(
+        "room",
+        "short",
+        Bytes::from_static(b"s"),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("join short");
+    p.a.join("room", "long", Bytes::from_static(b"l"), HOUR)
         .await
-        .expect("join short");
-    p.a.join("room", "long", Bytes::from_static(b"l"), HOUR).await.expect("join long");
+        .expect("join long");
     let b = p.b.clone();
     eventually("the short entry to expire", || {
         let b = b.clone();
@@ -110,7 +134,9 @@ async fn entries_expire_without_refresh<F: Fixture>() {
 
 async fn rooms_are_independent<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("r1", "c1", Bytes::from_static(b"x"), HOUR).await.expect("join");
+    p.a.join("r1", "c1", Bytes::from_static(b"x"), HOUR)
+        .await
+        .expect("join");
     assert!(p.b.list("r2").await.expect("list r2").is_empty());
     p.a.leave("r2", "c1").await.expect("leave elsewhere");
     assert_eq!(sorted(&p.b, "r1").await, vec![entry("c1", "x")]);

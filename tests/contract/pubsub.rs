@@ -67,10 +67,14 @@ async fn publish_reaches_subscribers_on_every_instance<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     let mut on_a = p.a.subscribe("ch").await.expect("subscribe on A");
     let mut on_b = p.b.subscribe("ch").await.expect("subscribe on B");
-    p.a.publish("ch", Bytes::from_static(b"hello")).await.expect("publish");
+    p.a.publish("ch", Bytes::from_static(b"hello"))
+        .await
+        .expect("publish");
     assert_eq!(next(&mut on_a, "the message on A").await, msg("hello"));
     assert_eq!(next(&mut on_b, "the message on B").await, msg("hello"));
-    p.b.publish("ch", Bytes::from_static(b"back")).await.expect("publish on B");
+    p.b.publish("ch", Bytes::from_static(b"back"))
+        .await
+        .expect("publish on B");
     assert_eq!(next(&mut on_a, "B's message on A").await, msg("back"));
 }
 
@@ -78,7 +82,9 @@ async fn order_is_kept_per_publisher<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     let mut sub = p.b.subscribe("ordered").await.expect("subscribe");
     for i in 0..200u32 {
-        p.a.publish("ordered", Bytes::from(i.to_string())).await.expect("publish");
+        p.a.publish("ordered", Bytes::from(i.to_string()))
+            .await
+            .expect("publish");
     }
     for i in 0..200u32 {
         assert_eq!(
@@ -91,9 +97,15 @@ async fn order_is_kept_per_publisher<F: Fixture>() {
 async fn channels_are_independent<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     let mut one = p.b.subscribe("one").await.expect("subscribe one");
-    p.a.publish("two", Bytes::from_static(b"not for one")).await.expect("publish two");
-    p.a.publish("nobody-listens", Bytes::from_static(b"x")).await.expect("publish");
-    p.a.publish("one", Bytes::from_static(b"for one")).await.expect("publish one");
+    p.a.publish("two", Bytes::from_static(b"not for one"))
+        .await
+        .expect("publish two");
+    p.a.publish("nobody-listens", Bytes::from_static(b"x"))
+        .await
+        .expect("publish");
+    p.a.publish("one", Bytes::from_static(b"for one"))
+        .await
+        .expect("publish one");
     assert_eq!(next(&mut one, "one's message").await, msg("for one"));
 }
 
@@ -101,16 +113,22 @@ async fn every_local_subscriber_gets_a_copy_and_drop_is_local<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     let mut first = p.b.subscribe("ch").await.expect("first");
     let mut second = p.b.subscribe("ch").await.expect("second");
-    p.a.publish("ch", Bytes::from_static(b"1")).await.expect("publish 1");
+    p.a.publish("ch", Bytes::from_static(b"1"))
+        .await
+        .expect("publish 1");
     assert_eq!(next(&mut first, "first copy").await, msg("1"));
     assert_eq!(next(&mut second, "second copy").await, msg("1"));
     drop(first);
-    p.a.publish("ch", Bytes::from_static(b"2")).await.expect("publish 2");
+    p.a.publish("ch", Bytes::from_static(b"2"))
+        .await
+        .expect("publish 2");
     assert_eq!(next(&mut second, "after the other dropped").await, msg("2"));
     // A new subscription after all were dropped works again.
     drop(second);
     let mut third = p.b.subscribe("ch").await.expect("third");
-    p.a.publish("ch", Bytes::from_static(b"3")).await.expect("publish 3");
+    p.a.publish("ch", Bytes::from_static(b"3"))
+        .await
+        .expect("publish 3");
     assert_eq!(next(&mut third, "on a fresh subscription").await, msg("3"));
 }
 
@@ -140,10 +158,17 @@ async fn redis_drop_unsubscribes_eventually() {
     };
     let a = pubsub.subscribe("ch").await.expect("subscribe");
     let b = pubsub.subscribe("ch").await.expect("subscribe again");
-    assert_eq!(numsub().await, 1, "one Redis subscription per channel and instance");
+    assert_eq!(
+        numsub().await,
+        1,
+        "one Redis subscription per channel and instance"
+    );
     drop(a);
     drop(b);
-    eventually("the Redis subscription to go away", || async { numsub().await == 0 }).await;
+    eventually("the Redis subscription to go away", || async {
+        numsub().await == 0
+    })
+    .await;
 }
 
 /// Redis only: the subscription connection survives a Redis restart by itself,
@@ -165,34 +190,104 @@ async fn survive_restart(query: &str) {
     };
     let target = RedisTarget::Url(SecretString::from(format!("{}{query}", server.url())));
     let prefix = random_prefix();
-    let publisher = RedisClient::connect(&target, &prefix).await.expect("client A");
-    let subscriber = RedisClient::connect(&target, &prefix).await.expect("client B");
+    let publisher = RedisClient::connect(&target, &prefix)
+        .await
+        .expect("client A");
+    let subscriber = RedisClient::connect(&target, &prefix)
+        .await
+        .expect("client B");
     let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
     let b = RedisPubSub::connect(&subscriber).await.expect("pubsub B");
     let mut sub = b.subscribe("events").await.expect("subscribe");
-    a.publish("events", Bytes::from_static(b"before")).await.expect("publish before");
-    assert_eq!(next(&mut sub, "the message before the outage").await, msg("before"));
+    a.publish("events", Bytes::from_static(b"before"))
+        .await
+        .expect("publish before");
+    assert_eq!(
+        next(&mut sub, "the message before the outage").await,
+        msg("before")
+    );
     b.check().await.expect("ready before the outage");
 
     server.kill().await;
-    eventually("check() to report the outage", || async { b.check().await.is_err() }).await;
+    eventually("check() to report the outage", || async {
+        b.check().await.is_err()
+    })
+    .await;
     assert!(
-        a.publish("events", Bytes::from_static(b"lost")).await.is_err(),
+        a.publish("events", Bytes::from_static(b"lost"))
+            .await
+            .is_err(),
         "publishing during the outage fails instead of hanging"
     );
 
-    server.spawn().await.expect("restart redis-server on the same port");
-    assert_eq!(next(&mut sub, "the gap after the restart").await, Delivery::Gap);
+    server
+        .spawn()
+        .await
+        .expect("restart redis-server on the same port");
+    assert_eq!(
+        next(&mut sub, "the gap after the restart").await,
+        Delivery::Gap
+    );
     b.check().await.expect("ready again once resubscribed");
     // The command connection reconnects on its own; the first command after the
     // restart may still see the dead connection.
     eventually("publishing to work again", || async {
-        a.publish("events", Bytes::from_static(b"after")).await.is_ok()
+        a.publish("events", Bytes::from_static(b"after"))
+            .await
+            .is_ok()
     })
     .await;
-    assert_eq!(next(&mut sub, "the message after the restart").await, msg("after"));
+    assert_eq!(
+        next(&mut sub, "the message after the restart").await,
+        msg("after")
+    );
     // A subscription made after the restart works too.
     let mut late = b.subscribe("late").await.expect("subscribe after restart");
-    a.publish("late", Bytes::from_static(b"x")).await.expect("publish late");
-    assert_eq!(next(&mut late, "the late subscription's message").await, msg("x"));
+    a.publish("late", Bytes::from_static(b"x"))
+        .await
+        .expect("publish late");
+    assert_eq!(
+        next(&mut late, "the late subscription's message").await,
+        msg("x")
+    );
+}
+
+/// Redis only: through Sentinel, commands and subscriptions reach the master it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_through_sentinel() {
+    let Some(master) = OwnRedis::start().await else {
+        return;
+    };
+    let Some(sentinel) = OwnRedis::start_sentinel(master.port).await else {
+        return;
+    };
+    let target = RedisTarget::Sentinel {
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        master: "mymaster".into(),
+        url: None,
+    };
+    let prefix = random_prefix();
+    let a = RedisClient::connect(&target, &prefix)
+        .await
+        .expect("client A via sentinel");
+    let b = RedisClient::connect(&target, &prefix)
+        .await
+        .expect("client B via sentinel");
+    let port: String = a
+        .query(::redis::cmd("CONFIG").arg("GET").arg("port"))
+        .await
+        .map(|(_, port): (String, String)| port)
+        .expect("CONFIG GET port");
+    assert_eq!(port, master.port.to_string(), "connected to the master");
+    let pubsub_a = RedisPubSub::connect(&a).await.expect("pubsub A");
+    let pubsub_b = RedisPubSub::connect(&b).await.expect("pubsub B");
+    let mut sub = pubsub_b.subscribe("ch").await.expect("subscribe");
+    pubsub_a
+        .publish("ch", Bytes::from_static(b"via sentinel"))
+        .await
+        .expect("publish");
+    assert_eq!(
+        next(&mut sub, "the message via sentinel").await,
+        msg("via sentinel")
+    );
 }

@@ -62,7 +62,10 @@ async fn burst_of_limit_then_denied<F: Fixture>() {
         assert_eq!(d.limit, 5);
         assert_eq!(d.remaining, expected_remaining, "{d:?}");
         assert!(d.retry_after.is_none());
-        assert!(d.reset_after > Duration::ZERO && d.reset_after <= q.period, "{d:?}");
+        assert!(
+            d.reset_after > Duration::ZERO && d.reset_after <= q.period,
+            "{d:?}"
+        );
     }
     let d = p.a.check("k", q).await.expect("check");
     assert!(!d.allowed, "call past the burst must be denied: {d:?}");
@@ -89,7 +92,10 @@ async fn one_more_after_retry_after_and_denials_spend_nothing<F: Fixture>() {
     assert!(retry <= q.period);
     tokio::time::sleep(retry + Duration::from_millis(20)).await;
     let d = p.b.check("k", q).await.expect("check after retry_after");
-    assert!(d.allowed, "one more call is allowed after retry_after: {d:?}");
+    assert!(
+        d.allowed,
+        "one more call is allowed after retry_after: {d:?}"
+    );
     assert!(
         !p.a.check("k", q).await.expect("check").allowed,
         "only one refilled"
@@ -131,8 +137,14 @@ async fn redis_decision_is_one_round_trip() {
         return;
     };
     let limiter = RedisRateLimiter::new(client.clone());
-    limiter.check("warm", Quota::per_minute(3)).await.expect("warm up the script");
+    limiter
+        .check("warm", Quota::per_minute(3))
+        .await
+        .expect("warm up the script");
     let before = client.round_trips();
-    limiter.check("k", Quota::per_minute(3)).await.expect("check");
+    limiter
+        .check("k", Quota::per_minute(3))
+        .await
+        .expect("check");
     assert_eq!(client.round_trips() - before, 1);
 }

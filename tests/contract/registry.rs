@@ -64,7 +64,9 @@ fn record(id: &str, ws: u64) -> InstanceRecord {
 
 async fn heartbeat_is_listed_on_every_instance<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.heartbeat(&record("i1", 0), HOUR).await.expect("heartbeat");
+    p.a.heartbeat(&record("i1", 0), HOUR)
+        .await
+        .expect("heartbeat");
     assert_eq!(p.b.list().await.expect("list on B"), vec![record("i1", 0)]);
     assert_eq!(p.a.list().await.expect("list on A"), vec![record("i1", 0)]);
 }
@@ -81,16 +83,28 @@ async fn latest_heartbeat_wins<F: Fixture>() {
 async fn list_is_sorted_by_id<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     for id in ["c", "a", "b"] {
-        p.a.heartbeat(&record(id, 0), HOUR).await.expect("heartbeat");
+        p.a.heartbeat(&record(id, 0), HOUR)
+            .await
+            .expect("heartbeat");
     }
-    let ids: Vec<String> = p.b.list().await.expect("list").into_iter().map(|r| r.id).collect();
+    let ids: Vec<String> =
+        p.b.list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
     assert_eq!(ids, ["a", "b", "c"]);
 }
 
 async fn leave_removes_at_once<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.heartbeat(&record("i1", 0), HOUR).await.expect("heartbeat i1");
-    p.b.heartbeat(&record("i2", 0), HOUR).await.expect("heartbeat i2");
+    p.a.heartbeat(&record("i1", 0), HOUR)
+        .await
+        .expect("heartbeat i1");
+    p.b.heartbeat(&record("i2", 0), HOUR)
+        .await
+        .expect("heartbeat i2");
     p.a.leave("i1").await.expect("leave");
     assert_eq!(p.b.list().await.expect("list"), vec![record("i2", 0)]);
     p.a.leave("i1").await.expect("leave again");
@@ -101,7 +115,9 @@ async fn silent_instances_expire<F: Fixture>() {
     p.a.heartbeat(&record("dies", 0), Duration::from_millis(300))
         .await
         .expect("heartbeat dies");
-    p.b.heartbeat(&record("lives", 0), HOUR).await.expect("heartbeat lives");
+    p.b.heartbeat(&record("lives", 0), HOUR)
+        .await
+        .expect("heartbeat lives");
     let b = p.b.clone();
     eventually("the silent instance to drop out", || {
         let b = b.clone();

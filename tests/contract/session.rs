@@ -65,17 +65,24 @@ async fn unknown_key_is_none<F: Fixture>() {
 
 async fn put_replaces_value_and_restarts_expiry<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.put("k", b"old", Duration::from_millis(300)).await.expect("put old");
+    p.a.put("k", b"old", Duration::from_millis(300))
+        .await
+        .expect("put old");
     p.b.put("k", b"new", HOUR).await.expect("put new");
     assert_eq!(p.a.get("k").await.expect("get"), Some(b"new".to_vec()));
     // Past the first TTL the record lives on under the second one.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(p.a.get("k").await.expect("get later"), Some(b"new".to_vec()));
+    assert_eq!(
+        p.a.get("k").await.expect("get later"),
+        Some(b"new".to_vec())
+    );
 }
 
 async fn expires_after_ttl<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.put("k", b"v", Duration::from_millis(300)).await.expect("put");
+    p.a.put("k", b"v", Duration::from_millis(300))
+        .await
+        .expect("put");
     p.a.put("other", b"v", HOUR).await.expect("put other");
     let b = p.b.clone();
     eventually("the session to expire on B", || {

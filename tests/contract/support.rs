@@ -127,21 +127,63 @@ pub(crate) async fn sqlite_pair() -> (Db, Db, Guard) {
     (a, b, guard)
 }
 
-/// A `redis-server` child process on its own port, killed when dropped.
+/// A `redis-server` child process (or a Sentinel) on its own port, killed when dropped.
 pub(crate) struct OwnRedis {
     pub(crate) port: u16,
+    /// Arguments after `redis-server`, without the port.
+    args: Vec<String>,
+    /// The log line that says the process is ready.
+    ready: &'static str,
     child: Option<tokio::process::Child>,
+    /// Holds a Sentinel's (writable) configuration file.
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 impl OwnRedis {
     /// Starts a server on a free port, or `None` (after saying so) without the binary.
     pub(crate) async fn start() -> Option<OwnRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind a free port")
-            .local_addr()
-            .expect("local addr")
-            .port();
-        let mut server = OwnRedis { port, child: None };
+        let args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        Self::launch(
+            args.iter().map(|a| (*a).to_owned()).collect(),
+            "Ready to accept connections",
+            None,
+        )
+        .await
+    }
+
+    /// Starts a Sentinel that monitors the master `mymaster` at `master_port`.
+    pub(crate) async fn start_sentinel(master_port: u16) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!("sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"),
+        )
+        .expect("write sentinel.conf");
+        let args = vec![conf.display().to_string(), "--sentinel".into()];
+        Self::launch(args, "+monitor master", Some(dir)).await
+    }
+
+    async fn launch(
+        args: Vec<String>,
+        ready: &'static str,
+        dir: Option<tempfile::TempDir>,
+    ) -> Option<OwnRedis> {
+        let mut server = OwnRedis {
+            port: free_port(),
+            args,
+            ready,
+            child: None,
+            _dir: dir,
+        };
         match server.spawn().await {
             Ok(()) => Some(server),
             Err(e) => {
@@ -158,8 +200,8 @@ impl OwnRedis {
     /// Starts (again) on the same port and waits until it accepts connections.
     pub(crate) async fn spawn(&mut self) -> std::io::Result<()> {
         let mut child = tokio::process::Command::new("redis-server")
+            .args(&self.args)
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -168,7 +210,7 @@ impl OwnRedis {
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(PATIENCE, async {
             while let Some(line) = lines.next_line().await? {
-                if line.contains("Ready to accept connections") {
+                if line.contains(self.ready) {
                     return Ok(true);
                 }
             }
