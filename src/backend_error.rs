@@ -57,7 +57,8 @@ impl BackendError {
 
 impl From<redis::RedisError> for BackendError {
     fn from(e: redis::RedisError) -> Self {
-        if e.kind() == redis::ErrorKind::Parse || e.kind() == redis::ErrorKind::UnexpectedReturnType {
+        if e.kind() == redis::ErrorKind::Parse || e.kind() == redis::ErrorKind::UnexpectedReturnType
+        {
             BackendError::corrupt("redis", e)
         } else {
             BackendError::unavailable("redis", e)

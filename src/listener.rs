@@ -49,7 +49,13 @@ impl Listener for TrackedListener {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     self.open.fetch_add(1, Ordering::Relaxed);
-                    return (TrackedStream { inner: stream, open: self.open.clone() }, addr);
+                    return (
+                        TrackedStream {
+                            inner: stream,
+                            open: self.open.clone(),
+                        },
+                        addr,
+                    );
                 }
                 // Out of file descriptors and the like: back off instead of spinning,
                 // as axum's own TcpListener does.
@@ -67,13 +73,21 @@ impl Listener for TrackedListener {
 }
 
 impl AsyncRead for TrackedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TrackedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -27,7 +27,12 @@ pub fn load_or_generate(data_dir: &Path) -> anyhow::Result<Secrets> {
         .with_context(|| format!("cannot create DATA_DIR {}", data_dir.display()))?;
     let path = data_dir.join("secrets.json");
     let fresh = || URL_SAFE_NO_PAD.encode(rand::random::<[u8; 48]>());
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
         Ok(mut file) => {
             let contents = SecretsFile {
                 session_secret: fresh(),
@@ -47,9 +52,10 @@ pub fn load_or_generate(data_dir: &Path) -> anyhow::Result<Secrets> {
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(path = %path.display(), "secrets file is readable by others; chmod 600 it");
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: SecretsFile =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a Shoal secrets file", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let file: SecretsFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a Shoal secrets file", path.display()))?;
     Ok(Secrets {
         session_secret: file.session_secret.into(),
         session_encryption_key: file.session_encryption_key.into(),

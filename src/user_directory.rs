@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::backend_error::BackendError;
 use crate::cache::Cache;
-use crate::store::{Db, users};
 use crate::store::users::User;
+use crate::store::{Db, users};
 
 /// Cached user look-ups.
 #[derive(Clone)]
@@ -36,10 +36,10 @@ impl UserDirectory {
             let user = users::find(db.pool(), id)
                 .await
                 .map_err(|e| BackendError::unavailable("database", e))?;
-            Ok(user
+            user
                 .map(|u| serde_json::to_vec(&u).map(Bytes::from))
                 .transpose()
-                .map_err(|e| BackendError::corrupt("cache", e))?)
+                .map_err(|e| BackendError::corrupt("cache", e))
         }
         .boxed();
         let Some(bytes) = self.cache.get_or_load(&Self::key(id), load).await? else {

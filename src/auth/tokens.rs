@@ -223,7 +223,10 @@ mod tests {
         let refresh = k.issue_refresh(user, fam);
         assert_eq!(k.verify_access(&access).expect("valid").sub, user);
         assert_eq!(k.verify_refresh(&refresh.token).expect("valid").fam, fam);
-        assert_eq!(k.verify_access(&refresh.token).err(), Some(TokenError::Invalid));
+        assert_eq!(
+            k.verify_access(&refresh.token).err(),
+            Some(TokenError::Invalid)
+        );
         assert_eq!(k.verify_refresh(&access).err(), Some(TokenError::Invalid));
         assert_eq!(k.verify_access("garbage").err(), Some(TokenError::Invalid));
     }

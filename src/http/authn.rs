@@ -49,11 +49,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 
 async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let Some(token) = auth
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        else {
+        let Some(token) = auth.to_str().ok().and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }) else {
             return Ok(Caller::Refused("invalid_token"));
         };
         let claims = match state.tokens.verify_access(token.trim()) {

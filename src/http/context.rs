@@ -38,7 +38,11 @@ fn request_id(req: &Request) -> String {
 }
 
 /// See the module doc.
-pub async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = request_id(&req);
     let method = req.method().clone();
     let route = req
@@ -47,7 +51,8 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     req.extensions_mut().insert(RequestId(id.clone()));
-    req.extensions_mut().insert(BodyLimit(state.config.body_limit));
+    req.extensions_mut()
+        .insert(BodyLimit(state.config.body_limit));
 
     let span = tracing::info_span!(
         "request",
@@ -79,9 +84,18 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
     if let Some(info) = info {
         let _enter = span.enter();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), code = info.code, detail = info.internal.as_deref().unwrap_or(""), "request failed");
+            tracing::error!(
+                status = status.as_u16(),
+                code = info.code,
+                detail = info.internal.as_deref().unwrap_or(""),
+                "request failed"
+            );
         } else {
-            tracing::debug!(status = status.as_u16(), code = info.code, "request rejected");
+            tracing::debug!(
+                status = status.as_u16(),
+                code = info.code,
+                "request rejected"
+            );
         }
         let mut error = json!({ "code": info.code, "message": info.message, "request_id": id });
         if !info.fields.is_empty() {
@@ -89,7 +103,10 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         }
         let body = json!({ "error": error }).to_string();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.remove(header::CONTENT_LENGTH);
         *response.body_mut() = Body::from(body);
     }

@@ -147,9 +147,10 @@ impl ApiError {
             ApiError::Unauthorized { code, message } => simple(code, message),
             ApiError::Forbidden(message) => simple("forbidden", message),
             ApiError::NotFound(what) => simple("not_found", format!("{what} not found")),
-            ApiError::MethodNotAllowed => {
-                simple("method_not_allowed", "method not allowed on this route".into())
-            }
+            ApiError::MethodNotAllowed => simple(
+                "method_not_allowed",
+                "method not allowed on this route".into(),
+            ),
             ApiError::Conflict { code, message } => simple(code, message),
             ApiError::PayloadTooLarge(limit) => simple(
                 "payload_too_large",
@@ -236,11 +237,10 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut response = status.into_response();
-        if let Some(secs) = retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
-        }
         response.extensions_mut().insert(self.info());
         response
     }

@@ -22,7 +22,10 @@ pub fn recorder() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
@@ -42,9 +45,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     metrics::gauge!("shoal_db_pool_connections", "state" => "idle").set(f64::from(idle));
     metrics::gauge!("shoal_db_pool_max_connections").set(f64::from(state.config.db_pool_max));
     let lc = &state.lifecycle;
-    metrics::gauge!("shoal_http_connections").set(lc.http_connections.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("shoal_http_requests_in_flight").set(lc.in_flight.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("shoal_websocket_connections").set(lc.ws_connections.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("shoal_http_connections")
+        .set(lc.http_connections.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("shoal_http_requests_in_flight")
+        .set(lc.in_flight.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("shoal_websocket_connections")
+        .set(lc.ws_connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("shoal_process_resident_memory_bytes").set(super::health::rss_bytes() as f64);
     metrics::gauge!("shoal_uptime_seconds").set(state.instance.uptime_secs() as f64);
     metrics::gauge!(

@@ -27,11 +27,23 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|c| c.0.0.ip());
     let ip = client_ip(&state.config.trusted_proxies, peer, req.headers());
     let (scope, key, quota) = if req.uri().path().starts_with("/api/auth/") {
-        ("auth", format!("rl:auth:{ip}"), Quota::per_minute(state.config.rate_limit_auth_per_min))
+        (
+            "auth",
+            format!("rl:auth:{ip}"),
+            Quota::per_minute(state.config.rate_limit_auth_per_min),
+        )
     } else if let Some(Caller::User(p)) = req.extensions().get::<Caller>() {
-        ("user", format!("rl:user:{}", p.user_id), Quota::per_minute(state.config.rate_limit_user_per_min))
+        (
+            "user",
+            format!("rl:user:{}", p.user_id),
+            Quota::per_minute(state.config.rate_limit_user_per_min),
+        )
     } else {
-        ("ip", format!("rl:ip:{ip}"), Quota::per_minute(state.config.rate_limit_ip_per_min))
+        (
+            "ip",
+            format!("rl:ip:{ip}"),
+            Quota::per_minute(state.config.rate_limit_ip_per_min),
+        )
     };
     match state.rate_limiter.check(&key, quota).await {
         Ok(decision) if decision.allowed => {
@@ -100,7 +112,10 @@ mod tests {
 
     fn headers(xff: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_str(xff).expect("header"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(xff).expect("header"),
+        );
         h
     }
 
@@ -110,7 +125,10 @@ mod tests {
         let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
         let outsider: IpAddr = "203.0.113.9".parse().expect("ip");
         // A direct client cannot claim another address.
-        assert_eq!(client_ip(&trusted, Some(outsider), &headers("1.2.3.4")), outsider);
+        assert_eq!(
+            client_ip(&trusted, Some(outsider), &headers("1.2.3.4")),
+            outsider
+        );
         // Through the proxy, the address the proxy appended wins over a spoofed one.
         assert_eq!(
             client_ip(&trusted, Some(proxy), &headers("1.2.3.4, 198.51.100.7")),

@@ -11,10 +11,13 @@ use tokio::time::Instant;
 use super::Presence;
 use crate::backend_error::BackendError;
 
-/// Rooms → connections → (info, expiry).
+/// A room's connections → (info, expiry).
+type Room = HashMap<String, (Bytes, Instant)>;
+
+/// Rooms by name.
 #[derive(Default)]
 pub struct MemoryPresence {
-    rooms: Mutex<HashMap<String, HashMap<String, (Bytes, Instant)>>>,
+    rooms: Mutex<HashMap<String, Room>>,
 }
 
 impl MemoryPresence {

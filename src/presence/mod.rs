@@ -21,8 +21,13 @@ use crate::backend_error::BackendError;
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// Adds or refreshes `conn` in `room` with its `info` for `ttl`.
-    async fn join(&self, room: &str, conn: &str, info: Bytes, ttl: Duration)
-    -> Result<(), BackendError>;
+    async fn join(
+        &self,
+        room: &str,
+        conn: &str,
+        info: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BackendError>;
     /// Removes `conn` from `room`.
     async fn leave(&self, room: &str, conn: &str) -> Result<(), BackendError>;
     /// The live entries of `room`.

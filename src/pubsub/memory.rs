@@ -33,11 +33,10 @@ impl MemoryPubSub {
 impl PubSub for MemoryPubSub {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = channels.get(channel) {
-            if tx.send(payload).is_err() {
+        if let Some(tx) = channels.get(channel)
+            && tx.send(payload).is_err() {
                 channels.remove(channel);
             }
-        }
         Ok(())
     }
 

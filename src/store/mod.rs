@@ -60,11 +60,17 @@ impl From<sqlx::Error> for StoreError {
                 }
                 let code = db.code().unwrap_or_default();
                 // 08xxx connection exceptions, 57014 statement timeout, 57P0x admin
-                // shutdown / terminated backend, 53xxx insufficient resources;
+                // shutdown / terminated backend / cannot connect now, 53xxx
+                // insufficient resources; and what a server answers when the pool
+                // opens a new connection it refuses: 55000 (database not accepting
+                // connections), 3D000 (database gone), 28xxx (credentials refused).
                 // SQLite 5/6 are BUSY/LOCKED after busy_timeout.
                 if code.starts_with("08")
                     || code.starts_with("57")
                     || code.starts_with("53")
+                    || code.starts_with("28")
+                    || code == "55000"
+                    || code == "3D000"
                     || code == "5"
                     || code == "6"
                 {
@@ -223,13 +229,12 @@ fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
     if path.is_empty() || path.contains(":memory:") {
         return Ok(());
     }
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
             })?;
         }
-    }
     Ok(())
 }
 

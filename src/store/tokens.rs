@@ -93,11 +93,12 @@ pub async fn find(conn: &mut AnyConnection, jti: Uuid) -> Result<Option<StoredTo
 
 /// Marks `jti` used; false when it already was (a concurrent refresh won).
 pub async fn mark_used(conn: &mut AnyConnection, jti: Uuid) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1 AND used_at IS NULL")
-        .bind(jti.to_string())
-        .bind(clock::now_micros())
-        .execute(conn)
-        .await?;
+    let done =
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1 AND used_at IS NULL")
+            .bind(jti.to_string())
+            .bind(clock::now_micros())
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

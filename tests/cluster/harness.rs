@@ -1,0 +1,756 @@
+//! The harness: finds PostgreSQL and Redis (skipping loudly when one is missing,
+//! failing under `CI=true`), gives each test its own database and Redis key prefix,
+//! spawns real `shoal` processes against them, and kills every child it started when
+//! it is dropped — on success and on panic alike. On a panic it first prints the log
+//! of every process, because that is where the reason usually is.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// Generous upper bound for anything awaited (never a timing assertion).
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How often a bounded wait polls.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Every test user's password.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+
+/// The session cookie's name (the default of `SESSION_COOKIE_NAME`).
+pub(crate) const COOKIE_NAME: &str = "shoal_session";
+
+/// The four shared secrets, identical for every instance of a test (≥ 32 chars).
+const SECRETS: [(&str, &str); 4] = [
+    (
+        "SESSION_SECRET",
+        "cluster-test-session-secret-0123456789abcdef",
+    ),
+    (
+        "SESSION_ENCRYPTION_KEY",
+        "cluster-test-encryption-key-0123456789abcdef",
+    ),
+    (
+        "JWT_ACCESS_SECRET",
+        "cluster-test-jwt-access-secret-0123456789abcdef",
+    ),
+    (
+        "JWT_REFRESH_SECRET",
+        "cluster-test-jwt-refresh-secret-0123456789abcdef",
+    ),
+];
+
+fn admin_url() -> String {
+    std::env::var("SHOAL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn shared_redis_url() -> String {
+    std::env::var("SHOAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The one place that decides what a missing service means: a loud skip locally, a
+/// failure under `CI=true` (a missing service must never pass silently there).
+pub(crate) fn missing_service(what: &str) {
+    if in_ci() {
+        panic!("{what}, and CI=true: a missing service is a failure, not a pass");
+    }
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests,
+    // and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED: {what}.\n\
+         !!! Start it or set SHOAL_TEST_DATABASE_URL / SHOAL_TEST_REDIS_URL;\n\
+         !!! with CI=true this test fails instead.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+/// A random lowercase hex token for names that must not collide between tests.
+pub(crate) fn token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A port nothing listens on right now (bind port 0, read it, let it go).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// The reachable PostgreSQL (admin URL) and Redis.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) admin_url: String,
+    pub(crate) redis_url: String,
+}
+
+impl Services {
+    /// Both services, or `None` after saying loudly which one is missing.
+    pub(crate) async fn discover() -> Option<Services> {
+        let admin_url = admin_url();
+        let redis_url = shared_redis_url();
+        if let Err(e) = probe_postgres(&admin_url).await {
+            missing_service(&format!("PostgreSQL is not reachable at {admin_url} ({e})"));
+            return None;
+        }
+        if let Err(e) = probe_redis(&redis_url).await {
+            missing_service(&format!("Redis is not reachable at {redis_url} ({e})"));
+            return None;
+        }
+        Some(Services {
+            admin_url,
+            redis_url,
+        })
+    }
+}
+
+async fn probe_postgres(url: &str) -> Result<(), String> {
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url))
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    sqlx::raw_sql("SELECT 1")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+async fn probe_redis(url: &str) -> Result<(), String> {
+    let mut conn = redis_connection(url).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(format!("PING answered {pong:?}"))
+    }
+}
+
+/// A raw Redis connection (for reading what Shoal stored), bounded to 5 s.
+pub(crate) async fn redis_connection(
+    url: &str,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_owned())?
+    .map_err(|e| e.to_string())
+}
+
+/// Runs one admin statement (simple-query protocol: `CREATE DATABASE` and friends).
+pub(crate) async fn admin_sql(admin_url: &str, sql: String) {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("admin connection to {admin_url}: {e}"));
+    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("admin SQL {sql:?}: {e}"));
+    let _ = conn.close().await;
+}
+
+/// A database of its own for one test, dropped (`WITH (FORCE)`) at the end.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    /// The URL the instances use.
+    pub(crate) url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// `CREATE DATABASE shoal_t_<random>`: empty, not migrated.
+    pub(crate) async fn create(admin_url: &str) -> TestDb {
+        let name = format!("shoal_t_{}", token());
+        admin_sql(admin_url, format!("CREATE DATABASE \"{name}\"")).await;
+        let mut url = reqwest::Url::parse(admin_url).expect("the admin URL is a URL");
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            name,
+            url: url.to_string(),
+            admin_url: admin_url.to_owned(),
+        }
+    }
+
+    /// A connection to this database (for reading what the instances wrote).
+    pub(crate) async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
+        // thread with its own runtime does the async clean-up.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("clean-up runtime");
+            rt.block_on(async {
+                let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
+                    return;
+                };
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await {
+                    eprintln!("clean-up: could not drop database {name}: {e}");
+                }
+                let _ = conn.close().await;
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("clean-up of database {} panicked", self.name);
+        }
+    }
+}
+
+/// Deletes a test's keys from the shared Redis when dropped.
+#[derive(Debug)]
+struct PrefixCleanup {
+    redis_url: String,
+    prefix: String,
+}
+
+impl Drop for PrefixCleanup {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+/// One `shoal` child process, SIGKILLed (and reaped) when dropped.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// Its `INSTANCE_ID`.
+    pub(crate) id: String,
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) base: String,
+    child: Option<Child>,
+    /// Its stderr (the JSON log and any start-up error).
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts `shoal` with exactly `env` as its configuration: every Shoal key of the
+    /// test process's own environment is removed first, and the working directory is
+    /// `cwd` so that no `shoal.toml` of the checkout is picked up.
+    pub(crate) fn spawn(id: &str, env: &[(String, String)], cwd: &Path, logs: &Path) -> Node {
+        let log = logs.join(format!("{id}.stderr.log"));
+        let stderr = File::create(&log).expect("create a log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        for key in shoal::config::KEYS {
+            cmd.env_remove(key);
+        }
+        cmd.env_remove("SHOAL_CONFIG");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        let child = cmd.spawn().expect("spawn the shoal binary");
+        let port = env
+            .iter()
+            .find(|(k, _)| k == "PORT")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "8080".into());
+        Node {
+            id: id.to_owned(),
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `{base}{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has ended.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("poll the child"))
+    }
+
+    /// SIGKILL and reap: the process is gone when this returns.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+            // ESRCH (already gone) is fine.
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits (bounded) until `/health/ready` answers 200; panics with the log if the
+    /// process exits or the bound passes first.
+    pub(crate) async fn wait_ready(&mut self, http: &Client, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "instance {} exited ({status}) before becoming ready; its log:\n{}",
+                    self.id,
+                    self.log_text()
+                );
+            }
+            let answer = http.get(self.url("/health/ready")).send().await;
+            if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "instance {} not ready within {patience:?}; its log:\n{}",
+                    self.id,
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` instances on one database and one Redis prefix.
+pub(crate) struct Cluster {
+    /// The instances, in start order. Declared first: dropped (killed) first.
+    pub(crate) nodes: Vec<Node>,
+    /// The test's database.
+    pub(crate) db: TestDb,
+    /// The Redis the instances use.
+    pub(crate) redis_url: String,
+    /// Their `REDIS_KEY_PREFIX`.
+    pub(crate) prefix: String,
+    /// A client without a cookie store and without a proxy.
+    pub(crate) http: Client,
+    /// The configuration every instance shares (overrides applied).
+    env: Vec<(String, String)>,
+    _cleanup: Option<PrefixCleanup>,
+    /// Data dirs and logs; dropped last.
+    dir: tempfile::TempDir,
+}
+
+/// What a test changes about the default cluster.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spec {
+    /// How many instances to start (and wait for).
+    pub(crate) instances: usize,
+    /// Configuration on top of the defaults.
+    pub(crate) env: Vec<(&'static str, String)>,
+    /// A Redis other than the shared one (a `redis-server` the test owns).
+    pub(crate) redis_url: Option<String>,
+}
+
+impl Spec {
+    /// `instances` instances with the defaults.
+    pub(crate) fn new(instances: usize) -> Spec {
+        Spec {
+            instances,
+            ..Spec::default()
+        }
+    }
+
+    /// Sets one configuration key for every instance.
+    pub(crate) fn with(mut self, key: &'static str, value: impl ToString) -> Spec {
+        self.env.push((key, value.to_string()));
+        self
+    }
+
+    /// Uses this Redis instead of the shared one.
+    pub(crate) fn redis(mut self, url: String) -> Spec {
+        self.redis_url = Some(url);
+        self
+    }
+}
+
+impl Cluster {
+    /// A fresh database and prefix, `spec.instances` instances started and ready.
+    pub(crate) async fn start(services: &Services, spec: Spec) -> Cluster {
+        let mut cluster = Cluster::prepare(services, &spec).await;
+        for _ in 0..spec.instances {
+            cluster.spawn_node();
+        }
+        cluster.wait_all_ready(PATIENCE).await;
+        cluster
+    }
+
+    /// A fresh database and prefix, no instance started yet.
+    pub(crate) async fn prepare(services: &Services, spec: &Spec) -> Cluster {
+        let db = TestDb::create(&services.admin_url).await;
+        let prefix = format!("t{}", token());
+        let redis_url = spec
+            .redis_url
+            .clone()
+            .unwrap_or_else(|| services.redis_url.clone());
+        let mut env: Vec<(String, String)> = vec![
+            ("HOST".into(), "127.0.0.1".into()),
+            ("DATABASE_URL".into(), db.url.clone()),
+            ("REDIS_URL".into(), redis_url.clone()),
+            ("REDIS_KEY_PREFIX".into(), prefix.clone()),
+            ("LOG_FORMAT".into(), "json".into()),
+            ("REGISTRY_HEARTBEAT".into(), "1".into()),
+            // Budgets are the subject of their own tests; elsewhere they must not bite.
+            ("RATE_LIMIT_AUTH_PER_MIN".into(), "100000".into()),
+            ("RATE_LIMIT_IP_PER_MIN".into(), "100000".into()),
+            ("RATE_LIMIT_USER_PER_MIN".into(), "100000".into()),
+            // Tests run in parallel against one PostgreSQL (max_connections 100).
+            ("DB_POOL_MIN".into(), "1".into()),
+            ("DB_POOL_MAX".into(), "3".into()),
+        ];
+        env.extend(
+            SECRETS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        for (key, value) in &spec.env {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), value.clone()));
+        }
+        let cleanup = spec.redis_url.is_none().then(|| PrefixCleanup {
+            redis_url: redis_url.clone(),
+            prefix: prefix.clone(),
+        });
+        Cluster {
+            nodes: Vec::new(),
+            db,
+            redis_url,
+            prefix,
+            http: plain_client(),
+            env,
+            _cleanup: cleanup,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Starts one more instance (`{prefix}-{n}`) on a free port, without waiting for
+    /// it; returns its index.
+    pub(crate) fn spawn_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let id = format!("{}-{}", self.prefix, index + 1);
+        let data_dir = self.dir.path().join(&id);
+        std::fs::create_dir_all(&data_dir).expect("create a data dir");
+        let mut env = self.env.clone();
+        env.push(("PORT".into(), free_port().to_string()));
+        env.push(("INSTANCE_ID".into(), id.clone()));
+        env.push(("DATA_DIR".into(), data_dir.display().to_string()));
+        self.nodes
+            .push(Node::spawn(&id, &env, &data_dir, self.dir.path()));
+        index
+    }
+
+    /// Waits until every instance is ready (each bounded by `patience`).
+    pub(crate) async fn wait_all_ready(&mut self, patience: Duration) {
+        let http = self.http.clone();
+        for node in &mut self.nodes {
+            node.wait_ready(&http, patience).await;
+        }
+    }
+
+    /// The `i`-th instance (0-based).
+    pub(crate) fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// `GET {path}` on instance `i`.
+    pub(crate) fn get(&self, i: usize, path: &str) -> RequestBuilder {
+        self.http.get(self.nodes[i].url(path))
+    }
+
+    /// `POST {path}` on instance `i`.
+    pub(crate) fn post(&self, i: usize, path: &str) -> RequestBuilder {
+        self.http.post(self.nodes[i].url(path))
+    }
+
+    /// `PATCH {path}` on instance `i`.
+    pub(crate) fn patch(&self, i: usize, path: &str) -> RequestBuilder {
+        self.http.patch(self.nodes[i].url(path))
+    }
+
+    /// Registers a new user through instance `i`.
+    pub(crate) async fn register(&self, i: usize, display_name: &str) -> Account {
+        register_at(&self.http, &self.nodes[i].base, display_name).await
+    }
+
+    /// Logs `account` in through instance `i`.
+    pub(crate) async fn login(&self, i: usize, account: &Account) -> Login {
+        login_at(&self.http, &self.nodes[i].base, account).await
+    }
+
+    /// A new user, registered on instance `register_on` and logged in on `login_on`.
+    pub(crate) async fn user(&self, register_on: usize, login_on: usize) -> (Account, Login) {
+        let account = self.register(register_on, "Ada").await;
+        let login = self.login(login_on, &account).await;
+        (account, login)
+    }
+
+    /// Prints every instance's log (called on panic).
+    fn dump_logs(&self) {
+        for node in &self.nodes {
+            eprintln!(
+                "======== log of instance {} ({}) ========\n{}",
+                node.id,
+                node.base,
+                node.log_text()
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// A registered user.
+#[derive(Debug, Clone)]
+pub(crate) struct Account {
+    pub(crate) id: String,
+    pub(crate) email: String,
+}
+
+/// What a login hands out.
+#[derive(Debug, Clone)]
+pub(crate) struct Login {
+    /// The value of the session cookie.
+    pub(crate) cookie: String,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: String,
+}
+
+/// Registers a new user (unique e-mail, [`PASSWORD`]) at `base`.
+pub(crate) async fn register_at(http: &Client, base: &str, display_name: &str) -> Account {
+    let email = format!("user-{}@example.com", token());
+    let r = http
+        .post(format!("{base}/api/auth/register"))
+        .json(&json!({"email": email, "password": PASSWORD, "display_name": display_name}))
+        .send()
+        .await
+        .expect("register request");
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::CREATED, "register at {base}: {body}");
+    Account {
+        id: body["id"].as_str().expect("user id").to_owned(),
+        email,
+    }
+}
+
+/// Logs `account` in at `base`; the cookie comes from `Set-Cookie`.
+pub(crate) async fn login_at(http: &Client, base: &str, account: &Account) -> Login {
+    let r = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": account.email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login request");
+    let status = r.status();
+    let cookie = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{COOKIE_NAME}=")))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::OK, "login at {base}: {body}");
+    Login {
+        cookie: cookie
+            .filter(|c| !c.is_empty())
+            .expect("login sets the session cookie"),
+        access_token: body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned(),
+        refresh_token: body["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_owned(),
+    }
+}
+
+/// Sends the session cookie by hand (moving it between instances the way a load
+/// balancer does).
+pub(crate) fn with_cookie(request: RequestBuilder, login: &Login) -> RequestBuilder {
+    request.header(COOKIE, format!("{COOKIE_NAME}={}", login.cookie))
+}
+
+/// Authenticates with the access token instead.
+pub(crate) fn with_bearer(request: RequestBuilder, login: &Login) -> RequestBuilder {
+    request.bearer_auth(&login.access_token)
+}
+
+/// A plain client: no cookie store, no system proxy, every request bounded.
+pub(crate) fn plain_client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("build a reqwest client")
+}
+
+/// Sends `request` and returns the status and the JSON body (`Null` when there is
+/// none).
+pub(crate) async fn call(request: RequestBuilder) -> (StatusCode, Value) {
+    let r = request.send().await.expect("request sent and answered");
+    let status = r.status();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Like [`call`] but keeps the whole response (headers).
+pub(crate) async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("request sent and answered")
+}
+
+/// Polls `probe` until it returns `Some`, at most `patience`; panics naming `what`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("gave up after {patience:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A `redis-server` the test owns (no persistence: a restart loses everything),
+/// SIGKILLed when dropped.
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    /// Starts a server on a free port, or `None` (after saying so) when
+    /// `redis-server` cannot run here.
+    pub(crate) async fn start() -> Option<OwnRedis> {
+        let mut server = OwnRedis {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        match server.restart().await {
+            Ok(()) => Some(server),
+            Err(e) => {
+                missing_service(&format!("cannot run redis-server ({e})"));
+                None
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers `PING`.
+    pub(crate) async fn restart(&mut self) -> Result<(), String> {
+        let log = File::create(self.dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if probe_redis(&self.url()).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("redis-server exited ({status})"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill();
+                return Err("redis-server did not answer PING".into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILL and reap: the server is gone (with all its data) when this returns.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

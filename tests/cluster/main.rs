@@ -1,0 +1,26 @@
+//! Cluster tests (DESIGN §8, issue 3): several real `shoal` processes on one
+//! PostgreSQL database and one Redis, used as one service.
+//!
+//! # Layout
+//! - [`harness`]: service discovery (loud skip locally, failure under `CI=true`), a
+//!   database and a Redis key prefix per test, `shoal` child processes that are
+//!   SIGKILLed on drop, a `redis-server` the test owns, and user helpers.
+//! - [`sessions`]: one login used on every instance; logout everywhere; sessions
+//!   encrypted at rest with `SESSION_TTL` as their Redis expiry.
+//! - [`cache`]: a profile change on one instance is seen at once on the others.
+//! - [`rate_limit`]: one budget spent across all instances.
+//! - [`analytics`]: the opt-out is shared.
+//! - [`registry`]: `/health/cluster` lists every live instance and forgets dead ones.
+//! - [`migrations`]: 20 instances migrate one empty database once; start-up retries.
+//! - [`hot_path`]: the Redis round-trip and database budget of `GET /api/me`.
+//! - [`outages`]: Redis and PostgreSQL going away and coming back.
+
+mod analytics;
+mod cache;
+mod harness;
+mod hot_path;
+mod migrations;
+mod outages;
+mod rate_limit;
+mod registry;
+mod sessions;

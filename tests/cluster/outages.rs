@@ -1,0 +1,158 @@
+//! Real outages: a Redis the test owns is killed and restarted; a PostgreSQL database
+//! of the test's own stops accepting connections and has its backends terminated.
+//! Readiness must name the dependency, requests that need it must get a JSON 503
+//! (never a 500, never a hang: every request here is bounded by the client's 40 s
+//! timeout, above `REQUEST_TIMEOUT`=30 s), and the instances must recover by
+//! themselves, pub/sub subscriptions included.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{
+    Cluster, OwnRedis, PATIENCE, Services, Spec, admin_sql, call, eventually, with_cookie,
+};
+
+/// Waits until `/health/ready` on instance `i` is 503 naming `reason`.
+async fn wait_not_ready(cluster: &Cluster, i: usize, reason: &str) -> Value {
+    eventually(
+        &format!("/health/ready on instance {} to report {reason}", i + 1),
+        PATIENCE,
+        || async {
+            let (status, body) = call(cluster.get(i, "/health/ready")).await;
+            let named = body["reasons"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x == reason));
+            (status == StatusCode::SERVICE_UNAVAILABLE && named).then_some(body)
+        },
+    )
+    .await
+}
+
+/// Waits until `/health/ready` on instance `i` is 200 again.
+async fn wait_ready_again(cluster: &Cluster, i: usize) {
+    eventually(
+        &format!("/health/ready on instance {} to return to 200", i + 1),
+        PATIENCE,
+        || async {
+            let (status, _) = call(cluster.get(i, "/health/ready")).await;
+            (status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+}
+
+fn assert_unavailable(status: StatusCode, body: &Value, what: &str) {
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+    assert_eq!(
+        body["error"]["code"], "service_unavailable",
+        "{what}: {body}"
+    );
+    assert!(body["error"]["message"].is_string(), "{what}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_survive_a_redis_restart_and_recover_by_themselves() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let Some(mut redis) = OwnRedis::start().await else {
+        return;
+    };
+    let cluster = Cluster::start(&services, Spec::new(2).redis(redis.url())).await;
+    let (account, login) = cluster.user(0, 0).await;
+    let (status, _) = call(with_cookie(cluster.get(1, "/api/me"), &login)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    redis.kill();
+    for i in 0..2 {
+        let body = wait_not_ready(&cluster, i, "redis_down").await;
+        assert_eq!(body["checks"]["redis"]["status"], "down", "{body}");
+    }
+    for i in 0..2 {
+        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
+        assert_unavailable(
+            status,
+            &body,
+            &format!("GET /api/me on instance {} without Redis", i + 1),
+        );
+    }
+
+    redis
+        .restart()
+        .await
+        .expect("restart redis-server on the same port");
+    for i in 0..2 {
+        wait_ready_again(&cluster, i).await;
+    }
+    // The non-persistent Redis lost the sessions: the old cookie is simply expired.
+    let (status, body) = call(with_cookie(cluster.get(0, "/api/me"), &login)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the lost session: {body}");
+
+    let login = cluster.login(0, &account).await;
+    // Instance 2 caches the user; a change on instance 1 must reach it through the
+    // re-established subscription.
+    let (status, body) = call(with_cookie(cluster.get(1, "/api/me"), &login)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["display_name"], "Ada");
+    let (status, body) = call(
+        with_cookie(cluster.patch(0, "/api/me"), &login).json(&json!({"display_name": "Grace"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "PATCH after the restart: {body}");
+    let (status, body) = call(with_cookie(cluster.get(1, "/api/me"), &login)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["display_name"], "Grace",
+        "instance 2 serves a stale user: its invalidation subscription did not come back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_survive_a_database_outage_and_recover_by_themselves() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let cluster = Cluster::start(&services, Spec::new(1)).await;
+    let (_, login) = cluster.user(0, 0).await;
+    let create = |name: &str| {
+        with_cookie(cluster.post(0, "/api/workspaces"), &login).json(&json!({"name": name}))
+    };
+    let (status, body) = call(create("Before")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let db = cluster.db.name.clone();
+    admin_sql(
+        &services.admin_url,
+        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"),
+    )
+    .await;
+    admin_sql(
+        &services.admin_url,
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
+    )
+    .await;
+
+    let body = wait_not_ready(&cluster, 0, "database_down").await;
+    assert_eq!(body["checks"]["database"]["status"], "down", "{body}");
+    let (during_status, during_body) = call(create("During")).await;
+
+    admin_sql(
+        &services.admin_url,
+        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"),
+    )
+    .await;
+    wait_ready_again(&cluster, 0).await;
+    let (status, body) = call(create("After")).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "after the database came back: {body}"
+    );
+
+    // Checked last so that one run also shows whether the recovery works.
+    assert_unavailable(
+        during_status,
+        &during_body,
+        "POST /api/workspaces without the database",
+    );
+}
