@@ -61,12 +61,13 @@ pub async fn request_context(
         method = %method,
         route = %route,
     );
-    state.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
+    // A guard, not a decrement after the await: hyper drops this future when the
+    // client goes away mid-request, and the count must still come down.
+    let _in_flight = InFlight::enter(&state);
     let started = Instant::now();
     let result = tokio::time::timeout(state.config.request_timeout, next.run(req))
         .instrument(span.clone())
         .await;
-    state.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
     let mut response = match result {
         Ok(r) => r,
         Err(_) => ApiError::Timeout.into_response(),
@@ -123,4 +124,20 @@ pub async fn request_context(
     metrics::counter!("shoal_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status_label).increment(1);
     metrics::histogram!("shoal_http_request_duration_seconds", "method" => method.to_string(), "route" => route).record(elapsed.as_secs_f64());
     response
+}
+
+/// Counts a request in `Lifecycle::in_flight` for as long as it lives.
+struct InFlight(AppState);
+
+impl InFlight {
+    fn enter(state: &AppState) -> Self {
+        state.lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
