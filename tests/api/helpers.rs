@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shoal::app::{App, Stopped};
 use shoal::config::Config;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Generous upper bound for anything awaited (never a timing assertion).
@@ -27,18 +26,16 @@ pub(crate) struct TestApp {
     pub(crate) client: Client,
     /// Cancelling it starts the graceful shutdown.
     pub(crate) shutdown: CancellationToken,
-    /// The server task.
-    server: Option<JoinHandle<anyhow::Result<Stopped>>>,
+    /// The server thread.
+    server: Option<std::thread::JoinHandle<anyhow::Result<Stopped>>>,
     /// Keeps the database alive for the test's lifetime.
     _data_dir: tempfile::TempDir,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Graceful stop in the background; the thread ends with its runtime.
         self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
     }
 }
 
@@ -61,6 +58,8 @@ pub(crate) struct TestUser {
     pub(crate) refresh_token: String,
     /// A client whose cookie store holds this user's session cookie.
     pub(crate) cookie_client: Client,
+    /// The session cookie as sent back: `shoal_session=…`.
+    pub(crate) session_cookie: String,
 }
 
 /// A plain client: no cookie store, no system proxy.
@@ -93,7 +92,11 @@ pub(crate) async fn spawn_app() -> TestApp {
 /// Spawns the application, `overrides` replacing the test defaults.
 pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let data_dir = tempfile::TempDir::new().expect("create a temporary DATA_DIR");
-    let dir = data_dir.path().to_str().expect("utf-8 temp path").to_owned();
+    let dir = data_dir
+        .path()
+        .to_str()
+        .expect("utf-8 temp path")
+        .to_owned();
     let mut pairs: Vec<(String, String)> = vec![
         ("PORT".into(), "0".into()),
         ("HOST".into(), "127.0.0.1".into()),
@@ -107,12 +110,39 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         pairs.push(((*key).to_owned(), (*value).to_owned()));
     }
     let config = Config::from_pairs(pairs).expect("the test configuration is valid");
-    let app = App::build(config).await.expect("the application builds");
-    let address = format!("http://{}", app.local_addr());
-    let shutdown = app.shutdown_token();
-    let server = tokio::spawn(app.run_until_stopped());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // The server gets its own tokio runtime on its own thread, built and run there:
+    // it is isolated from the test's runtime (as a real server is from its clients),
+    // and the harness does not depend on the `run_until_stopped()` future being
+    // `Send` — whether it is, is checked by its own test
+    // (`operations::run_until_stopped_can_be_spawned_on_tokio`).
+    let server = std::thread::Builder::new()
+        .name("shoal-test-server".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("build the server runtime");
+            runtime.block_on(async move {
+                let app = match App::build(config).await {
+                    Ok(app) => app,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                let _ = ready_tx.send(Ok((app.local_addr(), app.shutdown_token())));
+                app.run_until_stopped().await
+            })
+        })
+        .expect("spawn the server thread");
+    let (addr, shutdown) = ready_rx
+        .await
+        .expect("the server thread reports")
+        .unwrap_or_else(|e| panic!("the application builds: {e}"));
     TestApp {
-        address,
+        address: format!("http://{addr}"),
         client: plain_client(),
         shutdown,
         server: Some(server),
@@ -130,15 +160,22 @@ impl TestApp {
     pub(crate) async fn stop(mut self) -> Stopped {
         self.shutdown.cancel();
         let server = self.server.take().expect("the server is running");
-        tokio::time::timeout(PATIENCE, server)
+        let joined = tokio::task::spawn_blocking(move || server.join());
+        tokio::time::timeout(PATIENCE, joined)
             .await
             .expect("the server stops")
-            .expect("the server task did not panic")
+            .expect("the join task did not panic")
+            .expect("the server thread did not panic")
             .expect("the server stopped without error")
     }
 
     /// `POST /api/auth/register`.
-    pub(crate) async fn register(&self, email: &str, password: &str, display_name: &str) -> Response {
+    pub(crate) async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Response {
         self.client
             .post(self.url("/api/auth/register"))
             .json(&json!({ "email": email, "password": password, "display_name": display_name }))
@@ -148,7 +185,12 @@ impl TestApp {
     }
 
     /// `POST /api/auth/login` through `client`.
-    pub(crate) async fn login_with(&self, client: &Client, email: &str, password: &str) -> Response {
+    pub(crate) async fn login_with(
+        &self,
+        client: &Client,
+        email: &str,
+        password: &str,
+    ) -> Response {
         client
             .post(self.url("/api/auth/login"))
             .json(&json!({ "email": email, "password": password }))
@@ -180,12 +222,22 @@ impl TestApp {
         let email = unique_email();
         let display_name = format!("Tester {}", &email[5..13]);
         let response = self.register(&email, PASSWORD, &display_name).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "register should succeed");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "register should succeed"
+        );
         let client = cookie_client();
         let response = self.login_with(&client, &email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::OK, "login should succeed");
+        let session_cookie = header(response.headers(), "set-cookie")
+            .split(';')
+            .next()
+            .expect("name=value")
+            .to_owned();
         let body: LoginBody = response.json().await.expect("login body");
         TestUser {
+            session_cookie,
             id: body.user["id"].as_str().expect("user id").to_owned(),
             email,
             display_name,
@@ -227,6 +279,16 @@ impl TestApp {
             .expect("PATCH request")
     }
 
+    /// `GET /api/me` with nothing but the raw session cookie header.
+    pub(crate) async fn me_by_cookie(&self, cookie: &str) -> Response {
+        self.client
+            .get(self.url("/api/me"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("GET /api/me")
+    }
+
     /// `DELETE path` with the user's Bearer token.
     pub(crate) async fn delete(&self, user: &TestUser, path: &str) -> Response {
         self.client
@@ -239,7 +301,9 @@ impl TestApp {
 
     /// Creates a workspace, asserting 201; returns it.
     pub(crate) async fn create_workspace(&self, user: &TestUser, name: &str) -> Value {
-        let response = self.post(user, "/api/workspaces", &json!({ "name": name })).await;
+        let response = self
+            .post(user, "/api/workspaces", &json!({ "name": name }))
+            .await;
         assert_eq!(response.status(), StatusCode::CREATED, "create workspace");
         response.json().await.expect("workspace body")
     }
@@ -321,7 +385,11 @@ pub(crate) async fn assert_error(response: Response, status: StatusCode, code: &
         error["message"].as_str().is_some_and(|m| !m.is_empty()),
         "error message in {body}"
     );
-    assert_eq!(error["request_id"], request_id.as_str(), "request_id equals the header");
+    assert_eq!(
+        error["request_id"],
+        request_id.as_str(),
+        "request_id equals the header"
+    );
     error
 }
 

@@ -1,1 +1,448 @@
-//! placeholder
+//! The real `shoal` binary as a child process: configuration errors, the CLI,
+//! restarts, and SIGTERM with a request in flight (DESIGN §3, §7).
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{PASSWORD, PATIENCE, cookie_client, plain_client, unique_email};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// The binary with a clean environment (nothing of ours leaks in) and a working
+/// directory of `dir`, so that no `shoal.toml` is picked up by accident.
+fn shoal(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear().current_dir(dir).stdin(Stdio::null());
+    command
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A running `shoal serve`; killed on drop, whatever happened in the test.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Server {
+    /// Starts the binary on a fresh port over `data_dir` and waits until it is ready.
+    async fn start(data_dir: &Path) -> Server {
+        let port = free_port();
+        let log = data_dir.join(format!("shoal-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("create the log file");
+        let child = shoal(data_dir)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATA_DIR", data_dir)
+            .env("LOG_FORMAT", "json")
+            .env("RATE_LIMIT_AUTH_PER_MIN", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn shoal");
+        let mut server = Server { child, port, log };
+        server.wait_until_ready().await;
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `/health/ready` (bounded) until it answers 200.
+    async fn wait_until_ready(&mut self) {
+        let client = fresh_client();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("shoal exited early with {status}:\n{}", self.logs());
+            }
+            if let Ok(r) = client.get(self.url("/health/ready")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "shoal did not become ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().expect("the child is running");
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    async fn wait(&mut self) -> ExitStatus {
+        match tokio::time::timeout(PATIENCE, self.child.wait()).await {
+            Ok(status) => status.expect("wait for shoal"),
+            Err(_) => panic!("shoal did not exit:\n{}", self.logs()),
+        }
+    }
+}
+
+/// A client that opens a new connection for every request (no pooled keep-alive
+/// connection can hide whether the listener still accepts).
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("build a client")
+}
+
+/// Runs `shoal args…` with `env` to completion (bounded); returns status, stdout,
+/// stderr.
+async fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut command = shoal(dir);
+    command.args(args).kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("shoal finishes")
+        .expect("run shoal");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_config_value_exits_2_naming_the_key() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+
+    for (key, value) in [
+        ("PORT", "abc"),
+        ("DB_POOL_MAX", "0"),
+        ("CACHE_PROVIDER", "bogus"),
+    ] {
+        let (status, _, stderr) =
+            run(dir.path(), &[], &[("DATA_DIR", data_dir), (key, value)]).await;
+        assert_eq!(status.code(), Some(2), "{key}={value}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{key}={value}: stderr should name the key: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_prints_the_configuration_with_secrets_masked() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let secrets = [
+        (
+            "SESSION_SECRET",
+            "session-secret-0123456789abcdefghijklmnop",
+        ),
+        (
+            "SESSION_ENCRYPTION_KEY",
+            "encryption-key-0123456789abcdefghijklmno",
+        ),
+        (
+            "JWT_ACCESS_SECRET",
+            "jwt-access-secret-0123456789abcdefghijkl",
+        ),
+        (
+            "JWT_REFRESH_SECRET",
+            "jwt-refresh-secret-0123456789abcdefghijk",
+        ),
+    ];
+    let mut env = secrets.to_vec();
+    env.push(("PORT", "9999"));
+    env.push((
+        "DATABASE_URL",
+        "postgres://shoal:hunter2hunter2@db.internal/shoal",
+    ));
+
+    let (status, stdout, stderr) = run(dir.path(), &["config", "check"], &env).await;
+
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("PORT = 9999"), "{stdout}");
+    for (key, value) in secrets {
+        assert!(
+            stdout.contains(&format!("{key} = ********")),
+            "{key} masked: {stdout}"
+        );
+        assert!(!stdout.contains(value), "{key}'s value leaked: {stdout}");
+        assert!(!stderr.contains(value), "{key}'s value leaked: {stderr}");
+    }
+    assert!(
+        !stdout.contains("hunter2hunter2"),
+        "database password leaked: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_on_a_fresh_data_dir_exits_0_and_creates_the_database() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+
+    let (status, _, stderr) = run(
+        dir.path(),
+        &["migrate"],
+        &[
+            ("DATA_DIR", dir.path().to_str().expect("utf-8 path")),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+
+    assert!(status.success(), "{stderr}");
+    assert!(
+        dir.path().join("shoal.db").is_file(),
+        "the database file exists"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_creates_a_data_dir_that_does_not_exist_yet() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let data_dir = dir.path().join("fresh").join("data");
+
+    let (status, _, stderr) = run(
+        dir.path(),
+        &["migrate"],
+        &[
+            ("DATA_DIR", data_dir.to_str().expect("utf-8 path")),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+
+    assert!(status.success(), "{stderr}");
+    assert!(
+        data_dir.join("shoal.db").is_file(),
+        "the database file exists"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_session_survives_a_restart() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut server = Server::start(dir.path()).await;
+    let email = unique_email();
+    let client = cookie_client();
+    let registered = client
+        .post(server.url("/api/auth/register"))
+        .json(&json!({ "email": email, "password": PASSWORD, "display_name": "Restart" }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let login = client
+        .post(server.url("/api/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let body: Value = login.json().await.expect("login body");
+    let token = body["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+
+    server.sigterm();
+    let status = server.wait().await;
+    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.logs());
+    drop(server);
+    let server = Server::start(dir.path()).await;
+
+    let plain = plain_client();
+    let by_cookie = plain
+        .get(server.url("/api/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("GET /api/me");
+    assert_eq!(by_cookie.status(), StatusCode::OK, "cookie after restart");
+    let me: Value = by_cookie.json().await.expect("user");
+    assert_eq!(me["email"], email.as_str());
+    let by_token = plain
+        .get(server.url("/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET /api/me");
+    assert_eq!(by_token.status(), StatusCode::OK, "token after restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut server = Server::start(dir.path()).await;
+    let client = plain_client();
+    let email = unique_email();
+    let registered = client
+        .post(server.url("/api/auth/register"))
+        .json(&json!({ "email": email, "password": PASSWORD, "display_name": "Slow" }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let login: Value = client
+        .post(server.url("/api/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login body");
+    let token = login["access_token"].as_str().expect("access token");
+    drop(client);
+
+    // A slow client: the headers and half of the body.
+    let body = json!({ "name": "Started before SIGTERM" }).to_string();
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/workspaces HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.port,
+        body.len()
+    );
+    slow.write_all(head.as_bytes())
+        .await
+        .expect("write headers");
+    slow.write_all(first).await.expect("write half the body");
+    slow.flush().await.expect("flush");
+
+    // The event to await: the server is inside that request (it and this probe).
+    let probe = fresh_client();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let health: Value = probe
+            .get(server.url("/health"))
+            .send()
+            .await
+            .expect("GET /health")
+            .json()
+            .await
+            .expect("health body");
+        if health["connections"]["in_flight_requests"].as_u64() >= Some(2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow request never arrived: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    server.sigterm();
+
+    // New requests are turned away: refused connections, or 503 while draining.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match probe.get(server.url("/health/ready")).send().await {
+            Err(_) => break,
+            Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => break,
+            Ok(r) => assert_eq!(r.status(), StatusCode::OK, "readiness is 200 or 503"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The slow client finishes its request and gets its answer.
+    slow.write_all(rest)
+        .await
+        .expect("write the rest of the body");
+    slow.flush().await.expect("flush");
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, slow.read_to_end(&mut response))
+        .await
+        .expect("the response arrives")
+        .expect("read the response");
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "response: {response}\n{}",
+        server.logs()
+    );
+    assert!(
+        response.contains("Started before SIGTERM"),
+        "response: {response}"
+    );
+
+    let status = server.wait().await;
+    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_json_lines_with_the_instance_id() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut server = Server::start(dir.path()).await;
+    let response = plain_client()
+        .get(server.url("/health/live"))
+        .send()
+        .await
+        .expect("GET /health/live");
+    let instance = response
+        .headers()
+        .get("x-instance-id")
+        .expect("instance id")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+
+    server.sigterm();
+    assert_eq!(server.wait().await.code(), Some(0));
+
+    let logs = server.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "something was logged");
+    assert!(
+        logs.contains(&instance),
+        "the instance id is logged: {logs}"
+    );
+}
