@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::middleware::from_fn_with_state;
+use socketioxide::layer::SocketIoLayer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +20,7 @@ use crate::backends::Backends;
 use crate::config::Config;
 use crate::instance::Instance;
 use crate::listener::{PeerAddr, TrackedListener};
+use crate::realtime::{self, Realtime};
 use crate::registry::InstanceRecord;
 use crate::state::{AppState, Inner, Lifecycle};
 use crate::store::Db;
@@ -32,6 +35,8 @@ pub struct App {
     shutdown: CancellationToken,
     memory_limiter: Option<std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>>,
     sql_sessions: Option<std::sync::Arc<crate::session::sql::SqlSessionStore>>,
+    realtime: Realtime,
+    realtime_layer: SocketIoLayer,
 }
 
 /// How the process ended.
@@ -81,6 +86,7 @@ impl App {
             db,
             config,
         });
+        let (realtime_layer, realtime) = Realtime::build(&state).await?;
         state.lifecycle.set_migrated();
         Ok(Self {
             state,
@@ -89,6 +95,8 @@ impl App {
             shutdown: CancellationToken::new(),
             memory_limiter: backends.memory_limiter,
             sql_sessions: backends.sql_sessions,
+            realtime,
+            realtime_layer,
         })
     }
 
@@ -112,26 +120,58 @@ impl App {
     /// finish, the instance leaves the registry, pools close — all within
     /// `SHUTDOWN_TIMEOUT`.
     pub async fn run_until_stopped(self) -> anyhow::Result<Stopped> {
-        let App { state, listener, addr, shutdown, memory_limiter, sql_sessions } = self;
+        let App {
+            state,
+            listener,
+            addr,
+            shutdown,
+            memory_limiter,
+            sql_sessions,
+            mut realtime,
+            realtime_layer,
+        } = self;
         let span = tracing::info_span!("shoal", instance_id = %state.instance.id);
         let background = TaskTracker::new();
         let stop_background = CancellationToken::new();
-        background.spawn(heartbeat(state.clone(), addr, stop_background.clone()).instrument(span.clone()));
-        background.spawn(housekeeping(memory_limiter, sql_sessions, stop_background.clone()).instrument(span.clone()));
+        background.spawn(
+            heartbeat(state.clone(), addr, stop_background.clone()).instrument(span.clone()),
+        );
+        background.spawn(
+            housekeeping(memory_limiter, sql_sessions, stop_background.clone())
+                .instrument(span.clone()),
+        );
 
-        let router = http::router(state.clone());
+        realtime.spawn(&background, stop_background.clone());
+
+        // Socket.IO shares the port: its layer answers `/socket.io/` and passes the
+        // rest to the HTTP router; the guard outside it refuses new handshakes while
+        // draining.
+        let router = http::router(state.clone())
+            .layer(realtime_layer)
+            .layer(from_fn_with_state(
+                state.clone(),
+                realtime::refuse_handshakes_while_draining,
+            ));
         let draining = {
             let state = state.clone();
             let shutdown = shutdown.clone();
+            let sockets = realtime.closer();
             async move {
                 shutdown.cancelled().await;
                 state.lifecycle.begin_draining();
+                // Sockets first, while the listener still answers: their clients
+                // reconnect elsewhere (this instance now refuses handshakes) and
+                // resume by `seq`; then the HTTP drain.
+                sockets.close(state.config.shutdown_timeout / 3).await;
                 tracing::info!("shutdown: draining in-flight requests");
             }
             .instrument(span.clone())
         };
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<PeerAddr>())
-            .with_graceful_shutdown(draining);
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<PeerAddr>(),
+        )
+        .with_graceful_shutdown(draining);
         async { tracing::info!(%addr, mode = if state.config.is_distributed() { "distributed" } else { "embedded" }, "listening") }
             .instrument(span.clone())
             .await;
@@ -153,6 +193,7 @@ impl App {
             stop_background.cancel();
             background.close();
             let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
+            realtime.finish(Duration::from_secs(2)).await;
             if let Err(e) = state.registry.leave(&state.instance.id).await {
                 tracing::warn!(error = %e, "could not leave the instance registry");
             }

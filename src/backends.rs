@@ -82,13 +82,20 @@ impl Backends {
             .context("cannot open the Redis subscription connection")?;
         let cache: Arc<dyn Cache> = match config.cache_provider {
             CacheProvider::Redis => Arc::new(
-                RedisCache::new(client.clone(), pubsub.clone(), config.cache_max_size, config.cache_ttl)
-                    .await
-                    .context("cannot start the Redis cache")?,
+                RedisCache::new(
+                    client.clone(),
+                    pubsub.clone(),
+                    config.cache_max_size,
+                    config.cache_ttl,
+                )
+                .await
+                .context("cannot start the Redis cache")?,
             ),
             // Allowed for experiments; with several instances a memory cache serves
             // stale users after a change elsewhere until its TTL passes.
-            CacheProvider::Memory => Arc::new(MemoryCache::new(config.cache_max_size, config.cache_ttl)),
+            CacheProvider::Memory => {
+                Arc::new(MemoryCache::new(config.cache_max_size, config.cache_ttl))
+            }
         };
         Ok(Self {
             sessions: Arc::new(RedisSessionStore::new(client.clone())),

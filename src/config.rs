@@ -58,6 +58,8 @@ pub const KEYS: &[&str] = &[
     "BODY_LIMIT",
     "HEALTH_CHECK_TIMEOUT",
     "REGISTRY_HEARTBEAT",
+    "REALTIME_MAX_MESSAGE_BYTES",
+    "REALTIME_PRESENCE_TTL",
     "LOG_FORMAT",
     "LOG_LEVEL",
 ];
@@ -203,6 +205,10 @@ struct Raw {
     health_check_timeout: u64,
     #[serde(default = "defaults::registry_heartbeat")]
     registry_heartbeat: u64,
+    #[serde(default = "defaults::realtime_max_message_bytes")]
+    realtime_max_message_bytes: usize,
+    #[serde(default = "defaults::realtime_presence_ttl")]
+    realtime_presence_ttl: u64,
     #[serde(default = "defaults::log_format")]
     log_format: LogFormat,
     #[serde(default = "defaults::log_level")]
@@ -293,6 +299,12 @@ mod defaults {
     }
     pub(super) fn registry_heartbeat() -> u64 {
         5
+    }
+    pub(super) fn realtime_max_message_bytes() -> usize {
+        16 * 1024
+    }
+    pub(super) fn realtime_presence_ttl() -> u64 {
+        30
     }
     pub(super) fn log_format() -> LogFormat {
         LogFormat::Pretty
@@ -414,6 +426,11 @@ pub struct Config {
     pub health_check_timeout: Duration,
     /// Instance registry heartbeat period; the entry expires after three of them.
     pub registry_heartbeat: Duration,
+    /// Largest Socket.IO `message:send` body in bytes (bigger ones get an error ack).
+    pub realtime_max_message_bytes: usize,
+    /// How long a Socket.IO connection stays in `presence:list` without a refresh
+    /// (refreshed every third of it while connected, so a dead instance's entries go).
+    pub realtime_presence_ttl: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// `tracing` filter directive (`info`, `shoal=debug,sqlx=warn`, …).
@@ -450,11 +467,15 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -586,8 +607,7 @@ impl Config {
                 None
             }
         };
-        if raw.redis_key_prefix.is_empty() || raw.redis_key_prefix.contains(char::is_whitespace)
-        {
+        if raw.redis_key_prefix.is_empty() || raw.redis_key_prefix.contains(char::is_whitespace) {
             return Err(ConfigError::new(
                 "REDIS_KEY_PREFIX",
                 "must be non-empty and contain no whitespace",
@@ -611,15 +631,36 @@ impl Config {
         positive("SESSION_TTL", raw.session_ttl)?;
         positive("JWT_ACCESS_TTL", raw.jwt_access_ttl)?;
         positive("JWT_REFRESH_TTL", raw.jwt_refresh_ttl)?;
-        positive("RATE_LIMIT_USER_PER_MIN", u64::from(raw.rate_limit_user_per_min))?;
-        positive("RATE_LIMIT_IP_PER_MIN", u64::from(raw.rate_limit_ip_per_min))?;
-        positive("RATE_LIMIT_AUTH_PER_MIN", u64::from(raw.rate_limit_auth_per_min))?;
+        positive(
+            "RATE_LIMIT_USER_PER_MIN",
+            u64::from(raw.rate_limit_user_per_min),
+        )?;
+        positive(
+            "RATE_LIMIT_IP_PER_MIN",
+            u64::from(raw.rate_limit_ip_per_min),
+        )?;
+        positive(
+            "RATE_LIMIT_AUTH_PER_MIN",
+            u64::from(raw.rate_limit_auth_per_min),
+        )?;
         positive("CLUSTER_WORKERS", u64::from(raw.cluster_workers))?;
         positive("SHUTDOWN_TIMEOUT", raw.shutdown_timeout)?;
         positive("REQUEST_TIMEOUT", raw.request_timeout)?;
         positive("BODY_LIMIT", raw.body_limit as u64)?;
         positive("HEALTH_CHECK_TIMEOUT", raw.health_check_timeout)?;
         positive("REGISTRY_HEARTBEAT", raw.registry_heartbeat)?;
+        if !(1..=1024 * 1024).contains(&raw.realtime_max_message_bytes) {
+            return Err(ConfigError::new(
+                "REALTIME_MAX_MESSAGE_BYTES",
+                "must be 1 to 1048576",
+            ));
+        }
+        if raw.realtime_presence_ttl < 3 {
+            return Err(ConfigError::new(
+                "REALTIME_PRESENCE_TTL",
+                "must be at least 3 (seconds)",
+            ));
+        }
         if raw.session_cookie_name.is_empty()
             || !raw
                 .session_cookie_name
@@ -631,13 +672,13 @@ impl Config {
                 "must be a non-empty token of letters, digits, '_', '-' or '.'",
             ));
         }
-        if let Some(id) = &raw.instance_id {
-            if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(ConfigError::new(
-                    "INSTANCE_ID",
-                    "must be 1-128 visible ASCII characters",
-                ));
-            }
+        if let Some(id) = &raw.instance_id
+            && (id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(ConfigError::new(
+                "INSTANCE_ID",
+                "must be 1-128 visible ASCII characters",
+            ));
         }
 
         let trusted_proxies = raw
@@ -651,8 +692,7 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
         for origin in &raw.cors_origins.0 {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
-            {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError::new(
                     "CORS_ORIGINS",
                     format!("{origin:?} must be * or start with http:// or https://"),
@@ -673,13 +713,13 @@ impl Config {
             ("JWT_REFRESH_SECRET", raw.jwt_refresh_secret),
         ];
         for (key, value) in &given {
-            if let Some(v) = value {
-                if v.len() < MIN_SECRET_LEN {
-                    return Err(ConfigError::new(
-                        key,
-                        format!("must be at least {MIN_SECRET_LEN} characters"),
-                    ));
-                }
+            if let Some(v) = value
+                && v.len() < MIN_SECRET_LEN
+            {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be at least {MIN_SECRET_LEN} characters"),
+                ));
             }
         }
         let secrets = match given {
@@ -765,6 +805,8 @@ impl Config {
             body_limit: raw.body_limit,
             health_check_timeout: Duration::from_millis(raw.health_check_timeout),
             registry_heartbeat: Duration::from_secs(raw.registry_heartbeat),
+            realtime_max_message_bytes: raw.realtime_max_message_bytes,
+            realtime_presence_ttl: Duration::from_secs(raw.realtime_presence_ttl),
             log_format: raw.log_format,
             log_level: raw.log_level,
         })
@@ -870,6 +912,11 @@ impl Config {
             ),
             ("REGISTRY_HEARTBEAT", secs(self.registry_heartbeat)),
             (
+                "REALTIME_MAX_MESSAGE_BYTES",
+                self.realtime_max_message_bytes.to_string(),
+            ),
+            ("REALTIME_PRESENCE_TTL", secs(self.realtime_presence_ttl)),
+            (
                 "LOG_FORMAT",
                 format!("{:?}", self.log_format).to_lowercase(),
             ),
@@ -888,11 +935,11 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
 
 /// Hides the password part of `scheme://user:password@host/…`.
 fn mask_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.rsplit_once('@') {
-            let user = creds.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:****@{host}");
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.rsplit_once('@')
+    {
+        let user = creds.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:****@{host}");
     }
     url.to_owned()
 }
@@ -935,9 +982,15 @@ mod tests {
     fn bad_values_name_their_key() {
         assert_eq!(err(&[("PORT", "abc")]).key, "PORT");
         assert_eq!(err(&[("DB_POOL_MAX", "0")]).key, "DB_POOL_MAX");
-        assert_eq!(err(&[("CACHE_PROVIDER", "memcached")]).key, "CACHE_PROVIDER");
+        assert_eq!(
+            err(&[("CACHE_PROVIDER", "memcached")]).key,
+            "CACHE_PROVIDER"
+        );
         assert_eq!(err(&[("DATABASE_URL", "mysql://x")]).key, "DATABASE_URL");
-        assert_eq!(err(&[("TRUSTED_PROXIES", "10.0.0.0/99")]).key, "TRUSTED_PROXIES");
+        assert_eq!(
+            err(&[("TRUSTED_PROXIES", "10.0.0.0/99")]).key,
+            "TRUSTED_PROXIES"
+        );
         assert_eq!(err(&[("SESSION_SECRET", "short")]).key, "SESSION_SECRET");
     }
 

@@ -8,6 +8,8 @@
 //! - Capabilities, each a trait in `mod.rs` with an in-process and a Redis backend:
 //!   [`session`], [`cache`], [`rate_limit`], [`pubsub`], [`presence`], [`registry`],
 //!   [`analytics`]; they share [`backend_error::BackendError`].
+//! - [`realtime`]: Socket.IO on the HTTP port; cross-instance delivery through
+//!   [`pubsub`], resume by message `seq`.
 //! - [`store`]: the SQL repository layer (SQLite and PostgreSQL through sqlx `Any`).
 //! - [`clock`]: time as stored and as shown.
 
@@ -18,13 +20,14 @@ pub mod backend_error;
 pub mod backends;
 pub mod cache;
 pub mod clock;
+pub mod config;
 pub mod http;
 pub mod instance;
 pub mod listener;
-pub mod config;
 pub mod presence;
 pub mod pubsub;
 pub mod rate_limit;
+pub mod realtime;
 pub mod redis_client;
 pub mod registry;
 pub mod secrets;

@@ -36,8 +36,7 @@ impl UserDirectory {
             let user = users::find(db.pool(), id)
                 .await
                 .map_err(|e| BackendError::unavailable("database", e))?;
-            user
-                .map(|u| serde_json::to_vec(&u).map(Bytes::from))
+            user.map(|u| serde_json::to_vec(&u).map(Bytes::from))
                 .transpose()
                 .map_err(|e| BackendError::corrupt("cache", e))
         }

@@ -238,9 +238,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = status.into_response();
         if let Some(secs) = retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         response.extensions_mut().insert(self.info());
         response
     }

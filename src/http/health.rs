@@ -78,11 +78,16 @@ impl Check {
     }
 }
 
-async fn timed<F: Future<Output = Result<(), BackendError>>>(state: &AppState, dependency: &'static str, f: F) -> Check {
+async fn timed<F: Future<Output = Result<(), BackendError>>>(
+    state: &AppState,
+    dependency: &'static str,
+    f: F,
+) -> Check {
     let started = Instant::now();
     let result = tokio::time::timeout(state.config.health_check_timeout, f).await;
     let elapsed = started.elapsed();
-    metrics::gauge!("shoal_dependency_check_seconds", "dependency" => dependency).set(elapsed.as_secs_f64());
+    metrics::gauge!("shoal_dependency_check_seconds", "dependency" => dependency)
+        .set(elapsed.as_secs_f64());
     let response_time_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1_000.0;
     match result {
         Ok(Ok(())) => Check {
@@ -98,7 +103,10 @@ async fn timed<F: Future<Output = Result<(), BackendError>>>(state: &AppState, d
         Err(_) => Check {
             status: "down",
             response_time_ms,
-            error: Some(format!("no answer within {} ms", state.config.health_check_timeout.as_millis())),
+            error: Some(format!(
+                "no answer within {} ms",
+                state.config.health_check_timeout.as_millis()
+            )),
         },
     }
 }
@@ -116,7 +124,11 @@ pub struct Checks {
 
 async fn run_checks(state: &AppState) -> Checks {
     let database = timed(state, "database", async {
-        state.db.ping().await.map_err(|e| BackendError::unavailable("database", e))
+        state
+            .db
+            .ping()
+            .await
+            .map_err(|e| BackendError::unavailable("database", e))
     });
     let redis = async {
         if state.redis.is_none() {
@@ -172,9 +184,17 @@ async fn readiness(state: AppState) -> Response {
     if checks.redis.is_down() {
         reasons.push("redis_down".to_owned());
     }
-    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = Ready {
-        status: if reasons.is_empty() { "ready" } else { "not_ready" },
+        status: if reasons.is_empty() {
+            "ready"
+        } else {
+            "not_ready"
+        },
         reasons,
         instance: state.instance.id.clone(),
         checks,
@@ -250,7 +270,11 @@ pub struct Connections {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
@@ -289,7 +313,11 @@ async fn full_health(state: AppState) -> Response {
             in_flight_requests: state.lifecycle.in_flight.load(Ordering::Relaxed),
         },
     };
-    let code = if down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (code, Json(body)).into_response()
 }
 

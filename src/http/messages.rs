@@ -14,6 +14,7 @@ use super::authn::Auth;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::json::{Checks, Json, Path, Query, Validate};
 use super::workspaces::{Page, require_member};
+use crate::realtime::{self, Room, ServerEvent};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::messages::{self, Message};
@@ -74,9 +75,15 @@ impl Validate for PostMessage {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         Checks::default()
             .check(!self.body.trim().is_empty(), "body", "must not be empty")
-            .check(self.body.len() <= MAX_BODY_BYTES, "body", "must be at most 16384 bytes")
             .check(
-                self.client_id.as_ref().is_none_or(|c| !c.is_empty() && c.chars().count() <= 64),
+                self.body.len() <= MAX_BODY_BYTES,
+                "body",
+                "must be at most 16384 bytes",
+            )
+            .check(
+                self.client_id
+                    .as_ref()
+                    .is_none_or(|c| !c.is_empty() && c.chars().count() <= 64),
                 "client_id",
                 "must be 1 to 64 characters",
             )
@@ -85,18 +92,37 @@ impl Validate for PostMessage {
 }
 
 /// Appends a message; `(message, true)` when it is new, `(message, false)` when
-/// `client_id` matched an earlier one.
+/// `client_id` matched an earlier one. After the commit, `message:new` is published
+/// to the workspace room (again on a retry: if the first publish was lost with a
+/// crash, this one delivers it; sockets drop the duplicate by `seq`).
 pub(crate) async fn append(
     state: &AppState,
     workspace: Uuid,
     user: Uuid,
     req: &PostMessage,
 ) -> ApiResult<(Message, bool)> {
+    let (message, created) = append_only(state, workspace, user, req).await?;
+    realtime::publish(
+        state,
+        Room::Workspace(workspace),
+        ServerEvent::MessageNew(message.clone()),
+    )
+    .await;
+    Ok((message, created))
+}
+
+async fn append_only(
+    state: &AppState,
+    workspace: Uuid,
+    user: Uuid,
+    req: &PostMessage,
+) -> ApiResult<(Message, bool)> {
     let client_id = req.client_id.as_deref();
-    if let Some(cid) = client_id {
-        if let Some(existing) = messages::find_by_client_id(state.db.pool(), workspace, user, cid).await? {
-            return Ok((existing, false));
-        }
+    if let Some(cid) = client_id
+        && let Some(existing) =
+            messages::find_by_client_id(state.db.pool(), workspace, user, cid).await?
+    {
+        return Ok((existing, false));
     }
     let mut tx = state.db.begin().await?;
     let appended = messages::append(&mut tx, workspace, user, &req.body, client_id).await;
@@ -130,6 +156,10 @@ async fn post_message(
 ) -> ApiResult<(StatusCode, Json<Message>)> {
     require_member(&state, wid, me.user_id).await?;
     let (message, created) = append(&state, wid, me.user_id, &req).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(message)))
 }

@@ -61,7 +61,12 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "session_cookie",
@@ -96,16 +101,24 @@ pub fn router(state: AppState) -> Router {
             "/api/openapi.json",
             get(move || {
                 let json = openapi_json.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], json.as_str().to_owned()).into_response() }
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.as_str().to_owned(),
+                    )
+                        .into_response()
+                }
             }),
         )
         .merge(Scalar::with_url("/docs", openapi))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            ApiError::Internal("handler panicked".into()).into_response()
-        }));
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("handler panicked".into()).into_response()
+            },
+        ));
     if let Some(cors) = cors(&state.config.cors_origins) {
         router = router.layer(cors);
     }
@@ -118,8 +131,19 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let methods = [Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS];
-    let headers = [header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH, HeaderName::from_static("x-request-id")];
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    let headers = [
+        header::CONTENT_TYPE,
+        header::AUTHORIZATION,
+        header::IF_MATCH,
+        HeaderName::from_static("x-request-id"),
+    ];
     let expose = [
         HeaderName::from_static("x-request-id"),
         HeaderName::from_static("x-instance-id"),
@@ -129,12 +153,18 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         header::RETRY_AFTER,
         header::ETAG,
     ];
-    let layer = CorsLayer::new().allow_methods(methods).allow_headers(headers).expose_headers(expose);
+    let layer = CorsLayer::new()
+        .allow_methods(methods)
+        .allow_headers(headers)
+        .expose_headers(expose);
     if origins.iter().any(|o| o == "*") {
         // A wildcard cannot be combined with credentials (the Fetch standard forbids it).
         Some(layer.allow_origin(AllowOrigin::any()))
     } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
         Some(layer.allow_origin(list).allow_credentials(true))
     }
 }

@@ -16,6 +16,9 @@ use super::authn::Auth;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::json::{Checks, Json, Path, Query, Validate};
 use super::workspaces::{Page, require_member};
+use crate::clock;
+use crate::realtime::events::{Notification, TaskDeleted};
+use crate::realtime::{self, Room, ServerEvent};
 use crate::state::AppState;
 use crate::store::activity::{self, Activity};
 use crate::store::tasks::{self, Filter, Status, Task, TaskFields};
@@ -36,14 +39,20 @@ fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}"))),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        )),
     }
 }
 
 fn parse_cursor(cursor: Option<&str>) -> ApiResult<Option<Uuid>> {
     cursor
         .filter(|c| !c.is_empty())
-        .map(|c| cursor::decode(c).ok_or_else(|| ApiError::invalid("cursor", "is not a cursor from this API")))
+        .map(|c| {
+            cursor::decode(c)
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor from this API"))
+        })
         .transpose()
 }
 
@@ -79,7 +88,10 @@ async fn list_tasks(
     let status = q
         .status
         .as_deref()
-        .map(|s| Status::parse(s).ok_or_else(|| ApiError::invalid("status", "must be todo, in_progress or done")))
+        .map(|s| {
+            Status::parse(s)
+                .ok_or_else(|| ApiError::invalid("status", "must be todo, in_progress or done"))
+        })
         .transpose()?;
     let limit = page_limit(q.limit)?;
     let filter = Filter {
@@ -117,10 +129,15 @@ impl Validate for CreateTask {
 }
 
 async fn require_assignee(state: &AppState, wid: Uuid, assignee: Option<Uuid>) -> ApiResult<()> {
-    if let Some(a) = assignee {
-        if workspaces::role_of(state.db.pool(), wid, a).await?.is_none() {
-            return Err(ApiError::invalid("assignee_id", "must be a member of the workspace"));
-        }
+    if let Some(a) = assignee
+        && workspaces::role_of(state.db.pool(), wid, a)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid(
+            "assignee_id",
+            "must be a member of the workspace",
+        ));
     }
     Ok(())
 }
@@ -163,6 +180,13 @@ async fn create_task(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    realtime::publish(
+        &state,
+        Room::Workspace(wid),
+        ServerEvent::TaskCreated(task.clone()),
+    )
+    .await;
+    notify_assignee(&state, &task, None, me.user_id).await;
     Ok(with_etag(task, StatusCode::CREATED))
 }
 
@@ -182,7 +206,9 @@ async fn get_task(
 }
 
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -214,7 +240,11 @@ impl Validate for PatchTask {
         if let Some(Some(d)) = &self.description {
             checks.text(d, "description", 0, 10_000);
         }
-        checks.check(self.version.is_none_or(|v| v >= 1), "version", "must be at least 1");
+        checks.check(
+            self.version.is_none_or(|v| v >= 1),
+            "version",
+            "must be at least 1",
+        );
         checks.finish()
     }
 }
@@ -253,7 +283,12 @@ async fn patch_task(
     require_member(&state, wid, me.user_id).await?;
     let expected = match (req.version, if_match(&headers)?) {
         (Some(v), _) | (None, Some(v)) => v,
-        (None, None) => return Err(ApiError::invalid("version", "is required (or send If-Match)")),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "version",
+                "is required (or send If-Match)",
+            ));
+        }
     };
     if let Some(Some(a)) = req.assignee_id {
         require_assignee(&state, wid, Some(a)).await?;
@@ -267,8 +302,13 @@ async fn patch_task(
         return Err(stale(current.version));
     }
     let fields = TaskFields {
-        title: req.title.map(|t| t.trim().to_owned()).unwrap_or_else(|| current.title.clone()),
-        description: req.description.unwrap_or_else(|| current.description.clone()),
+        title: req
+            .title
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|| current.title.clone()),
+        description: req
+            .description
+            .unwrap_or_else(|| current.description.clone()),
         status: req.status.unwrap_or(current.status),
         assignee_id: req.assignee_id.unwrap_or(current.assignee_id),
     };
@@ -279,15 +319,38 @@ async fn patch_task(
         }
     };
     diff("title", json!(current.title), json!(fields.title));
-    diff("description", json!(current.description), json!(fields.description));
+    diff(
+        "description",
+        json!(current.description),
+        json!(fields.description),
+    );
     diff("status", json!(current.status), json!(fields.status));
-    diff("assignee_id", json!(current.assignee_id), json!(fields.assignee_id));
+    diff(
+        "assignee_id",
+        json!(current.assignee_id),
+        json!(fields.assignee_id),
+    );
 
     let task = tasks::update(&mut tx, wid, id, expected, &fields)
         .await?
         .ok_or_else(|| stale(expected + 1))?;
-    activity::record(&mut tx, wid, me.user_id, "task.updated", Some(id), &json!({ "changes": changes })).await?;
+    activity::record(
+        &mut tx,
+        wid,
+        me.user_id,
+        "task.updated",
+        Some(id),
+        &json!({ "changes": changes }),
+    )
+    .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    realtime::publish(
+        &state,
+        Room::Workspace(wid),
+        ServerEvent::TaskUpdated(task.clone()),
+    )
+    .await;
+    notify_assignee(&state, &task, current.assignee_id, me.user_id).await;
     Ok(with_etag(task, StatusCode::OK))
 }
 
@@ -320,9 +383,53 @@ async fn delete_task(
             None => Err(ApiError::NotFound("task")),
         };
     };
-    activity::record(&mut tx, wid, me.user_id, "task.deleted", Some(id), &json!({ "title": task.title })).await?;
+    activity::record(
+        &mut tx,
+        wid,
+        me.user_id,
+        "task.deleted",
+        Some(id),
+        &json!({ "title": task.title }),
+    )
+    .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    let deleted = TaskDeleted {
+        id,
+        workspace_id: wid,
+    };
+    realtime::publish(
+        &state,
+        Room::Workspace(wid),
+        ServerEvent::TaskDeleted(deleted),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// After a commit: tells a newly assigned user (other than the actor) in its
+/// `user:{id}` room.
+async fn notify_assignee(state: &AppState, task: &Task, previous: Option<Uuid>, actor: Uuid) {
+    let Some(assignee) = task.assignee_id else {
+        return;
+    };
+    if assignee == actor || previous == Some(assignee) {
+        return;
+    }
+    let notification = Notification {
+        id: Uuid::now_v7(),
+        kind: "task.assigned".into(),
+        workspace_id: task.workspace_id,
+        task_id: Some(task.id),
+        actor_id: actor,
+        title: task.title.clone(),
+        created_at: clock::rfc3339(clock::now_micros()),
+    };
+    realtime::publish(
+        state,
+        Room::User(assignee),
+        ServerEvent::Notification(notification),
+    )
+    .await;
 }
 
 /// Paging of the activity feed.

@@ -34,9 +34,10 @@ impl PubSub for MemoryPubSub {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = channels.get(channel)
-            && tx.send(payload).is_err() {
-                channels.remove(channel);
-            }
+            && tx.send(payload).is_err()
+        {
+            channels.remove(channel);
+        }
         Ok(())
     }
 

@@ -230,11 +230,12 @@ fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
-            })?;
-        }
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
+        })?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,217 @@
+//! The server → client events, the rooms they go to, and [`publish`]: the ONE path
+//! by which anything (an HTTP handler, a socket handler, later a job) sends a
+//! realtime event, whichever instance it runs on.
+//!
+//! An event is wrapped in an [`Envelope`] (room, optional socket to skip, event) and
+//! published once on the [`PubSub`](crate::pubsub::PubSub) channel [`CHANNEL`]; the
+//! hub of every instance (see [`super::hub`]) hands it to its own sockets in that room.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use socketioxide::SendError;
+use socketioxide::extract::SocketRef;
+use uuid::Uuid;
+
+use crate::state::AppState;
+use crate::store::messages::Message;
+use crate::store::tasks::Task;
+
+/// The one pub/sub channel that carries every realtime event of the deployment (the
+/// Redis backend prefixes it with `REDIS_KEY_PREFIX`).
+pub const CHANNEL: &str = "rt:events";
+
+/// A Socket.IO room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Room {
+    /// `workspace:{id}`: sockets that joined the workspace after a membership check.
+    Workspace(Uuid),
+    /// `user:{id}`: every socket of one user, joined at connect.
+    User(Uuid),
+}
+
+impl fmt::Display for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Room::Workspace(id) => write!(f, "workspace:{id}"),
+            Room::User(id) => write!(f, "user:{id}"),
+        }
+    }
+}
+
+/// `task:deleted` data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDeleted {
+    /// The deleted task.
+    pub id: Uuid,
+    /// Its workspace.
+    pub workspace_id: Uuid,
+}
+
+/// `notification` data: something happened that concerns this user personally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// UUIDv7, so clients can de-duplicate.
+    pub id: Uuid,
+    /// What happened: `task.assigned`.
+    pub kind: String,
+    /// Where.
+    pub workspace_id: Uuid,
+    /// The task concerned.
+    pub task_id: Option<Uuid>,
+    /// Who did it.
+    pub actor_id: Uuid,
+    /// A short human summary (the task title).
+    pub title: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// `presence:update` data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceUpdate {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// Who came or went.
+    pub user_id: Uuid,
+    /// Whether the user still has at least one connection in the workspace.
+    pub online: bool,
+}
+
+/// `typing` data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Typing {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// Who is typing.
+    pub user_id: Uuid,
+}
+
+/// Every server → client event (DESIGN §5), named as on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data")]
+pub enum ServerEvent {
+    /// A chat message was committed (at-least-once, resumable by `seq`).
+    #[serde(rename = "message:new")]
+    MessageNew(Message),
+    /// A task was created over HTTP.
+    #[serde(rename = "task:created")]
+    TaskCreated(Task),
+    /// A task was changed.
+    #[serde(rename = "task:updated")]
+    TaskUpdated(Task),
+    /// A task was deleted.
+    #[serde(rename = "task:deleted")]
+    TaskDeleted(TaskDeleted),
+    /// Sent to `user:{id}`.
+    #[serde(rename = "notification")]
+    Notification(Notification),
+    /// Someone came online in, or left, a workspace (ephemeral).
+    #[serde(rename = "presence:update")]
+    PresenceUpdate(PresenceUpdate),
+    /// Someone is typing (ephemeral, never stored).
+    #[serde(rename = "typing")]
+    Typing(Typing),
+}
+
+impl ServerEvent {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::MessageNew(_) => "message:new",
+            ServerEvent::TaskCreated(_) => "task:created",
+            ServerEvent::TaskUpdated(_) => "task:updated",
+            ServerEvent::TaskDeleted(_) => "task:deleted",
+            ServerEvent::Notification(_) => "notification",
+            ServerEvent::PresenceUpdate(_) => "presence:update",
+            ServerEvent::Typing(_) => "typing",
+        }
+    }
+
+    /// Emits the event to one local socket.
+    pub(crate) fn emit(&self, socket: &SocketRef) -> Result<(), SendError> {
+        let name = self.name();
+        match self {
+            ServerEvent::MessageNew(d) => socket.emit(name, d),
+            ServerEvent::TaskCreated(d) | ServerEvent::TaskUpdated(d) => socket.emit(name, d),
+            ServerEvent::TaskDeleted(d) => socket.emit(name, d),
+            ServerEvent::Notification(d) => socket.emit(name, d),
+            ServerEvent::PresenceUpdate(d) => socket.emit(name, d),
+            ServerEvent::Typing(d) => socket.emit(name, d),
+        }
+    }
+}
+
+/// What travels on [`CHANNEL`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `workspace:{id}` or `user:{id}`.
+    pub room: String,
+    /// A socket id (of the instance `origin`) that must not receive it: the typist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<String>,
+    /// The event.
+    pub event: ServerEvent,
+}
+
+/// Publishes `event` to `room` on every instance. Best effort by design: a failure is
+/// logged, not returned, because the caller's change is already committed; messages
+/// are recovered from the database by `seq` (see `docs/realtime.md`).
+pub async fn publish(state: &AppState, room: Room, event: ServerEvent) {
+    publish_except(state, room, None, event).await;
+}
+
+/// [`publish`], skipping the socket `except` (the sender of a `typing`).
+pub async fn publish_except(
+    state: &AppState,
+    room: Room,
+    except: Option<String>,
+    event: ServerEvent,
+) {
+    let envelope = Envelope {
+        room: room.to_string(),
+        except,
+        event,
+    };
+    let payload = match serde_json::to_vec(&envelope) {
+        Ok(p) => Bytes::from(p),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise a realtime event");
+            return;
+        }
+    };
+    if let Err(e) = state.pubsub.publish(CHANNEL, payload).await {
+        metrics::counter!("shoal_realtime_publish_failures_total").increment(1);
+        tracing::warn!(error = %e, room = %envelope.room, event = envelope.event.name(), "realtime publish failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_with_wire_names() {
+        let event = ServerEvent::Typing(Typing {
+            workspace_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+        });
+        let envelope = Envelope {
+            room: "workspace:x".into(),
+            except: Some("abc".into()),
+            event,
+        };
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(json["event"]["event"], "typing");
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn rooms_are_named_as_documented() {
+        let id = Uuid::nil();
+        assert_eq!(Room::Workspace(id).to_string(), format!("workspace:{id}"));
+        assert_eq!(Room::User(id).to_string(), format!("user:{id}"));
+    }
+}

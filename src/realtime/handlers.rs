@@ -1,0 +1,531 @@
+//! Socket.IO handlers: handshake authentication, then the client → server events of
+//! DESIGN §5, each answered through its ack with `{ok: true, …}` or
+//! `{ok: false, error: {code, message}}`.
+//!
+//! Every event is first charged to the socket's budget (`rl:socket:{sid}`, through
+//! the shared [`RateLimiter`](crate::rate_limit::RateLimiter)), then its payload is
+//! parsed into a typed request; whatever is malformed, unknown, oversized or not
+//! allowed ends in an error ack and goes nowhere else.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+use uuid::Uuid;
+
+use super::Ctx;
+use super::events::{self, PresenceUpdate, Room, ServerEvent, Typing};
+use super::resume::{self, Conn, SyncError};
+use crate::auth::tokens::TokenError;
+use crate::http::authn::cookie_value;
+use crate::http::messages::{self as http_messages, PostMessage};
+use crate::rate_limit::Quota;
+use crate::store::workspaces;
+
+/// Events one socket may send per second (a burst of as many is allowed).
+const EVENTS_PER_SECOND: u32 = 20;
+
+/// An error ack.
+#[derive(Debug)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found() -> Self {
+        Self::new("not_found", "workspace not found")
+    }
+
+    fn unavailable() -> Self {
+        Self::new(
+            "service_unavailable",
+            "a dependency is unavailable; retry shortly",
+        )
+    }
+
+    fn body(&self) -> Value {
+        json!({ "ok": false, "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+type Reply = Result<Value, Refusal>;
+
+fn answer(ack: AckSender, reply: Reply) {
+    let body = match reply {
+        Ok(mut v) => {
+            if let Value::Object(map) = &mut v {
+                map.insert("ok".into(), Value::Bool(true));
+            }
+            v
+        }
+        Err(refusal) => refusal.body(),
+    };
+    // No ack requested, or the socket is gone: nothing to tell.
+    let _ = ack.send(&body);
+}
+
+/// The handshake refusal sent as `connect_error`; the client sees the code as
+/// `err.message`.
+#[derive(Debug)]
+struct HandshakeRefused(&'static str);
+
+impl std::fmt::Display for HandshakeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Installs the `/` namespace: authentication middleware, then [`connected`].
+pub(crate) fn register(io: &SocketIo, ctx: Ctx) {
+    let auth_ctx = ctx.clone();
+    let middleware = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        let ctx = auth_ctx.clone();
+        async move { authenticate(&ctx, &socket, auth.ok()).await }
+    };
+    // Everything happens in the middleware (see `install`); the handler is required.
+    let handler = async |_: SocketRef| {};
+    io.ns("/", handler.with(middleware));
+}
+
+/// `auth: {token}` (an access JWT) first, else the session cookie of the handshake
+/// request. The codes are those of the HTTP API's 401s.
+async fn authenticate(
+    ctx: &Ctx,
+    socket: &SocketRef,
+    auth: Option<Value>,
+) -> Result<(), HandshakeRefused> {
+    let state = &ctx.state;
+    if state.lifecycle.is_draining() {
+        return Err(HandshakeRefused("shutting_down"));
+    }
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let unavailable = |e: crate::backend_error::BackendError| {
+        tracing::warn!(error = %e, "session store unavailable during a Socket.IO handshake");
+        HandshakeRefused("service_unavailable")
+    };
+    let user_id = if let Some(token) = token {
+        let claims = match state.tokens.verify_access(token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(HandshakeRefused("token_expired")),
+            Err(TokenError::Invalid) => return Err(HandshakeRefused("invalid_token")),
+        };
+        match state
+            .sessions
+            .load(&claims.sid)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(record) if record.user_id == claims.sub => record.user_id,
+            _ => return Err(HandshakeRefused("session_expired")),
+        }
+    } else if let Some(cookie) = cookie_value(
+        &socket.req_parts().headers,
+        &state.config.session_cookie_name,
+    ) {
+        let key = state.sessions.key_for_cookie(cookie);
+        match state.sessions.load(&key).await.map_err(unavailable)? {
+            Some(record) => record.user_id,
+            None => return Err(HandshakeRefused("session_expired")),
+        }
+    } else {
+        return Err(HandshakeRefused("unauthorized"));
+    };
+    let presence_key = format!("{}:{}", state.instance.id, socket.id);
+    let conn = Arc::new(Conn::new(user_id, presence_key));
+    socket.extensions.insert(conn.clone());
+    install(ctx.clone(), socket, &conn);
+    Ok(())
+}
+
+/// The per-socket state put there by [`authenticate`].
+fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
+    socket.extensions.get::<Arc<Conn>>()
+}
+
+/// Sets the socket up while it is still in the middleware, i.e. BEFORE the client
+/// gets its CONNECT: handlers registered in the connect handler (which socketioxide
+/// runs as a separate task) would race with the client's first event, which would
+/// then be dropped unanswered.
+fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
+    ctx.state
+        .lifecycle
+        .ws_connections
+        .fetch_add(1, Ordering::Relaxed);
+    socket.join(Room::User(conn.user_id).to_string());
+    tracing::debug!(sid = %socket.id, user_id = %conn.user_id, "socket connected");
+
+    on(socket, &ctx, "workspace:join", join);
+    on(socket, &ctx, "workspace:leave", leave);
+    on(socket, &ctx, "message:send", send_message);
+    on(socket, &ctx, "typing", typing);
+    on(socket, &ctx, "presence:list", presence_list);
+
+    let fallback_ctx = ctx.clone();
+    socket.on_fallback(
+        move |socket: SocketRef, Event(name): Event, ack: AckSender| {
+            let ctx = fallback_ctx.clone();
+            async move {
+                let reply = match charge(&ctx, &socket).await {
+                    Ok(()) => Err(Refusal::new(
+                        "unknown_event",
+                        format!("no such event: {name:.64}"),
+                    )),
+                    Err(r) => Err(r),
+                };
+                answer(ack, reply);
+            }
+        },
+    );
+
+    socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.state
+                .lifecycle
+                .ws_connections
+                .fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(sid = %socket.id, %reason, "socket disconnected");
+            if let Some(conn) = conn_of(&socket) {
+                for workspace in conn.joined() {
+                    conn.end(workspace);
+                    presence_leave(&ctx, &conn, workspace).await;
+                }
+            }
+        }
+    });
+}
+
+/// Everything a client → server handler gets.
+struct Call {
+    ctx: Ctx,
+    socket: SocketRef,
+    conn: Arc<Conn>,
+}
+
+/// Registers `handler` for `event` behind the rate limit, payload parsing and ack.
+fn on<T, F, Fut>(socket: &SocketRef, ctx: &Ctx, event: &'static str, handler: F)
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(Call, T) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let ctx = ctx.clone();
+    socket.on(
+        event,
+        move |socket: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let ctx = ctx.clone();
+            let handler = handler.clone();
+            let sid = socket.id;
+            async move {
+                let reply = async {
+                    charge(&ctx, &socket).await?;
+                    let conn = conn_of(&socket)
+                        .ok_or_else(|| Refusal::new("unauthorized", "not authenticated"))?;
+                    let request = data
+                        .ok()
+                        .and_then(|v| serde_json::from_value::<T>(v).ok())
+                        .ok_or_else(|| {
+                            Refusal::new("invalid_payload", format!("malformed {event} payload"))
+                        })?;
+                    handler(Call { ctx, socket, conn }, request).await
+                }
+                .await;
+                tracing::debug!(sid = %sid, event, ok = reply.is_ok(), "socket event answered");
+                answer(ack, reply);
+            }
+        },
+    );
+}
+
+/// Spends one unit of the socket's budget. A limiter that is down lets the event
+/// through: chat should not stop because the budget store hiccups.
+async fn charge(ctx: &Ctx, socket: &SocketRef) -> Result<(), Refusal> {
+    let quota = Quota {
+        limit: EVENTS_PER_SECOND,
+        period: Duration::from_secs(1),
+    };
+    match ctx
+        .state
+        .rate_limiter
+        .check(&format!("rl:socket:{}", socket.id), quota)
+        .await
+    {
+        Ok(d) if d.allowed => Ok(()),
+        Ok(d) => {
+            metrics::counter!("shoal_realtime_rate_limited_total").increment(1);
+            let ms = d.retry_after.unwrap_or_default().as_millis();
+            Err(Refusal::new(
+                "rate_limited",
+                format!("too many events; retry in {ms} ms"),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "socket rate limiter unavailable; allowing the event");
+            Ok(())
+        }
+    }
+}
+
+/// Membership check: a non-member (or an unknown workspace) gets `not_found`, as over
+/// HTTP, so workspace ids do not leak.
+async fn require_member(call: &Call, workspace: Uuid) -> Result<(), Refusal> {
+    match workspaces::role_of(call.ctx.state.db.pool(), workspace, call.conn.user_id).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Refusal::not_found()),
+        Err(e) => {
+            tracing::warn!(error = %e, "membership check failed");
+            Err(Refusal::unavailable())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct JoinRequest {
+    workspace_id: Uuid,
+    since_seq: Option<i64>,
+}
+
+/// `workspace:join {workspace_id, since_seq?}` → `{workspace_id, recovered, replayed,
+/// last_seq}`; the replayed `message:new` events arrive before the ack.
+async fn join(call: Call, req: JoinRequest) -> Reply {
+    let wid = req.workspace_id;
+    if req.since_seq.is_some_and(|s| s < 0) {
+        return Err(Refusal::new(
+            "invalid_payload",
+            "since_seq must be at least 0",
+        ));
+    }
+    require_member(&call, wid).await?;
+    let room = Room::Workspace(wid).to_string();
+    let generation = call.conn.begin(wid, req.since_seq.unwrap_or(0));
+    call.socket.join(room.clone());
+    presence_join(&call.ctx, &call.conn, wid).await;
+    match resume::sync(
+        &call.ctx,
+        &call.socket,
+        &call.conn,
+        wid,
+        generation,
+        req.since_seq.is_none(),
+    )
+    .await
+    {
+        Ok(report) => Ok(json!({
+            "workspace_id": wid,
+            "recovered": report.recovered,
+            "replayed": report.replayed,
+            "last_seq": report.last_seq,
+            "replay_limit": resume::REPLAY_LIMIT,
+        })),
+        Err(SyncError::Superseded) => {
+            Err(Refusal::new("superseded", "left or re-joined meanwhile"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, sid = %call.socket.id, %wid, "workspace:join catch-up failed");
+            call.conn.end(wid);
+            call.socket.leave(room);
+            presence_leave(&call.ctx, &call.conn, wid).await;
+            if matches!(e, SyncError::Emit) {
+                let _ = call.socket.clone().disconnect();
+            }
+            Err(Refusal::unavailable())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkspaceRequest {
+    workspace_id: Uuid,
+}
+
+/// `workspace:leave {workspace_id}`.
+async fn leave(call: Call, req: WorkspaceRequest) -> Reply {
+    let wid = req.workspace_id;
+    if call.conn.end(wid) {
+        call.socket.leave(Room::Workspace(wid).to_string());
+        presence_leave(&call.ctx, &call.conn, wid).await;
+    }
+    Ok(json!({ "workspace_id": wid }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SendRequest {
+    workspace_id: Uuid,
+    body: String,
+    client_id: Option<String>,
+}
+
+/// `message:send {workspace_id, body, client_id}` → `{id, seq}` once committed. A
+/// retry with the same `client_id` answers the original `id` and `seq`.
+async fn send_message(call: Call, req: SendRequest) -> Reply {
+    let max = call.ctx.state.config.realtime_max_message_bytes;
+    if req.body.len() > max {
+        return Err(Refusal::new(
+            "payload_too_large",
+            format!("body is larger than {max} bytes"),
+        ));
+    }
+    if req.body.trim().is_empty() {
+        return Err(Refusal::new("validation_failed", "body: must not be empty"));
+    }
+    if req
+        .client_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.chars().count() > 64)
+    {
+        return Err(Refusal::new(
+            "validation_failed",
+            "client_id: must be 1 to 64 characters",
+        ));
+    }
+    require_member(&call, req.workspace_id).await?;
+    let post = PostMessage {
+        body: req.body,
+        client_id: req.client_id,
+    };
+    match http_messages::append(&call.ctx.state, req.workspace_id, call.conn.user_id, &post).await {
+        Ok((message, _created)) => Ok(json!({ "id": message.id, "seq": message.seq })),
+        Err(e) => {
+            tracing::warn!(error = ?e, "message:send failed");
+            Err(Refusal::unavailable())
+        }
+    }
+}
+
+/// `typing {workspace_id}`: relayed to the other sockets in the room, never stored.
+async fn typing(call: Call, req: WorkspaceRequest) -> Reply {
+    let wid = req.workspace_id;
+    if !call.conn.is_joined(wid) {
+        return Err(Refusal::not_found());
+    }
+    let event = ServerEvent::Typing(Typing {
+        workspace_id: wid,
+        user_id: call.conn.user_id,
+    });
+    events::publish_except(
+        &call.ctx.state,
+        Room::Workspace(wid),
+        Some(call.socket.id.to_string()),
+        event,
+    )
+    .await;
+    Ok(json!({}))
+}
+
+/// `presence:list {workspace_id}` → `{users: [{user_id}]}`, online on any instance.
+async fn presence_list(call: Call, req: WorkspaceRequest) -> Reply {
+    let wid = req.workspace_id;
+    require_member(&call, wid).await?;
+    let users = online_users(&call.ctx, wid).await.map_err(|e| {
+        tracing::warn!(error = %e, "presence list failed");
+        Refusal::unavailable()
+    })?;
+    let users: Vec<Value> = users.into_iter().map(|u| json!({ "user_id": u })).collect();
+    Ok(json!({ "workspace_id": wid, "users": users }))
+}
+
+/// What a presence entry carries.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct PresenceInfo {
+    user_id: Uuid,
+}
+
+fn presence_room(workspace: Uuid) -> String {
+    Room::Workspace(workspace).to_string()
+}
+
+/// Distinct users with a live entry in `workspace`, in a stable order.
+async fn online_users(
+    ctx: &Ctx,
+    workspace: Uuid,
+) -> Result<Vec<Uuid>, crate::backend_error::BackendError> {
+    let entries = ctx.state.presence.list(&presence_room(workspace)).await?;
+    let mut users: Vec<Uuid> = entries
+        .iter()
+        .filter_map(|(_, info)| serde_json::from_slice::<PresenceInfo>(info).ok())
+        .map(|i| i.user_id)
+        .collect();
+    users.sort();
+    users.dedup();
+    Ok(users)
+}
+
+/// Adds (or refreshes) this connection's presence entry in `workspace`.
+pub(crate) async fn refresh_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> bool {
+    let info = serde_json::to_vec(&PresenceInfo {
+        user_id: conn.user_id,
+    })
+    .unwrap_or_default();
+    let ttl = ctx.state.config.realtime_presence_ttl;
+    match ctx
+        .state
+        .presence
+        .join(
+            &presence_room(workspace),
+            &conn.presence_key,
+            Bytes::from(info),
+            ttl,
+        )
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence refresh failed");
+            false
+        }
+    }
+}
+
+async fn presence_join(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
+    if refresh_presence(ctx, conn, workspace).await {
+        publish_presence(ctx, conn.user_id, workspace, true).await;
+    }
+}
+
+async fn presence_leave(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
+    if let Err(e) = ctx
+        .state
+        .presence
+        .leave(&presence_room(workspace), &conn.presence_key)
+        .await
+    {
+        tracing::warn!(error = %e, "presence leave failed");
+        return;
+    }
+    // Another tab of the same user keeps it online.
+    let online = match online_users(ctx, workspace).await {
+        Ok(users) => users.contains(&conn.user_id),
+        Err(_) => false,
+    };
+    publish_presence(ctx, conn.user_id, workspace, online).await;
+}
+
+async fn publish_presence(ctx: &Ctx, user_id: Uuid, workspace: Uuid, online: bool) {
+    let event = ServerEvent::PresenceUpdate(PresenceUpdate {
+        workspace_id: workspace,
+        user_id,
+        online,
+    });
+    events::publish(&ctx.state, Room::Workspace(workspace), event).await;
+}

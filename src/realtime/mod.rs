@@ -1,0 +1,182 @@
+//! Realtime: Socket.IO v4 (socketioxide) on the HTTP port, path `/socket.io/`
+//! (DESIGN §5; guarantees and limits in `docs/realtime.md`).
+//!
+//! # Architecture: broker + hub, not a Socket.IO adapter
+//!
+//! Socket.IO runs with its LOCAL adapter in both modes. Cross-instance delivery goes
+//! through Shoal's own [`PubSub`](crate::pubsub::PubSub) — the broker — and one
+//! subscriber task per instance — the hub ([`hub`]) — emits what arrives to that
+//! instance's sockets. This is the Centrifuge broker + hub pattern, and it is chosen
+//! over `socketioxide-redis` because:
+//!
+//! - that adapter stopped delivering across instances for good after a Redis restart
+//!   (`CRATES.md`); our `RedisPubSub` resubscribes by itself, reports readiness 503
+//!   while the subscription is down, and says [`Delivery::Gap`](crate::pubsub::Delivery::Gap)
+//!   when it is back — which the hub turns into a catch-up from the database;
+//! - emits must pass through per-socket logic anyway: a `message:new` is delivered
+//!   only in `seq` order, without duplicates, after a resume ([`resume`]), which a
+//!   broadcast adapter cannot do;
+//! - embedded mode takes the very same path over the in-process `MemoryPubSub`, so
+//!   both modes behave alike (DESIGN §1) and the handlers never ask which mode runs.
+//!
+//! Every event is published ONCE ([`events::publish`]) on one channel,
+//! [`events::CHANNEL`]; each instance receives all events and keeps those for rooms
+//! it has sockets in. One channel means one subscription, one gap signal, and no
+//! subscribe/unsubscribe churn as sockets join and leave workspaces; the price is
+//! that every instance decodes every event, which is fine for the tens of instances
+//! and thousands of events per second this targets. Per-room channels are the next
+//! step if that stops being true.
+//!
+//! # Layout
+//!
+//! - [`events`]: server → client events, rooms, the one publish function.
+//! - [`handlers`]: handshake authentication and client → server events with acks.
+//! - [`resume`]: per-socket `seq` cursors, replay on join, repair after a gap.
+//! - [`hub`]: the subscriber task and the presence refresher.
+
+pub mod events;
+pub(crate) mod handlers;
+pub(crate) mod hub;
+pub mod resume;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use socketioxide::SocketIo;
+use socketioxide::layer::SocketIoLayer;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use events::{Room, ServerEvent, publish};
+
+use crate::pubsub::Subscription;
+use crate::state::AppState;
+
+/// The Socket.IO path.
+pub const PATH: &str = "/socket.io";
+
+/// What handlers and background repairs share.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    /// The application.
+    pub(crate) state: AppState,
+    /// Owns the background repairs, so that shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
+
+/// The realtime server of one instance: the Socket.IO handle and the subscription
+/// its hub will consume.
+pub struct Realtime {
+    io: SocketIo,
+    ctx: Ctx,
+    subscription: Option<Subscription>,
+}
+
+impl Realtime {
+    /// Builds the Socket.IO layer and subscribes to the realtime channel (before the
+    /// listener serves, so nothing published after start-up is missed).
+    pub async fn build(state: &AppState) -> anyhow::Result<(SocketIoLayer, Self)> {
+        let max_message = state.config.realtime_max_message_bytes;
+        // Frames up to twice the body limit (JSON escaping) plus room for the event
+        // envelope are read and answered with `payload_too_large`; bigger ones close
+        // the connection in the engine without reaching any handler.
+        let frame_limit = max_message.saturating_mul(2) + 16 * 1024;
+        let (layer, io) = SocketIo::builder()
+            .req_path(format!("{PATH}/"))
+            .max_payload(frame_limit as u64)
+            .ws_max_message_size(frame_limit)
+            .ws_max_frame_size(frame_limit)
+            // Replays emit up to REPLAY_LIMIT packets at once; the queue is bounded
+            // but allocated lazily, so a large bound costs nothing on idle sockets.
+            .max_buffer_size(4 * resume::REPLAY_LIMIT as usize)
+            .ack_timeout(Duration::from_secs(10))
+            .build_layer();
+        let ctx = Ctx {
+            state: state.clone(),
+            tasks: TaskTracker::new(),
+        };
+        handlers::register(&io, ctx.clone());
+        let subscription = state
+            .pubsub
+            .subscribe(events::CHANNEL)
+            .await
+            .context("subscribing to the realtime channel")?;
+        Ok((
+            layer,
+            Self {
+                io,
+                ctx,
+                subscription: Some(subscription),
+            },
+        ))
+    }
+
+    /// Starts the hub and the presence refresher on `tracker`, until `stop`.
+    pub fn spawn(&mut self, tracker: &TaskTracker, stop: CancellationToken) {
+        if let Some(subscription) = self.subscription.take() {
+            tracker.spawn(hub::run(
+                self.ctx.clone(),
+                self.io.clone(),
+                subscription,
+                stop.clone(),
+            ));
+        }
+        tracker.spawn(hub::refresh_presence_loop(
+            self.ctx.clone(),
+            self.io.clone(),
+            stop,
+        ));
+    }
+
+    /// A handle for the shutdown path (see [`Realtime::close`]).
+    pub fn closer(&self) -> Closer {
+        Closer(self.io.clone())
+    }
+
+    /// Waits (bounded) for background repairs after the hub stopped.
+    pub async fn finish(self, within: Duration) {
+        self.ctx.tasks.close();
+        let _ = tokio::time::timeout(within, self.ctx.tasks.wait()).await;
+    }
+}
+
+/// Closes every Socket.IO connection of this instance.
+#[derive(Clone)]
+pub struct Closer(SocketIo);
+
+impl Closer {
+    /// Closes the transports of all sockets (the stock client then reconnects by
+    /// itself — to another instance, since this one refuses new handshakes while
+    /// draining — and resumes with `since_seq`).
+    pub async fn close(&self, within: Duration) {
+        let open = self.0.sockets().len();
+        if tokio::time::timeout(within, self.0.close()).await.is_err() {
+            tracing::warn!("closing Socket.IO connections timed out");
+        }
+        tracing::info!(closed = open, "shutdown: Socket.IO connections closed");
+    }
+}
+
+/// Middleware in front of the Socket.IO layer: while draining, new handshakes (no
+/// `sid` yet) get 503, which the stock client treats as "retry", so it lands on
+/// another instance; the `connect_error` of a rejected auth would stop its retries.
+pub async fn refuse_handshakes_while_draining(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.lifecycle.is_draining()
+        && req.uri().path().starts_with(PATH)
+        && !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")))
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    next.run(req).await
+}

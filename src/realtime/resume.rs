@@ -1,0 +1,309 @@
+//! Offset recovery for chat messages: per socket and per joined workspace, the `seq`
+//! of the last `message:new` delivered, and the catch-up from the database that fills
+//! any hole (after `workspace:join {since_seq}`, a `seq` jump in live delivery, or a
+//! pub/sub [`Gap`](crate::pubsub::Delivery::Gap)).
+//!
+//! # Why this is gap-free and duplicate-free
+//!
+//! - Every `message:new` to a socket goes through its [`Cursor`] under one mutex, and
+//!   only `last_seq + 1` is ever emitted; anything `<= last_seq` is dropped.
+//! - While a catch-up runs, the cursor is *pending*: live messages are parked in a
+//!   map instead of emitted, and only the catch-up task advances `last_seq`. The
+//!   cursor is made pending (and the socket put in the room) BEFORE the database is
+//!   read, so a message is either in the query result or parked — never neither.
+//! - `seq` is allocated under the workspace row lock and only published after
+//!   commit, so when `seq = n` is visible, every `seq < n` is committed: reading the
+//!   database after seeing a jump always finds the missing ones.
+//! - A catch-up reads at most [`REPLAY_LIMIT`] messages; beyond that it skips to the
+//!   head and reports `recovered: false` so that the client reloads over REST.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use socketioxide::extract::SocketRef;
+use uuid::Uuid;
+
+use super::Ctx;
+use super::events::ServerEvent;
+use crate::store::StoreError;
+use crate::store::messages::{self, Message};
+
+/// The most messages one catch-up replays (a `workspace:join {since_seq}` or a repair
+/// after a pub/sub gap). Beyond it the client is told `recovered: false`.
+pub const REPLAY_LIMIT: u32 = 500;
+
+/// Per-connection realtime state, kept in the socket's extensions.
+pub(crate) struct Conn {
+    /// The authenticated user.
+    pub(crate) user_id: Uuid,
+    /// This connection's key in the presence backend: `{instance}:{sid}`, unique
+    /// across instances.
+    pub(crate) presence_key: String,
+    /// Joined workspaces and their delivery cursors.
+    workspaces: Mutex<HashMap<Uuid, Cursor>>,
+    /// Tags each (re)join so a stale catch-up can tell it was superseded.
+    generations: AtomicU64,
+}
+
+/// Where one socket is in one workspace's chat.
+struct Cursor {
+    generation: u64,
+    /// The last `seq` emitted to the socket (or the head it started from).
+    last_seq: i64,
+    /// `Some` while a catch-up runs: live messages parked by `seq`.
+    pending: Option<BTreeMap<i64, Message>>,
+}
+
+/// What live delivery of one message to one socket did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Emitted, parked, or already delivered: nothing to do.
+    Done,
+    /// A hole before this message: run a catch-up with this generation.
+    CatchUp(u64),
+    /// The socket's outgoing buffer is full or closed: it must reconnect and resume.
+    Failed,
+}
+
+/// The outcome of a catch-up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncReport {
+    /// Messages emitted from the database.
+    pub(crate) replayed: usize,
+    /// False when more than [`REPLAY_LIMIT`] were missing and the cursor skipped to
+    /// the head.
+    pub(crate) recovered: bool,
+    /// The cursor after the catch-up.
+    pub(crate) last_seq: i64,
+}
+
+/// Why a catch-up stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The socket cannot take more packets (full buffer or closed).
+    #[error("socket buffer full or closed")]
+    Emit,
+    /// The socket left or re-joined the workspace meanwhile.
+    #[error("superseded")]
+    Superseded,
+}
+
+impl Conn {
+    pub(crate) fn new(user_id: Uuid, presence_key: String) -> Self {
+        Self {
+            user_id,
+            presence_key,
+            workspaces: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    fn cursors(&self) -> MutexGuard<'_, HashMap<Uuid, Cursor>> {
+        self.workspaces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the socket joined `workspace`.
+    pub(crate) fn is_joined(&self, workspace: Uuid) -> bool {
+        self.cursors().contains_key(&workspace)
+    }
+
+    /// The joined workspaces.
+    pub(crate) fn joined(&self) -> Vec<Uuid> {
+        self.cursors().keys().copied().collect()
+    }
+
+    /// Starts (or restarts) following `workspace` after `since`, pending: call this
+    /// BEFORE joining the room, then run [`sync`] with the returned generation.
+    pub(crate) fn begin(&self, workspace: Uuid, since: i64) -> u64 {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.cursors().insert(
+            workspace,
+            Cursor {
+                generation,
+                last_seq: since,
+                pending: Some(BTreeMap::new()),
+            },
+        );
+        generation
+    }
+
+    /// Stops following `workspace`; false when it was not joined.
+    pub(crate) fn end(&self, workspace: Uuid) -> bool {
+        self.cursors().remove(&workspace).is_some()
+    }
+
+    /// Marks `workspace` pending for a repair after a pub/sub gap; `None` when not
+    /// joined or a catch-up already runs (it will see the same database).
+    pub(crate) fn begin_repair(&self, workspace: Uuid) -> Option<u64> {
+        let mut cursors = self.cursors();
+        let cursor = cursors.get_mut(&workspace)?;
+        if cursor.pending.is_some() {
+            return None;
+        }
+        cursor.pending = Some(BTreeMap::new());
+        Some(cursor.generation)
+    }
+
+    /// Live delivery of `message` to `socket` (see the module doc).
+    pub(crate) fn offer(&self, socket: &SocketRef, message: &Message) -> Offer {
+        let mut cursors = self.cursors();
+        let Some(cursor) = cursors.get_mut(&message.workspace_id) else {
+            return Offer::Done;
+        };
+        if message.seq <= cursor.last_seq {
+            return Offer::Done;
+        }
+        if let Some(pending) = &mut cursor.pending {
+            pending.insert(message.seq, message.clone());
+            return Offer::Done;
+        }
+        if message.seq == cursor.last_seq + 1 {
+            if emit(socket, message).is_err() {
+                return Offer::Failed;
+            }
+            cursor.last_seq = message.seq;
+            return Offer::Done;
+        }
+        let mut pending = BTreeMap::new();
+        pending.insert(message.seq, message.clone());
+        cursor.pending = Some(pending);
+        Offer::CatchUp(cursor.generation)
+    }
+
+    /// Runs `f` on the cursor of `workspace` if it still has `generation`.
+    fn with_cursor<T>(
+        &self,
+        workspace: Uuid,
+        generation: u64,
+        f: impl FnOnce(&mut Cursor) -> T,
+    ) -> Result<T, SyncError> {
+        let mut cursors = self.cursors();
+        match cursors.get_mut(&workspace) {
+            Some(cursor) if cursor.generation == generation => Ok(f(cursor)),
+            _ => Err(SyncError::Superseded),
+        }
+    }
+}
+
+fn emit(socket: &SocketRef, message: &Message) -> Result<(), SyncError> {
+    // Clone-free would be nicer, but `ServerEvent` owns its data and this is one
+    // small struct per delivery.
+    ServerEvent::MessageNew(message.clone())
+        .emit(socket)
+        .map_err(|_| SyncError::Emit)
+}
+
+/// The newest `seq` of `workspace` (0 without messages).
+async fn head_seq(ctx: &Ctx, workspace: Uuid) -> Result<i64, StoreError> {
+    let newest = messages::list_before(ctx.state.db.pool(), workspace, None, 1).await?;
+    Ok(newest.first().map_or(0, |m| m.seq))
+}
+
+/// Catches the pending cursor of (`socket`, `workspace`, `generation`) up from the
+/// database, then flushes what was parked meanwhile and clears the pending state.
+/// With `from_head`, the cursor first moves to the newest `seq` (a join without
+/// `since_seq`: only messages after the join are delivered).
+pub(crate) async fn sync(
+    ctx: &Ctx,
+    socket: &SocketRef,
+    conn: &Conn,
+    workspace: Uuid,
+    generation: u64,
+    from_head: bool,
+) -> Result<SyncReport, SyncError> {
+    if from_head {
+        let head = head_seq(ctx, workspace).await?;
+        conn.with_cursor(workspace, generation, |c| c.last_seq = c.last_seq.max(head))?;
+    }
+    let mut replayed = 0;
+    let mut recovered = true;
+    loop {
+        let after = conn.with_cursor(workspace, generation, |c| c.last_seq)?;
+        let rows =
+            messages::list_after(ctx.state.db.pool(), workspace, after, REPLAY_LIMIT + 1).await?;
+        let skip_to = if rows.len() > REPLAY_LIMIT as usize {
+            Some(head_seq(ctx, workspace).await?)
+        } else {
+            None
+        };
+        let done =
+            conn.with_cursor(workspace, generation, |cursor| -> Result<bool, SyncError> {
+                match skip_to {
+                    Some(head) => {
+                        recovered = false;
+                        cursor.last_seq = cursor.last_seq.max(head);
+                    }
+                    None => {
+                        for m in &rows {
+                            if m.seq == cursor.last_seq + 1 {
+                                emit(socket, m)?;
+                                cursor.last_seq = m.seq;
+                                replayed += 1;
+                            }
+                        }
+                    }
+                }
+                let mut parked = cursor.pending.take().unwrap_or_default();
+                while let Some(entry) = parked.first_entry() {
+                    let seq = *entry.key();
+                    if seq <= cursor.last_seq {
+                        entry.remove();
+                    } else if seq == cursor.last_seq + 1 {
+                        emit(socket, &entry.remove())?;
+                        cursor.last_seq = seq;
+                    } else {
+                        break;
+                    }
+                }
+                if parked.is_empty() {
+                    Ok(true)
+                } else {
+                    // Still a hole (a message committed after our read, published before
+                    // the parked one arrived): read again.
+                    cursor.pending = Some(parked);
+                    Ok(false)
+                }
+            })??;
+        if done {
+            let last_seq = conn.with_cursor(workspace, generation, |c| c.last_seq)?;
+            return Ok(SyncReport {
+                replayed,
+                recovered,
+                last_seq,
+            });
+        }
+    }
+}
+
+/// Repairs (`socket`, `workspace`) in the background after a `seq` jump or a pub/sub
+/// gap. A socket that cannot be repaired (database down, buffer full) is
+/// disconnected, so that its client reconnects and resumes with `since_seq`.
+pub(crate) fn spawn_repair(
+    ctx: &Ctx,
+    socket: SocketRef,
+    conn: Arc<Conn>,
+    workspace: Uuid,
+    generation: u64,
+) {
+    let ctx = ctx.clone();
+    ctx.tasks.clone().spawn(async move {
+        match sync(&ctx, &socket, &conn, workspace, generation, false).await {
+            Ok(report) if !report.recovered => {
+                // Too much was missed while connected: say so, like a join would.
+                let _ = socket.emit(
+                    "resync",
+                    &serde_json::json!({ "workspace_id": workspace, "last_seq": report.last_seq }),
+                );
+            }
+            Ok(_) | Err(SyncError::Superseded) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, sid = %socket.id, %workspace, "realtime repair failed; disconnecting the socket");
+                let _ = socket.disconnect();
+            }
+        }
+    });
+}

@@ -1,0 +1,420 @@
+//! One embedded instance: the same code path as distributed mode, over the
+//! in-process pub/sub.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Auth, Cluster, Sio, api, post_message, rest_seqs, user, workspace};
+
+#[tokio::test]
+async fn a_bad_handshake_gets_connect_error_with_a_reason() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    assert_eq!(Sio::refusal(&base, Auth::Nothing).await, "unauthorized");
+    assert_eq!(
+        Sio::refusal(&base, Auth::Token("not-a-jwt")).await,
+        "invalid_token"
+    );
+    assert_eq!(
+        Sio::refusal(&base, Auth::Cookie("forged-cookie")).await,
+        "session_expired"
+    );
+
+    // Both credentials work...
+    let ada = user(&app.http, &base).await;
+    Sio::connect(&base, Auth::Token(&ada.token))
+        .await
+        .close()
+        .await;
+    Sio::connect(&base, Auth::Cookie(&ada.cookie))
+        .await
+        .close()
+        .await;
+
+    // ...until the session ends: the access token is then refused with the reason.
+    let r = app
+        .http
+        .post(format!("{base}/api/auth/logout"))
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .expect("logout");
+    assert!(r.status().is_success());
+    assert_eq!(
+        Sio::refusal(&base, Auth::Token(&ada.token)).await,
+        "session_expired"
+    );
+}
+
+#[tokio::test]
+async fn a_sent_message_is_acked_after_commit_and_reaches_the_room_once() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[&bob]).await;
+    let a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let mut b = Sio::connect(&base, Auth::Cookie(&bob.cookie)).await;
+    a.join(&wid, None).await;
+    b.join(&wid, None).await;
+
+    let ack = a.send(&wid, "hello", "c-1").await;
+    let seq = ack["seq"].as_i64().expect("seq in the ack");
+    assert!(ack["id"].is_string(), "{ack}");
+    // Committed before the ack: REST sees it right away.
+    assert_eq!(rest_seqs(&app.http, &base, &bob, &wid).await, vec![seq]);
+
+    let got = b.next_message(&wid).await;
+    assert_eq!(got["seq"], seq);
+    assert_eq!(got["body"], "hello");
+    assert_eq!(got["user_id"], ada.id.as_str());
+
+    // A retry with the same client_id answers the original and posts nothing new.
+    let again = a.send(&wid, "hello", "c-1").await;
+    assert_eq!(again["id"], ack["id"]);
+    assert_eq!(again["seq"], ack["seq"]);
+    let next = a.send(&wid, "second", "c-2").await;
+    let got = b.next_message(&wid).await;
+    assert_eq!(
+        got["seq"], next["seq"],
+        "no duplicate of the retried message in between"
+    );
+    assert_eq!(
+        rest_seqs(&app.http, &base, &bob, &wid).await,
+        vec![seq, seq + 1]
+    );
+}
+
+#[tokio::test]
+async fn a_non_member_cannot_join_and_receives_nothing_of_the_workspace() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, eve) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let secret = workspace(&app.http, &base, &ada, &[]).await;
+    let own = workspace(&app.http, &base, &eve, &[]).await;
+    let a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let mut e = Sio::connect(&base, Auth::Token(&eve.token)).await;
+    a.join(&secret, None).await;
+
+    for (event, data) in [
+        ("workspace:join", json!({ "workspace_id": secret })),
+        (
+            "workspace:join",
+            json!({ "workspace_id": secret, "since_seq": 0 }),
+        ),
+        (
+            "message:send",
+            json!({ "workspace_id": secret, "body": "let me in", "client_id": "x" }),
+        ),
+        ("presence:list", json!({ "workspace_id": secret })),
+        ("typing", json!({ "workspace_id": secret })),
+    ] {
+        let ack = e.call(event, data).await;
+        assert_eq!(ack["ok"], false, "{event}: {ack}");
+        assert_eq!(ack["error"]["code"], "not_found", "{event}: {ack}");
+    }
+
+    // Activity in the secret workspace: a message, a task, typing.
+    a.send(&secret, "secret", "s-1").await;
+    a.call("typing", json!({ "workspace_id": secret })).await;
+    let (status, _) = api(
+        &app.http,
+        Method::POST,
+        format!("{base}/api/workspaces/{secret}/tasks"),
+        &ada,
+        Some(json!({ "title": "secret task" })),
+    )
+    .await;
+    assert!(status.is_success());
+
+    // Then a barrier in eve's own workspace: events reach a socket in publish order,
+    // so anything of the secret workspace would have arrived before it.
+    e.join(&own, None).await;
+    post_message(&app.http, &base, &eve, &own, "barrier").await;
+    e.next_message(&own).await;
+    let leaked: Vec<_> = e
+        .seen
+        .iter()
+        .filter(|r| r.data.to_string().contains(&secret) || r.data.to_string().contains("secret"))
+        .collect();
+    assert!(leaked.is_empty(), "eve received: {leaked:?}");
+    // And eve's failed send did not post anything.
+    assert_eq!(rest_seqs(&app.http, &base, &ada, &secret).await, vec![1]);
+}
+
+#[tokio::test]
+async fn task_changes_over_http_and_assignment_reach_sockets() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[&bob]).await;
+    let mut b = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    b.join(&wid, None).await;
+
+    let (status, task) = api(
+        &app.http,
+        Method::POST,
+        format!("{base}/api/workspaces/{wid}/tasks"),
+        &ada,
+        Some(json!({ "title": "write docs", "assignee_id": bob.id })),
+    )
+    .await;
+    assert!(status.is_success(), "{task}");
+    let tid = task["id"].as_str().expect("task id").to_owned();
+    let created = b.next_event("task:created").await;
+    assert_eq!(created["id"], tid.as_str());
+    let note = b.next_event("notification").await;
+    assert_eq!(note["kind"], "task.assigned");
+    assert_eq!(note["task_id"], tid.as_str());
+    assert_eq!(note["actor_id"], ada.id.as_str());
+
+    let (status, _) = api(
+        &app.http,
+        Method::PATCH,
+        format!("{base}/api/workspaces/{wid}/tasks/{tid}"),
+        &ada,
+        Some(json!({ "version": 1, "status": "done" })),
+    )
+    .await;
+    assert!(status.is_success());
+    let updated = b.next_event("task:updated").await;
+    assert_eq!(updated["status"], "done");
+    assert_eq!(updated["version"], 2);
+
+    let (status, _) = api(
+        &app.http,
+        Method::DELETE,
+        format!("{base}/api/workspaces/{wid}/tasks/{tid}"),
+        &ada,
+        None,
+    )
+    .await;
+    assert!(status.is_success());
+    let deleted = b.next_event("task:deleted").await;
+    assert_eq!(deleted["id"], tid.as_str());
+
+    // Assigning a task to oneself notifies nobody: bob creates one for himself, then
+    // a barrier message; no second notification arrived in between.
+    api(
+        &app.http,
+        Method::POST,
+        format!("{base}/api/workspaces/{wid}/tasks"),
+        &bob,
+        Some(json!({ "title": "mine", "assignee_id": bob.id })),
+    )
+    .await;
+    post_message(&app.http, &base, &ada, &wid, "barrier").await;
+    b.next_message(&wid).await;
+    assert_eq!(
+        b.seen.iter().filter(|r| r.event == "notification").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn typing_and_presence_reach_the_others() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[&bob]).await;
+    let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    a.join(&wid, None).await;
+    let listed = a
+        .call("presence:list", json!({ "workspace_id": wid }))
+        .await;
+    assert_eq!(listed["users"], json!([{ "user_id": ada.id }]));
+
+    let mut b = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    b.join(&wid, None).await;
+    let update = a
+        .next_where(|r| r.event == "presence:update" && r.data["user_id"] == bob.id.as_str())
+        .await;
+    assert_eq!(update.data["online"], true);
+    let listed = b
+        .call("presence:list", json!({ "workspace_id": wid }))
+        .await;
+    let mut users: Vec<String> = listed["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["user_id"].as_str().expect("id").to_owned())
+        .collect();
+    users.sort();
+    let mut expected = vec![ada.id.clone(), bob.id.clone()];
+    expected.sort();
+    assert_eq!(users, expected);
+
+    b.call("typing", json!({ "workspace_id": wid })).await;
+    let typing = a.next_event("typing").await;
+    assert_eq!(typing["user_id"], bob.id.as_str());
+    // Not echoed to the typist: bob's next item after a barrier is the barrier.
+    post_message(&app.http, &base, &ada, &wid, "barrier").await;
+    b.next_message(&wid).await;
+    assert!(
+        !b.seen.iter().any(|r| r.event == "typing"),
+        "typing echoed: {:?}",
+        b.seen
+    );
+
+    b.call("workspace:leave", json!({ "workspace_id": wid }))
+        .await;
+    let update = a
+        .next_where(|r| {
+            r.event == "presence:update"
+                && r.data["user_id"] == bob.id.as_str()
+                && r.data["online"] == false
+        })
+        .await;
+    assert_eq!(update.data["workspace_id"], wid.as_str());
+}
+
+#[tokio::test]
+async fn a_resumed_client_gets_exactly_what_it_missed_then_live_messages() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[&bob]).await;
+    let a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    a.join(&wid, None).await;
+
+    let mut b = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    b.join(&wid, None).await;
+    a.send(&wid, "one", "1").await;
+    let last_seen = b.next_message(&wid).await["seq"].as_i64().expect("seq");
+    b.close().await;
+
+    for i in 2..=6 {
+        a.send(&wid, &format!("missed {i}"), &i.to_string()).await;
+    }
+    let mut b = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    let ack = b.join(&wid, Some(last_seen)).await;
+    assert_eq!(ack["recovered"], true, "{ack}");
+    assert_eq!(ack["replayed"], 5, "{ack}");
+    assert_eq!(ack["last_seq"], 6, "{ack}");
+    // The replay arrived before the ack, in order.
+    assert_eq!(b.seen_seqs(&wid), vec![2, 3, 4, 5, 6]);
+
+    a.send(&wid, "live", "7").await;
+    b.next_message(&wid).await;
+    assert_eq!(
+        b.seen_seqs(&wid),
+        vec![2, 3, 4, 5, 6, 7],
+        "no gap, no duplicate"
+    );
+}
+
+#[tokio::test]
+async fn missing_too_much_is_reported_as_not_recovered() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let wid = workspace(&app.http, &base, &ada, &[]).await;
+    let limit = shoal::realtime::resume::REPLAY_LIMIT as i64;
+    for i in 0..=limit {
+        post_message(&app.http, &base, &ada, &wid, &format!("m{i}")).await;
+    }
+    let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let ack = a.join(&wid, Some(0)).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(ack["replayed"], 0, "{ack}");
+    assert_eq!(ack["last_seq"], limit + 1, "{ack}");
+
+    // Exactly the limit is still recovered.
+    let b = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let ack = b.join(&wid, Some(1)).await;
+    assert_eq!(ack["recovered"], true, "{ack}");
+    assert_eq!(ack["replayed"], limit, "{ack}");
+
+    // Live delivery goes on from the head.
+    post_message(&app.http, &base, &ada, &wid, "after").await;
+    assert_eq!(a.next_message(&wid).await["seq"], limit + 2);
+    assert_eq!(a.seen_seqs(&wid), vec![limit + 2]);
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_ack_and_reaches_nobody() {
+    let app = Cluster::embedded(&[("REALTIME_MAX_MESSAGE_BYTES", "1024")]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[&bob]).await;
+    let a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let mut b = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    a.join(&wid, None).await;
+    b.join(&wid, None).await;
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("message:send", json!("just a string"), "invalid_payload"),
+        (
+            "message:send",
+            json!({ "workspace_id": "nope", "body": "x" }),
+            "invalid_payload",
+        ),
+        (
+            "message:send",
+            json!({ "workspace_id": wid }),
+            "invalid_payload",
+        ),
+        (
+            "message:send",
+            json!({ "workspace_id": wid, "body": "x".repeat(1025), "client_id": "big" }),
+            "payload_too_large",
+        ),
+        (
+            "message:send",
+            json!({ "workspace_id": wid, "body": "   " }),
+            "validation_failed",
+        ),
+        (
+            "message:send",
+            json!({ "workspace_id": wid, "body": "x", "client_id": "" }),
+            "validation_failed",
+        ),
+        (
+            "workspace:join",
+            json!({ "workspace_id": wid, "since_seq": -1 }),
+            "invalid_payload",
+        ),
+        (
+            "workspace:join",
+            json!({ "workspace_id": uuid::Uuid::now_v7() }),
+            "not_found",
+        ),
+        ("no:such:event", json!({}), "unknown_event"),
+    ];
+    for (event, data, code) in cases {
+        let ack = a.call(event, data.clone()).await;
+        assert_eq!(ack["ok"], false, "{event} {data}: {ack}");
+        assert_eq!(ack["error"]["code"], code, "{event} {data}: {ack}");
+    }
+    // Exactly the limit is fine.
+    a.send(&wid, &"y".repeat(1024), "max").await;
+
+    // Spam: the per-socket budget (20/s) runs out; the server keeps serving.
+    let mut limited = 0;
+    for _ in 0..60 {
+        let ack = a.call("typing", json!({ "workspace_id": wid })).await;
+        if ack["error"]["code"] == "rate_limited" {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "60 events in a row should exceed 20/s");
+
+    // Bob received the one valid message and nothing of the refused ones.
+    let got = b.next_message(&wid).await;
+    assert_eq!(got["body"].as_str().map(str::len), Some(1024));
+    post_message(&app.http, &base, &ada, &wid, "barrier").await;
+    b.next_message(&wid).await;
+    assert_eq!(b.seen_seqs(&wid), vec![1, 2]);
+    assert_eq!(rest_seqs(&app.http, &base, &ada, &wid).await, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn sigterm_disconnects_sockets_and_the_process_exits_cleanly() {
+    let mut app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    app.nodes[0].terminate();
+    a.dropped().await;
+    let status = app.nodes[0].wait_exit().await;
+    assert!(status.success(), "exit status {status}");
+}

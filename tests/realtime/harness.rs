@@ -1,0 +1,960 @@
+//! The harness: real `shoal` processes (embedded on SQLite, or distributed on one
+//! PostgreSQL database and one Redis prefix per test), users and workspaces made over
+//! REST, and [`Sio`]: a real Socket.IO v4 client (`rust_socketio`) whose events land
+//! in a channel that tests await. Every child process is killed when dropped; on a
+//! panic the logs of all processes are printed first.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use futures::FutureExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::header::SET_COOKIE;
+use reqwest::{Client, StatusCode};
+use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder, ReconnectSettings};
+use rust_socketio::{Payload, TransportType};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tokio::sync::mpsc;
+
+/// Generous upper bound for anything awaited (never a timing assertion).
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+const POLL: Duration = Duration::from_millis(50);
+
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const COOKIE_NAME: &str = "shoal_session";
+
+const SECRETS: [(&str, &str); 4] = [
+    (
+        "SESSION_SECRET",
+        "realtime-test-session-secret-0123456789abcdef",
+    ),
+    (
+        "SESSION_ENCRYPTION_KEY",
+        "realtime-test-encryption-key-0123456789abcdef",
+    ),
+    (
+        "JWT_ACCESS_SECRET",
+        "realtime-test-jwt-access-secret-0123456789abcdef",
+    ),
+    (
+        "JWT_REFRESH_SECRET",
+        "realtime-test-jwt-refresh-secret-0123456789abcdef",
+    ),
+];
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A loud skip locally, a failure under `CI=true`.
+pub(crate) fn missing_service(what: &str) {
+    if in_ci() {
+        panic!("{what}, and CI=true: a missing service is a failure, not a pass");
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED: {what}.\n\
+         !!! Start it or set SHOAL_TEST_DATABASE_URL / SHOAL_TEST_REDIS_URL;\n\
+         !!! with CI=true this test fails instead.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+pub(crate) fn token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+pub(crate) fn plain_client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("build a reqwest client")
+}
+
+// ---------------------------------------------------------------- services
+
+/// PostgreSQL admin URL and Redis URL, when both answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) admin_url: String,
+    pub(crate) redis_url: String,
+}
+
+impl Services {
+    pub(crate) async fn discover() -> Option<Services> {
+        let admin_url = std::env::var("SHOAL_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let redis_url = std::env::var("SHOAL_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let pg =
+            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url)).await;
+        match pg {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => {
+                missing_service(&format!("PostgreSQL is not reachable at {admin_url} ({e})"));
+                return None;
+            }
+            Err(_) => {
+                missing_service(&format!("PostgreSQL did not answer at {admin_url}"));
+                return None;
+            }
+        }
+        if let Err(e) = redis_ping(&redis_url).await {
+            missing_service(&format!("Redis is not reachable at {redis_url} ({e})"));
+            return None;
+        }
+        Some(Services {
+            admin_url,
+            redis_url,
+        })
+    }
+}
+
+async fn redis_ping(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| "no answer within 3 s".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn admin_sql(admin_url: &str, sql: String) {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("admin connection: {e}"));
+    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("admin SQL {sql:?}: {e}"));
+    let _ = conn.close().await;
+}
+
+/// A database of its own for one test, dropped at the end.
+pub(crate) struct TestDb {
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    async fn create(admin_url: &str) -> TestDb {
+        let name = format!("shoal_rt_{}", token());
+        admin_sql(admin_url, format!("CREATE DATABASE \"{name}\"")).await;
+        let mut url = reqwest::Url::parse(admin_url).expect("the admin URL is a URL");
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            name,
+            url: url.to_string(),
+            admin_url: admin_url.to_owned(),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
+                    return;
+                };
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
+                let _ = conn.close().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A `redis-server` the test owns (so it may kill and restart it).
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    /// Starts one on a free port; `None` (after a loud skip) without `redis-server`.
+    pub(crate) async fn start() -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut own = OwnRedis {
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        if !own.spawn() {
+            missing_service(
+                "redis-server is not installed (needed to restart a Redis the test owns)",
+            );
+            return None;
+        }
+        own.wait_up().await;
+        Some(own)
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => {
+                self.child = Some(c);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn wait_up(&self) {
+        let url = self.url();
+        eventually("the owned redis-server answers", || {
+            let url = url.clone();
+            async move { redis_ping(&url).await.ok() }
+        })
+        .await;
+    }
+
+    /// SIGKILL: gone when this returns.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: `--save ""`).
+    pub(crate) async fn restart(&mut self) {
+        assert!(self.spawn(), "restart redis-server");
+        self.wait_up().await;
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// One `shoal` child process, SIGKILLed when dropped.
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) base: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    fn spawn(id: &str, env: &[(String, String)], cwd: &Path, logs: &Path) -> Node {
+        let log = logs.join(format!("{id}.stderr.log"));
+        let stderr = File::create(&log).expect("create a log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        for key in shoal::config::KEYS {
+            cmd.env_remove(key);
+        }
+        cmd.env_remove("SHOAL_CONFIG");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        let child = cmd.spawn().expect("spawn the shoal binary");
+        let port = env
+            .iter()
+            .find(|(k, _)| k == "PORT")
+            .map(|(_, v)| v.clone())
+            .expect("PORT");
+        Node {
+            id: id.to_owned(),
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("poll the child"))
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        self.child
+            .as_ref()
+            .map(|c| Pid::from_raw(i32::try_from(c.id()).expect("pid fits i32")))
+    }
+
+    /// SIGKILL and reap.
+    pub(crate) fn kill(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: the graceful shutdown starts.
+    pub(crate) fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+        }
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
+        let id = self.id.clone();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {id} did not exit"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_ready(&mut self, http: &Client) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "instance {} exited ({status}) before ready; log:\n{}",
+                    self.id,
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = http.get(self.url("/health/ready")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("instance {} not ready; log:\n{}", self.id, self.log_text());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Instances of one test: one embedded instance, or several sharing PostgreSQL + Redis.
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) http: Client,
+    env: Vec<(String, String)>,
+    embedded: bool,
+    _db: Option<TestDb>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn base_env() -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("HOST".into(), "127.0.0.1".into()),
+            ("LOG_FORMAT".into(), "json".into()),
+            ("LOG_LEVEL".into(), "info,shoal=debug".into()),
+            ("RATE_LIMIT_AUTH_PER_MIN".into(), "100000".into()),
+            ("RATE_LIMIT_IP_PER_MIN".into(), "100000".into()),
+            ("RATE_LIMIT_USER_PER_MIN".into(), "100000".into()),
+            ("SHUTDOWN_TIMEOUT".into(), "10".into()),
+            ("REGISTRY_HEARTBEAT".into(), "1".into()),
+            ("HEALTH_CHECK_TIMEOUT".into(), "500".into()),
+        ];
+        env.extend(
+            SECRETS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        env
+    }
+
+    fn apply(env: &mut Vec<(String, String)>, overrides: &[(&str, &str)]) {
+        for (key, value) in overrides {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+    }
+
+    /// One embedded instance (SQLite under its own `DATA_DIR`, everything in-process).
+    pub(crate) async fn embedded(overrides: &[(&str, &str)]) -> Cluster {
+        let mut env = Self::base_env();
+        Self::apply(&mut env, overrides);
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            http: plain_client(),
+            env,
+            embedded: true,
+            _db: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        cluster.start_node().await;
+        cluster
+    }
+
+    /// `n` instances on a fresh PostgreSQL database and Redis prefix.
+    pub(crate) async fn distributed(
+        services: &Services,
+        redis_url: Option<String>,
+        n: usize,
+        overrides: &[(&str, &str)],
+    ) -> Cluster {
+        let db = TestDb::create(&services.admin_url).await;
+        let mut env = Self::base_env();
+        env.push(("DATABASE_URL".into(), db.url.clone()));
+        env.push((
+            "REDIS_URL".into(),
+            redis_url.unwrap_or_else(|| services.redis_url.clone()),
+        ));
+        env.push(("REDIS_KEY_PREFIX".into(), format!("rt{}", token())));
+        env.push(("DB_POOL_MIN".into(), "1".into()));
+        env.push(("DB_POOL_MAX".into(), "4".into()));
+        Self::apply(&mut env, overrides);
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            http: plain_client(),
+            env,
+            embedded: false,
+            _db: Some(db),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        for _ in 0..n {
+            cluster.start_node().await;
+        }
+        cluster
+    }
+
+    /// Starts one more instance on a free port and waits until it is ready.
+    pub(crate) async fn start_node(&mut self) -> usize {
+        assert!(
+            !self.embedded || self.nodes.is_empty(),
+            "embedded mode runs one instance"
+        );
+        let index = self.nodes.len();
+        let id = format!("node{}-{}", index + 1, token());
+        let data_dir = self.dir.path().join(&id);
+        std::fs::create_dir_all(&data_dir).expect("create a data dir");
+        let mut env = self.env.clone();
+        env.push(("PORT".into(), free_port().to_string()));
+        env.push(("INSTANCE_ID".into(), id.clone()));
+        env.push(("DATA_DIR".into(), data_dir.display().to_string()));
+        let mut node = Node::spawn(&id, &env, &data_dir, self.dir.path());
+        node.wait_ready(&self.http).await;
+        self.nodes.push(node);
+        index
+    }
+
+    pub(crate) fn base(&self, i: usize) -> String {
+        self.nodes[i].base.clone()
+    }
+
+    /// `GET /health/ready` status of instance `i`.
+    pub(crate) async fn ready_status(&self, i: usize) -> Option<StatusCode> {
+        self.http
+            .get(self.nodes[i].url("/health/ready"))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "======== log of {} ({}) ========\n{}",
+                    node.id,
+                    node.base,
+                    node.log_text()
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- REST
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) token: String,
+    pub(crate) cookie: String,
+}
+
+pub(crate) async fn user(http: &Client, base: &str) -> User {
+    let email = format!("user-{}@example.com", token());
+    let r = http
+        .post(format!("{base}/api/auth/register"))
+        .json(&json!({"email": email, "password": PASSWORD, "display_name": "Rt"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.expect("user")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{COOKIE_NAME}=")))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let body: Value = r.json().await.expect("login body");
+    User {
+        id,
+        email,
+        token: body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned(),
+        cookie,
+    }
+}
+
+/// A request with `user`'s Bearer token; returns status and JSON body.
+pub(crate) async fn api(
+    http: &Client,
+    method: reqwest::Method,
+    url: String,
+    user: &User,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = http.request(method, url).bearer_auth(&user.token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request answered");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A workspace owned by `owner` with `members` added; returns its id.
+pub(crate) async fn workspace(
+    http: &Client,
+    base: &str,
+    owner: &User,
+    members: &[&User],
+) -> String {
+    let (status, body) = api(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/workspaces"),
+        owner,
+        Some(json!({"name": "rt"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let wid = body["id"].as_str().expect("workspace id").to_owned();
+    for m in members {
+        let (status, body) = api(
+            http,
+            reqwest::Method::POST,
+            format!("{base}/api/workspaces/{wid}/members"),
+            owner,
+            Some(json!({"email": m.email, "role": "member"})),
+        )
+        .await;
+        assert!(status.is_success(), "add member: {status} {body}");
+    }
+    wid
+}
+
+/// `POST …/messages` over REST; returns the message.
+pub(crate) async fn post_message(
+    http: &Client,
+    base: &str,
+    user: &User,
+    wid: &str,
+    body: &str,
+) -> Value {
+    let (status, msg) = api(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/workspaces/{wid}/messages"),
+        user,
+        Some(json!({"body": body})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{msg}");
+    msg
+}
+
+/// All `seq`s of the workspace over REST, ascending.
+pub(crate) async fn rest_seqs(http: &Client, base: &str, user: &User, wid: &str) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let url = match before {
+            Some(b) => format!("{base}/api/workspaces/{wid}/messages?limit=100&before={b}"),
+            None => format!("{base}/api/workspaces/{wid}/messages?limit=100"),
+        };
+        let (status, page) = api(http, reqwest::Method::GET, url, user, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().expect("items").clone();
+        seqs.extend(items.iter().map(|m| m["seq"].as_i64().expect("seq")));
+        match page["next_cursor"].as_str() {
+            Some(c) => before = Some(c.parse().expect("numeric cursor")),
+            None => break,
+        }
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Polls `probe` until it returns `Some` (bounded by [`PATIENCE`]).
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---------------------------------------------------------------- Socket.IO
+
+/// How a client authenticates its handshake.
+pub(crate) enum Auth<'a> {
+    Token(&'a str),
+    Cookie(&'a str),
+    Nothing,
+}
+
+/// One received server → client item.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    /// The event name; `$connect`, `$error`, `$close`, `$dropped` for the lifecycle.
+    pub(crate) event: String,
+    pub(crate) data: Value,
+}
+
+/// A real Socket.IO client whose events are queued for the test to await.
+pub(crate) struct Sio {
+    client: SioClient,
+    events: mpsc::UnboundedReceiver<Received>,
+    /// Everything taken from the queue so far (for "received nothing" checks).
+    pub(crate) seen: Vec<Received>,
+}
+
+fn payload_value(payload: Payload) -> Value {
+    match payload {
+        Payload::Text(mut values) => {
+            let first = if values.is_empty() {
+                Value::Null
+            } else {
+                values.remove(0)
+            };
+            // Acks arrive as the raw argument array.
+            match first {
+                Value::Array(mut inner) if !inner.is_empty() => inner.remove(0),
+                other => other,
+            }
+        }
+        #[allow(deprecated)]
+        Payload::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        Payload::Binary(_) => Value::Null,
+    }
+}
+
+impl Sio {
+    /// Opens the engine.io connection and sends CONNECT; does not wait for the answer.
+    pub(crate) async fn open(base: &str, auth: Auth<'_>) -> Sio {
+        let (tx, events) = mpsc::unbounded_channel::<Received>();
+        let push = |tx: &mpsc::UnboundedSender<Received>, name: &'static str| {
+            let tx = tx.clone();
+            move |payload: Payload, _c: SioClient| {
+                let _ = tx.send(Received {
+                    event: name.into(),
+                    data: payload_value(payload),
+                });
+                async {}.boxed()
+            }
+        };
+        let any_tx = tx.clone();
+        let dropped_tx = tx.clone();
+        let mut builder = ClientBuilder::new(format!("{base}/"))
+            .namespace("/")
+            // WebSocket from the start: rust_socketio's polling → WebSocket upgrade
+            // can lose a packet emitted while the upgrade is in flight.
+            .transport_type(TransportType::Websocket)
+            // One attempt on a dropped transport, only to learn it dropped: tests
+            // reconnect by hand (to the instance they choose) like an app would.
+            .reconnect(true)
+            .reconnect_on_disconnect(false)
+            .max_reconnect_attempts(1)
+            .reconnect_delay(10, 20)
+            .on_reconnect(move || {
+                let _ = dropped_tx.send(Received {
+                    event: "$dropped".into(),
+                    data: Value::Null,
+                });
+                async { ReconnectSettings::new() }.boxed()
+            })
+            .on("open", push(&tx, "$connect"))
+            .on("error", push(&tx, "$error"))
+            .on("close", push(&tx, "$close"))
+            .on_any(move |event, payload, _c| {
+                let _ = any_tx.send(Received {
+                    event: String::from(event),
+                    data: payload_value(payload),
+                });
+                async {}.boxed()
+            });
+        builder = match auth {
+            Auth::Token(t) => builder.auth(json!({ "token": t })),
+            Auth::Cookie(c) => builder.opening_header("Cookie", format!("{COOKIE_NAME}={c}")),
+            Auth::Nothing => builder,
+        };
+        let client = builder
+            .connect()
+            .await
+            .expect("engine.io connection opened");
+        Sio {
+            client,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Connects and waits for the namespace CONNECT (panics on `connect_error`).
+    pub(crate) async fn connect(base: &str, auth: Auth<'_>) -> Sio {
+        let mut sio = Sio::open(base, auth).await;
+        let first = sio.next_lifecycle().await;
+        assert_eq!(
+            first.event, "$connect",
+            "expected a connection, got {first:?}"
+        );
+        sio
+    }
+
+    async fn next_lifecycle(&mut self) -> Received {
+        self.next_where(|r| r.event.starts_with('$')).await
+    }
+
+    /// The `connect_error` reason of a refused handshake.
+    pub(crate) async fn refusal(base: &str, auth: Auth<'_>) -> String {
+        let mut sio = Sio::open(base, auth).await;
+        let first = sio.next_lifecycle().await;
+        assert_eq!(
+            first.event, "$error",
+            "expected connect_error, got {first:?}"
+        );
+        let text = first
+            .data
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| first.data.to_string());
+        let json = text.split_once(": ").map(|(_, j)| j).unwrap_or(&text);
+        let value: Value = serde_json::from_str(json).unwrap_or(Value::String(json.into()));
+        let _ = sio.client.disconnect().await;
+        value["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The next received item matching `pred` (others stay in `seen`).
+    pub(crate) async fn next_where(&mut self, mut pred: impl FnMut(&Received) -> bool) -> Received {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let item = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no matching event within {PATIENCE:?}; seen: {:?}",
+                        self.seen
+                    )
+                })
+                .expect("event channel open");
+            self.seen.push(item.clone());
+            if pred(&item) {
+                return item;
+            }
+        }
+    }
+
+    /// The next `event`'s data.
+    pub(crate) async fn next_event(&mut self, event: &str) -> Value {
+        self.next_where(|r| r.event == event).await.data
+    }
+
+    /// Waits until the transport dropped or the server disconnected the socket.
+    pub(crate) async fn dropped(&mut self) {
+        self.next_where(|r| r.event == "$dropped" || r.event == "$close")
+            .await;
+    }
+
+    /// Emits `event` with `data` and awaits the ack.
+    pub(crate) async fn call(&self, event: &str, data: Value) -> Value {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Value>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        self.client
+            .emit_with_ack(
+                event,
+                data,
+                PATIENCE,
+                move |payload: Payload, _c: SioClient| {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send(payload_value(payload));
+                    }
+                    async {}.boxed()
+                },
+            )
+            .await
+            .expect("emit with ack");
+        tokio::time::timeout(PATIENCE, rx)
+            .await
+            .unwrap_or_else(|_| panic!("no ack for {event}"))
+            .expect("ack callback kept")
+    }
+
+    pub(crate) async fn join(&self, wid: &str, since_seq: Option<i64>) -> Value {
+        let mut req = json!({ "workspace_id": wid });
+        if let Some(s) = since_seq {
+            req["since_seq"] = json!(s);
+        }
+        let ack = self.call("workspace:join", req).await;
+        assert_eq!(ack["ok"], true, "join refused: {ack}");
+        ack
+    }
+
+    pub(crate) async fn send(&self, wid: &str, body: &str, client_id: &str) -> Value {
+        let ack = self
+            .call(
+                "message:send",
+                json!({ "workspace_id": wid, "body": body, "client_id": client_id }),
+            )
+            .await;
+        assert_eq!(ack["ok"], true, "message:send refused: {ack}");
+        ack
+    }
+
+    /// The next `message:new` of `wid`.
+    pub(crate) async fn next_message(&mut self, wid: &str) -> Value {
+        let wid = wid.to_owned();
+        self.next_where(|r| r.event == "message:new" && r.data["workspace_id"] == wid.as_str())
+            .await
+            .data
+    }
+
+    /// The `message:new` of `wid` with this `seq` (earlier ones stay in `seen`).
+    pub(crate) async fn message_with_seq(&mut self, wid: &str, seq: i64) -> Value {
+        let wid = wid.to_owned();
+        self.next_where(|r| {
+            r.event == "message:new"
+                && r.data["workspace_id"] == wid.as_str()
+                && r.data["seq"] == seq
+        })
+        .await
+        .data
+    }
+
+    /// Moves everything already received into `seen` (events that arrived before an
+    /// ack are queued before the ack's callback ran).
+    pub(crate) fn drain(&mut self) {
+        while let Ok(item) = self.events.try_recv() {
+            self.seen.push(item);
+        }
+    }
+
+    /// Every `message:new` `seq` of `wid` received so far.
+    pub(crate) fn seen_seqs(&mut self, wid: &str) -> Vec<i64> {
+        self.drain();
+        self.seen
+            .iter()
+            .filter(|r| r.event == "message:new" && r.data["workspace_id"] == wid)
+            .filter_map(|r| r.data["seq"].as_i64())
+            .collect()
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
