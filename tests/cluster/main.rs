@@ -17,6 +17,8 @@
 
 mod analytics;
 mod cache;
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod hot_path;
 mod migrations;

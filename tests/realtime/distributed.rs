@@ -5,9 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{
-    Auth, Cluster, OwnRedis, Services, Sio, api, eventually, rest_seqs, user, workspace,
-};
+use crate::common::OwnRedis;
+use crate::harness::{Auth, Cluster, Services, Sio, api, eventually, rest_seqs, user, workspace};
 
 #[tokio::test]
 async fn clients_on_different_instances_see_messages_tasks_typing_and_presence() {
@@ -165,7 +164,10 @@ async fn delivery_resumes_after_a_redis_restart_and_readiness_reports_the_outage
     let during = a.send(&wid, "during", "2").await;
     assert_eq!(during["seq"], 2);
 
-    redis.restart().await;
+    redis
+        .restart()
+        .await
+        .expect("restart the owned redis-server");
     for i in 0..2 {
         eventually("readiness is 200 again", || async {
             (app.ready_status(i).await == Some(StatusCode::OK)).then_some(())

@@ -17,11 +17,9 @@ use reqwest::{Client, StatusCode};
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder, ReconnectSettings};
 use rust_socketio::{Payload, TransportType};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::mpsc;
 
-/// Generous upper bound for anything awaited (never a timing assertion).
-pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) use crate::common::{PATIENCE, Services, TestDb, free_port, token};
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -47,240 +45,12 @@ const SECRETS: [(&str, &str); 4] = [
     ),
 ];
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// A loud skip locally, a failure under `CI=true`.
-pub(crate) fn missing_service(what: &str) {
-    if in_ci() {
-        panic!("{what}, and CI=true: a missing service is a failure, not a pass");
-    }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPED: {what}.\n\
-         !!! Start it or set SHOAL_TEST_DATABASE_URL / SHOAL_TEST_REDIS_URL;\n\
-         !!! with CI=true this test fails instead.\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
-}
-
-pub(crate) fn token() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
 pub(crate) fn plain_client() -> Client {
     Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(40))
         .build()
         .expect("build a reqwest client")
-}
-
-// ---------------------------------------------------------------- services
-
-/// PostgreSQL admin URL and Redis URL, when both answer.
-#[derive(Debug, Clone)]
-pub(crate) struct Services {
-    pub(crate) admin_url: String,
-    pub(crate) redis_url: String,
-}
-
-impl Services {
-    pub(crate) async fn discover() -> Option<Services> {
-        let admin_url = std::env::var("SHOAL_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let redis_url = std::env::var("SHOAL_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let pg =
-            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin_url)).await;
-        match pg {
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-            }
-            Ok(Err(e)) => {
-                missing_service(&format!("PostgreSQL is not reachable at {admin_url} ({e})"));
-                return None;
-            }
-            Err(_) => {
-                missing_service(&format!("PostgreSQL did not answer at {admin_url}"));
-                return None;
-            }
-        }
-        if let Err(e) = redis_ping(&redis_url).await {
-            missing_service(&format!("Redis is not reachable at {redis_url} ({e})"));
-            return None;
-        }
-        Some(Services {
-            admin_url,
-            redis_url,
-        })
-    }
-}
-
-async fn redis_ping(url: &str) -> Result<(), String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| "no answer within 3 s".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-async fn admin_sql(admin_url: &str, sql: String) {
-    let mut conn = PgConnection::connect(admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("admin connection: {e}"));
-    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("admin SQL {sql:?}: {e}"));
-    let _ = conn.close().await;
-}
-
-/// A database of its own for one test, dropped at the end.
-pub(crate) struct TestDb {
-    name: String,
-    url: String,
-    admin_url: String,
-}
-
-impl TestDb {
-    async fn create(admin_url: &str) -> TestDb {
-        let name = format!("shoal_rt_{}", token());
-        admin_sql(admin_url, format!("CREATE DATABASE \"{name}\"")).await;
-        let mut url = reqwest::Url::parse(admin_url).expect("the admin URL is a URL");
-        url.set_path(&format!("/{name}"));
-        TestDb {
-            name,
-            url: url.to_string(),
-            admin_url: admin_url.to_owned(),
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
-                    return;
-                };
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await;
-                let _ = conn.close().await;
-            });
-        })
-        .join();
-    }
-}
-
-/// A `redis-server` the test owns (so it may kill and restart it).
-pub(crate) struct OwnRedis {
-    pub(crate) port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl OwnRedis {
-    /// Starts one on a free port; `None` (after a loud skip) without `redis-server`.
-    pub(crate) async fn start() -> Option<OwnRedis> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut own = OwnRedis {
-            port: free_port(),
-            child: None,
-            dir,
-        };
-        if !own.spawn() {
-            missing_service(
-                "redis-server is not installed (needed to restart a Redis the test owns)",
-            );
-            return None;
-        }
-        own.wait_up().await;
-        Some(own)
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        match child {
-            Ok(c) => {
-                self.child = Some(c);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    async fn wait_up(&self) {
-        let url = self.url();
-        eventually("the owned redis-server answers", || {
-            let url = url.clone();
-            async move { redis_ping(&url).await.ok() }
-        })
-        .await;
-    }
-
-    /// SIGKILL: gone when this returns.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port (empty: `--save ""`).
-    pub(crate) async fn restart(&mut self) {
-        assert!(self.spawn(), "restart redis-server");
-        self.wait_up().await;
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 // ---------------------------------------------------------------- processes
@@ -683,22 +453,12 @@ pub(crate) async fn rest_seqs(http: &Client, base: &str, user: &User, wid: &str)
 }
 
 /// Polls `probe` until it returns `Some` (bounded by [`PATIENCE`]).
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for: {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    crate::common::eventually(what, PATIENCE, probe).await
 }
 
 // ---------------------------------------------------------------- Socket.IO

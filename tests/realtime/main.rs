@@ -3,6 +3,8 @@
 //! processes on one PostgreSQL database and one Redis). Each test checks sentences of
 //! issue 4's "What a user must be able to do"; see `docs/realtime.md`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod distributed;
 mod embedded;
 mod harness;

@@ -1,0 +1,329 @@
+//! What every multi-process test binary needs (cluster, realtime, …): finding
+//! PostgreSQL and Redis (a loud skip locally, a failure under `CI=true`), a database
+//! and a Redis prefix of its own per test, and a `redis-server` a test can kill.
+//!
+//! Included by each test binary with `#[path = "../common/mod.rs"] mod common;`.
+//! Each binary uses a different subset, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// Generous upper bound for anything awaited (never a timing assertion).
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How often a bounded wait polls.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+fn admin_url() -> String {
+    std::env::var("SHOAL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn shared_redis_url() -> String {
+    std::env::var("SHOAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The one place that decides what a missing service means: a loud skip locally, a
+/// failure under `CI=true` (a missing service must never pass silently there).
+pub(crate) fn missing_service(what: &str) {
+    if in_ci() {
+        panic!("{what}, and CI=true: a missing service is a failure, not a pass");
+    }
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests,
+    // and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED: {what}.\n\
+         !!! Start it or set SHOAL_TEST_DATABASE_URL / SHOAL_TEST_REDIS_URL;\n\
+         !!! with CI=true this test fails instead.\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+/// A random lowercase hex token for names that must not collide between tests.
+pub(crate) fn token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A port nothing listens on right now (bind port 0, read it, let it go).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// The reachable PostgreSQL (admin URL) and Redis.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) admin_url: String,
+    pub(crate) redis_url: String,
+}
+
+impl Services {
+    /// Both services, or `None` after saying loudly which one is missing.
+    pub(crate) async fn discover() -> Option<Services> {
+        let admin_url = admin_url();
+        let redis_url = shared_redis_url();
+        if let Err(e) = probe_postgres(&admin_url).await {
+            missing_service(&format!("PostgreSQL is not reachable at {admin_url} ({e})"));
+            return None;
+        }
+        if let Err(e) = probe_redis(&redis_url).await {
+            missing_service(&format!("Redis is not reachable at {redis_url} ({e})"));
+            return None;
+        }
+        Some(Services {
+            admin_url,
+            redis_url,
+        })
+    }
+}
+
+async fn probe_postgres(url: &str) -> Result<(), String> {
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url))
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    sqlx::raw_sql("SELECT 1")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+async fn probe_redis(url: &str) -> Result<(), String> {
+    let mut conn = redis_connection(url).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(format!("PING answered {pong:?}"))
+    }
+}
+
+/// A raw Redis connection (for reading what Shoal stored), bounded to 5 s.
+pub(crate) async fn redis_connection(
+    url: &str,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_owned())?
+    .map_err(|e| e.to_string())
+}
+
+/// Runs one admin statement (simple-query protocol: `CREATE DATABASE` and friends).
+pub(crate) async fn admin_sql(admin_url: &str, sql: String) {
+    let mut conn = PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("admin connection to {admin_url}: {e}"));
+    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("admin SQL {sql:?}: {e}"));
+    let _ = conn.close().await;
+}
+
+/// A database of its own for one test, dropped (`WITH (FORCE)`) at the end.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    /// The URL the instances use.
+    pub(crate) url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// `CREATE DATABASE shoal_t_<random>`: empty, not migrated.
+    pub(crate) async fn create(admin_url: &str) -> TestDb {
+        let name = format!("shoal_t_{}", token());
+        admin_sql(admin_url, format!("CREATE DATABASE \"{name}\"")).await;
+        let mut url = reqwest::Url::parse(admin_url).expect("the admin URL is a URL");
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            name,
+            url: url.to_string(),
+            admin_url: admin_url.to_owned(),
+        }
+    }
+
+    /// A connection to this database (for reading what the instances wrote).
+    pub(crate) async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
+        // thread with its own runtime does the async clean-up.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("clean-up runtime");
+            rt.block_on(async {
+                let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
+                    return;
+                };
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await {
+                    eprintln!("clean-up: could not drop database {name}: {e}");
+                }
+                let _ = conn.close().await;
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("clean-up of database {} panicked", self.name);
+        }
+    }
+}
+
+/// Deletes a test's keys from the shared Redis when dropped.
+#[derive(Debug)]
+pub(crate) struct PrefixCleanup {
+    pub(crate) redis_url: String,
+    pub(crate) prefix: String,
+}
+
+impl Drop for PrefixCleanup {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, at most `patience`; panics naming `what`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("gave up after {patience:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A `redis-server` the test owns (no persistence: a restart loses everything),
+/// SIGKILLed when dropped.
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    /// Starts a server on a free port, or `None` (after saying so) when
+    /// `redis-server` cannot run here.
+    pub(crate) async fn start() -> Option<OwnRedis> {
+        let mut server = OwnRedis {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        match server.restart().await {
+            Ok(()) => Some(server),
+            Err(e) => {
+                missing_service(&format!("cannot run redis-server ({e})"));
+                None
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers `PING`.
+    pub(crate) async fn restart(&mut self) -> Result<(), String> {
+        let log = File::create(self.dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if probe_redis(&self.url()).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("redis-server exited ({status})"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill();
+                return Err("redis-server did not answer PING".into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILL and reap: the server is gone (with all its data) when this returns.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
