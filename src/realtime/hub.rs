@@ -80,7 +80,14 @@ fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
             match conn.offer(&socket, message) {
                 Offer::Done => {}
                 Offer::CatchUp(generation) => {
-                    resume::spawn_repair(ctx, socket, conn, message.workspace_id, generation);
+                    resume::spawn_repair(
+                        ctx,
+                        socket,
+                        conn,
+                        message.workspace_id,
+                        generation,
+                        resume::REORDER_GRACE,
+                    );
                 }
                 Offer::Failed => {
                     // Its buffer is full: better a reconnect + resume than a hole.
@@ -111,7 +118,14 @@ fn repair_all(ctx: &Ctx, io: &SocketIo) {
         };
         for workspace in conn.joined() {
             if let Some(generation) = conn.begin_repair(workspace) {
-                resume::spawn_repair(ctx, socket.clone(), conn.clone(), workspace, generation);
+                resume::spawn_repair(
+                    ctx,
+                    socket.clone(),
+                    conn.clone(),
+                    workspace,
+                    generation,
+                    std::time::Duration::ZERO,
+                );
             }
         }
     }

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use socketioxide::extract::SocketRef;
 use uuid::Uuid;
@@ -149,6 +150,13 @@ impl Conn {
     }
 
     /// Live delivery of `message` to `socket` (see the module doc).
+    /// Whether (`workspace`, `generation`) still waits for a hole to be filled.
+    pub(crate) fn is_pending(&self, workspace: Uuid, generation: u64) -> bool {
+        self.cursors()
+            .get(&workspace)
+            .is_some_and(|c| c.generation == generation && c.pending.is_some())
+    }
+
     pub(crate) fn offer(&self, socket: &SocketRef, message: &Message) -> Offer {
         let mut cursors = self.cursors();
         let Some(cursor) = cursors.get_mut(&message.workspace_id) else {
@@ -159,6 +167,25 @@ impl Conn {
         }
         if let Some(pending) = &mut cursor.pending {
             pending.insert(message.seq, message.clone());
+            // Usually the hole was only reordering (two instances published their
+            // commits in the other order): the late message fills it, and what is now
+            // contiguous goes out at once, with no database read.
+            while let Some(entry) = pending.first_entry() {
+                let seq = *entry.key();
+                if seq <= cursor.last_seq {
+                    entry.remove();
+                } else if seq == cursor.last_seq + 1 {
+                    if emit(socket, &entry.remove()).is_err() {
+                        return Offer::Failed;
+                    }
+                    cursor.last_seq = seq;
+                } else {
+                    break;
+                }
+            }
+            if pending.is_empty() {
+                cursor.pending = None;
+            }
             return Offer::Done;
         }
         if message.seq == cursor.last_seq + 1 {
@@ -279,18 +306,34 @@ pub(crate) async fn sync(
     }
 }
 
-/// Repairs (`socket`, `workspace`) in the background after a `seq` jump or a pub/sub
-/// gap. A socket that cannot be repaired (database down, buffer full) is
-/// disconnected, so that its client reconnects and resumes with `since_seq`.
+/// How long a `seq` hole may stay open before the database is asked. Messages of one
+/// workspace committed on different instances reach the hub in publish order, not
+/// `seq` order; measured under fan-out load, the late one arrives within a few
+/// milliseconds. Without this grace every such reordering made every socket of the
+/// room read the database at once (one query per socket), which took p99 delivery
+/// latency to seconds.
+pub(crate) const REORDER_GRACE: Duration = Duration::from_millis(100);
+
+/// Repairs (`socket`, `workspace`) in the background after a `seq` jump (after
+/// `delay`, and only if the hole is still open then) or a pub/sub gap (`delay` zero).
+/// A socket that cannot be repaired (database down, buffer full) is disconnected, so
+/// that its client reconnects and resumes with `since_seq`.
 pub(crate) fn spawn_repair(
     ctx: &Ctx,
     socket: SocketRef,
     conn: Arc<Conn>,
     workspace: Uuid,
     generation: u64,
+    delay: Duration,
 ) {
     let ctx = ctx.clone();
     ctx.tasks.clone().spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+            if !conn.is_pending(workspace, generation) {
+                return;
+            }
+        }
         match sync(&ctx, &socket, &conn, workspace, generation, false).await {
             Ok(report) if !report.recovered => {
                 // Too much was missed while connected: say so, like a join would.
