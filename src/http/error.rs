@@ -253,10 +253,15 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => ApiError::Unavailable {
                 dependency: "database",
             },
-            StoreError::Conflict(e) => ApiError::Conflict {
-                code: "conflict",
-                message: format!("conflicts with existing data ({e})"),
-            },
+            // The constraint's name would tell a client about our schema: keep it in
+            // the logs (debug) and out of the body.
+            StoreError::Conflict(e) => {
+                tracing::debug!(error = %e, "unique constraint");
+                ApiError::Conflict {
+                    code: "conflict",
+                    message: "conflicts with existing data".into(),
+                }
+            }
             StoreError::Internal(e) => ApiError::Internal(e.to_string()),
         }
     }
