@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# Start N Shoal instances on this machine in distributed mode, sharing the local
-# PostgreSQL and Redis, and stop them again.
+# N Shoal instances on this machine in distributed mode, sharing the local PostgreSQL
+# and Redis, behind nginx (docs/scaling.md).
 #
-#   scripts/local-cluster.sh up [N]     # N instances (default 3) on ports 8081..
+#   scripts/local-cluster.sh up [N]     # N instances (default 3) on ports 8081.., nginx on :8080
 #   scripts/local-cluster.sh status     # each instance's /health/ready and the cluster view
-#   scripts/local-cluster.sh down       # SIGTERM every instance this script started
+#   scripts/local-cluster.sh roll       # restart the instances one by one, no failed request
+#   scripts/local-cluster.sh down       # stop nginx and every instance this script started
+#   scripts/local-cluster.sh check      # render the nginx config for PORTS and `nginx -t` it
 #
 # Environment (all optional): DATABASE_URL (default a `shoal_cluster` database on the
 # local PostgreSQL, created when missing), REDIS_URL (redis://127.0.0.1:6379),
-# BASE_PORT (8081), SHOAL_BIN (default: builds target/release/shoal), RUN_DIR
-# (/tmp/shoal-cluster: pid files, logs and the generated shared secrets), and any
-# other Shoal key (RATE_LIMIT_*, LOG_FORMAT, …), passed through to every instance.
+# BASE_PORT (8081) or PORTS ("p1 p2 …", explicit instance ports), NGINX_PORT (8080;
+# 0 = no nginx), NGINX_BIN (nginx), SHOAL_BIN (default: builds target/release/shoal),
+# RUN_DIR (/tmp/shoal-cluster: pid files, logs, the rendered nginx prefix and the
+# generated shared secrets), and any other Shoal key (RATE_LIMIT_*, LOG_FORMAT, …),
+# passed through to every instance. TRUSTED_PROXIES defaults to 127.0.0.1/32 (nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN_DIR="${RUN_DIR:-/tmp/shoal-cluster}"
 BASE_PORT="${BASE_PORT:-8081}"
+NGINX_PORT="${NGINX_PORT:-8080}"
+NGINX_BIN="${NGINX_BIN:-nginx}"
+NGINX_PREFIX="$RUN_DIR/nginx"
+TEMPLATE="$PWD/deploy/nginx/shoal.conf.template"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 DB_NAME=shoal_cluster
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$DB_NAME}"
+export TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1/32}"
 mkdir -p "$RUN_DIR"
 
 binary() {
   if [ -n "${SHOAL_BIN:-}" ]; then echo "$SHOAL_BIN"; return; fi
-  cargo build --release --quiet >&2
+  cargo build --release --locked --quiet >&2
   echo "$PWD/target/release/shoal"
 }
 
@@ -33,15 +42,18 @@ secrets() {
   if [ ! -f "$f" ]; then
     umask 077
     for k in SESSION_SECRET SESSION_ENCRYPTION_KEY JWT_ACCESS_SECRET JWT_REFRESH_SECRET; do
-      echo "export $k=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')"
+      echo "export $k=\${$k:-$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')}"
     done > "$f"
   fi
   # shellcheck disable=SC1090
   . "$f"
 }
 
+# The instance ports of this cluster: written by `up`, read by the other commands.
+ports() { cat "$RUN_DIR/ports"; }
+
 wait_ready() { # wait_ready PORT
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 150); do
     curl -fs "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
@@ -49,58 +61,193 @@ wait_ready() { # wait_ready PORT
   return 1
 }
 
+pid_of() { cat "$RUN_DIR/instance-$1.pid" 2>/dev/null || true; }
+
+start_instance() { # start_instance PORT BINARY
+  local port="$1" bin="$2" pid
+  pid="$(pid_of "$port")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "instance on :$port already running"; return
+  fi
+  PORT=$port HOST="${HOST:-127.0.0.1}" INSTANCE_ID="${INSTANCE_PREFIX:-shoal}-$port" \
+    DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" LOG_FORMAT="${LOG_FORMAT:-json}" \
+    DATA_DIR="$RUN_DIR/data-$port" \
+    nohup "$bin" serve >>"$RUN_DIR/instance-$port.log" 2>&1 &
+  echo $! >"$RUN_DIR/instance-$port.pid"
+}
+
+stop_instance() { # stop_instance PORT: SIGTERM, then wait until it has exited
+  local pid; pid="$(pid_of "$1")"
+  rm -f "$RUN_DIR/instance-$1.pid"
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+
+# ---------------------------------------------------------------- nginx
+
+nginx_on() { [ "$NGINX_PORT" != 0 ]; }
+nginx_pid() { cat "$NGINX_PREFIX/nginx.pid" 2>/dev/null || true; }
+nginx_cmd() { "$NGINX_BIN" -p "$NGINX_PREFIX/" -c nginx.conf -g 'daemon off;' "$@"; }
+
+# Renders deploy/nginx/shoal.conf.template with every instance, the one on port $1
+# (if given) marked `down`, and checks it with `nginx -t`.
+render_nginx() {
+  local out_port="${1:-}" servers="" port
+  for port in $(ports); do
+    if [ "$port" = "$out_port" ]; then
+      servers+="        server 127.0.0.1:$port down;\n"
+    else
+      servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;\n"
+    fi
+  done
+  mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp"
+  sed -e "s|listen @LISTEN@|listen 127.0.0.1:$NGINX_PORT|" -e "s|^@SERVERS@\$|$servers|" "$TEMPLATE" \
+    >"$NGINX_PREFIX/nginx.conf.new"
+  mv "$NGINX_PREFIX/nginx.conf.new" "$NGINX_PREFIX/nginx.conf"
+  nginx_cmd -t -q
+}
+
+start_nginx() {
+  local pid; pid="$(nginx_pid)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then reload_nginx; return; fi
+  render_nginx
+  # In the foreground of its own process (daemon off), with our pid file and logs.
+  nohup "$NGINX_BIN" -p "$NGINX_PREFIX/" -c nginx.conf -g 'daemon off;' \
+    >>"$NGINX_PREFIX/logs/stderr.log" 2>&1 &
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$NGINX_PORT/nginx/health" >/dev/null 2>&1 && {
+      echo "nginx on http://127.0.0.1:$NGINX_PORT (pid $(nginx_pid))"; return 0; }
+    sleep 0.1
+  done
+  echo "nginx did not start; see $NGINX_PREFIX/logs/error.log" >&2
+  return 1
+}
+
+workers() { pgrep -P "$(nginx_pid)" | sort; }
+
+# Reloads the rendered config and returns once new worker processes run it: from then
+# on no new request is routed by the old configuration.
+reload_nginx() { # reload_nginx [PORT_TO_TAKE_OUT]
+  local before now
+  render_nginx "${1:-}"
+  before="$(workers)"
+  kill -HUP "$(nginx_pid)"
+  for _ in $(seq 1 200); do
+    now="$(workers)"
+    if [ -n "$(comm -13 <(echo "$before") <(echo "$now"))" ]; then return 0; fi
+    sleep 0.05
+  done
+  echo "nginx did not reload; see $NGINX_PREFIX/logs/error.log" >&2
+  return 1
+}
+
+stop_nginx() {
+  local pid; pid="$(nginx_pid)"
+  [ -n "$pid" ] || return 0
+  kill -QUIT "$pid" 2>/dev/null || return 0   # graceful: finish requests, then exit
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+
+# Until the instance on $1 has no request in progress but our own probe, twice in a
+# row: nginx routes nothing new to it, and what old workers had sent is answered.
+wait_idle() {
+  local calm=0
+  for _ in $(seq 1 300); do
+    local n
+    n="$(curl -s "http://127.0.0.1:$1/health" | grep -o '"in_flight_requests":[0-9]*' | cut -d: -f2)"
+    if [ "${n:-1}" -le 1 ]; then calm=$((calm + 1)); else calm=0; fi
+    [ "$calm" -ge 2 ] && return 0
+    sleep 0.1
+  done
+  echo "instance on :$1 still busy; stopping it anyway (it drains in-flight requests)" >&2
+}
+
+# ---------------------------------------------------------------- commands
+
 up() {
-  local n="${1:-3}" bin
+  local n="${1:-3}" bin port
   bin="$(binary)"
   secrets
   if [[ "$DATABASE_URL" == *"/$DB_NAME" ]]; then
     psql "${DATABASE_URL%/*}/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1 \
       || psql "${DATABASE_URL%/*}/postgres" -qc "CREATE DATABASE $DB_NAME"
   fi
-  for i in $(seq 0 $((n - 1))); do
-    local port=$((BASE_PORT + i))
-    if [ -f "$RUN_DIR/instance-$port.pid" ] && kill -0 "$(cat "$RUN_DIR/instance-$port.pid")" 2>/dev/null; then
-      echo "instance on :$port already running"; continue
-    fi
-    PORT=$port HOST="${HOST:-127.0.0.1}" INSTANCE_ID="${INSTANCE_PREFIX:-shoal}-$port" \
-      DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" LOG_FORMAT="${LOG_FORMAT:-json}" \
-      DATA_DIR="$RUN_DIR/data-$port" \
-      nohup "$bin" serve >"$RUN_DIR/instance-$port.log" 2>&1 &
-    echo $! >"$RUN_DIR/instance-$port.pid"
+  if [ -n "${PORTS:-}" ]; then
+    echo "$PORTS" | tr ' ' '\n' | grep . >"$RUN_DIR/ports"
+  else
+    seq "$BASE_PORT" $((BASE_PORT + n - 1)) >"$RUN_DIR/ports"
+  fi
+  for port in $(ports); do start_instance "$port" "$bin"; done
+  for port in $(ports); do
+    wait_ready "$port"
+    echo "instance on http://127.0.0.1:$port ready (pid $(pid_of "$port"))"
   done
-  for i in $(seq 0 $((n - 1))); do
-    wait_ready $((BASE_PORT + i))
-    echo "instance on http://127.0.0.1:$((BASE_PORT + i)) ready (pid $(cat "$RUN_DIR/instance-$((BASE_PORT + i)).pid"))"
+  if nginx_on; then start_nginx; fi
+}
+
+# One instance at a time: out of nginx's upstream (reload), idle, SIGTERM, wait for
+# exit, start, wait for ready, back into the upstream. Why this order rather than
+# relying on retries: docs/scaling.md.
+roll() {
+  local bin port
+  bin="$(binary)"
+  secrets
+  for port in $(ports); do
+    if nginx_on; then reload_nginx "$port"; wait_idle "$port"; fi
+    echo "restarting :$port (pid $(pid_of "$port"))"
+    stop_instance "$port"
+    start_instance "$port" "$bin"
+    wait_ready "$port"
+    if nginx_on; then reload_nginx; fi
+    echo "instance on :$port back (pid $(pid_of "$port"))"
   done
 }
 
 status() {
-  for f in "$RUN_DIR"/instance-*.pid; do
-    [ -e "$f" ] || { echo "no instances"; return; }
-    local port; port="$(basename "$f" .pid)"; port="${port#instance-}"
-    printf ':%s pid %s ready=%s\n' "$port" "$(cat "$f")" \
+  [ -f "$RUN_DIR/ports" ] || { echo "no instances"; return; }
+  local port first=""
+  for port in $(ports); do
+    first="${first:-$port}"
+    printf ':%s pid %s ready=%s\n' "$port" "$(pid_of "$port")" \
       "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health/ready" || true)"
   done
-  curl -s "http://127.0.0.1:$BASE_PORT/health/cluster" && echo
+  if nginx_on && [ -n "$(nginx_pid)" ]; then
+    echo "nginx :$NGINX_PORT pid $(nginx_pid)"
+    curl -s "http://127.0.0.1:$NGINX_PORT/health/cluster" && echo
+  else
+    curl -s "http://127.0.0.1:$first/health/cluster" && echo
+  fi
 }
 
 down() {
-  local pids=()
+  local n=0 pids=() f pid
+  stop_nginx
+  rm -f "$NGINX_PREFIX/nginx.pid"
   for f in "$RUN_DIR"/instance-*.pid; do
     [ -e "$f" ] || continue
-    local pid; pid="$(cat "$f")"
+    pid="$(cat "$f")"
     kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
     rm -f "$f"
   done
   for pid in "${pids[@]}"; do
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    n=$((n + 1))
   done
-  echo "stopped ${#pids[@]} instance(s)"
+  rm -f "$RUN_DIR/ports"
+  echo "stopped $n instance(s)"
 }
 
 case "${1:-}" in
   up) up "${2:-3}" ;;
   status) status ;;
+  roll) roll ;;
   down) down ;;
-  *) echo "usage: $0 up [N] | status | down" >&2; exit 2 ;;
+  check)
+    if [ -n "${PORTS:-}" ]; then echo "$PORTS" | tr ' ' '\n' | grep . >"$RUN_DIR/ports"
+    elif [ ! -f "$RUN_DIR/ports" ]; then seq "$BASE_PORT" $((BASE_PORT + 2)) >"$RUN_DIR/ports"; fi
+    render_nginx && echo "nginx config OK: $NGINX_PREFIX/nginx.conf" ;;
+  *) echo "usage: $0 up [N] | status | roll | down | check" >&2; exit 2 ;;
 esac

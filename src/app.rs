@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::middleware::from_fn_with_state;
 use socketioxide::layer::SocketIoLayer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -62,8 +61,7 @@ impl App {
         let backends = Backends::connect(&config, &db).await?;
         let passwords = Passwords::new().await.context("password hasher")?;
 
-        let tcp = TcpListener::bind((config.host, config.port))
-            .await
+        let tcp = crate::listener::bind(config.host, config.port, config.reuse_port)
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let addr = tcp.local_addr()?;
         let lifecycle = Lifecycle::default();
@@ -143,6 +141,24 @@ impl App {
 
         realtime.spawn(&background, stop_background.clone());
 
+        // Job workers stop claiming as soon as shutdown begins (not after the HTTP
+        // drain) and get `SHUTDOWN_TIMEOUT` to finish or release their jobs.
+        let stop_jobs = shutdown.child_token();
+        let workers = state.config.queue_workers.then(|| {
+            background.spawn(
+                crate::jobs::scheduler::run(state.clone(), stop_jobs.clone())
+                    .instrument(span.clone()),
+            );
+            tokio::spawn(
+                crate::jobs::worker::run(
+                    state.clone(),
+                    crate::jobs::Registry::standard(&state.config),
+                    stop_jobs.clone(),
+                )
+                .instrument(span.clone()),
+            )
+        });
+
         // Socket.IO shares the port: its layer answers `/socket.io/` and passes the
         // rest to the HTTP router; the guard outside it refuses new handshakes while
         // draining.
@@ -190,6 +206,10 @@ impl App {
         };
 
         async {
+            stop_jobs.cancel();
+            if let Some(workers) = workers {
+                let _ = tokio::time::timeout(timeout, workers).await;
+            }
             stop_background.cancel();
             background.close();
             let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
@@ -212,11 +232,14 @@ async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
     let period = state.config.registry_heartbeat;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
+        let window = http::dashboard::REQUESTS.take(since.elapsed());
+        since = std::time::Instant::now();
         let record = InstanceRecord {
             id: state.instance.id.clone(),
             version: state.instance.version.to_owned(),
@@ -226,6 +249,8 @@ async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
             http_connections: state.lifecycle.http_connections.load(Ordering::Relaxed),
             ws_connections: state.lifecycle.ws_connections.load(Ordering::Relaxed),
             draining: state.lifecycle.is_draining(),
+            request_rate: window.rate,
+            p99_ms: window.p99_ms,
         };
         if let Err(e) = state.registry.heartbeat(&record, period * 3).await {
             tracing::warn!(error = %e, "registry heartbeat failed");

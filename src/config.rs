@@ -38,6 +38,12 @@ pub const KEYS: &[&str] = &[
     "CACHE_MAX_SIZE",
     "QUEUE_CONCURRENCY",
     "QUEUE_MAX_RETRIES",
+    "QUEUE_POLL_INTERVAL",
+    "QUEUE_LEASE",
+    "QUEUE_BACKOFF_BASE",
+    "QUEUE_WORKERS",
+    "QUEUE_TEST_HANDLERS",
+    "ADMIN_TOKEN",
     "SESSION_SECRET",
     "SESSION_ENCRYPTION_KEY",
     "SESSION_TTL",
@@ -53,6 +59,9 @@ pub const KEYS: &[&str] = &[
     "TRUSTED_PROXIES",
     "CORS_ORIGINS",
     "CLUSTER_WORKERS",
+    "CLUSTER_RESTART_DELAY",
+    "CLUSTER_MAX_RESTARTS",
+    "CLUSTER_RESTART_WINDOW",
     "SHUTDOWN_TIMEOUT",
     "REQUEST_TIMEOUT",
     "BODY_LIMIT",
@@ -169,6 +178,17 @@ struct Raw {
     queue_concurrency: u32,
     #[serde(default = "defaults::queue_max_retries")]
     queue_max_retries: u32,
+    #[serde(default = "defaults::queue_poll_interval_ms")]
+    queue_poll_interval: u64,
+    #[serde(default = "defaults::queue_lease")]
+    queue_lease: u64,
+    #[serde(default = "defaults::queue_backoff_base_ms")]
+    queue_backoff_base: u64,
+    #[serde(default = "defaults::queue_workers")]
+    queue_workers: bool,
+    #[serde(default)]
+    queue_test_handlers: bool,
+    admin_token: Option<String>,
     session_secret: Option<String>,
     session_encryption_key: Option<String>,
     #[serde(default = "defaults::session_ttl")]
@@ -195,6 +215,12 @@ struct Raw {
     cors_origins: List,
     #[serde(default = "defaults::cluster_workers")]
     cluster_workers: u32,
+    #[serde(default = "defaults::cluster_restart_delay_ms")]
+    cluster_restart_delay: u64,
+    #[serde(default = "defaults::cluster_max_restarts")]
+    cluster_max_restarts: u32,
+    #[serde(default = "defaults::cluster_restart_window")]
+    cluster_restart_window: u64,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: u64,
     #[serde(default = "defaults::request_timeout")]
@@ -261,6 +287,20 @@ mod defaults {
     pub(super) fn queue_max_retries() -> u32 {
         5
     }
+    // Workers are woken at once by enqueues on their own instance; the poll only
+    // bounds how late they see jobs enqueued elsewhere or scheduled for later.
+    pub(super) fn queue_poll_interval_ms() -> u64 {
+        200
+    }
+    pub(super) fn queue_lease() -> u64 {
+        30
+    }
+    pub(super) fn queue_backoff_base_ms() -> u64 {
+        1000
+    }
+    pub(super) fn queue_workers() -> bool {
+        true
+    }
     pub(super) fn session_ttl() -> u64 {
         86_400
     }
@@ -284,6 +324,17 @@ mod defaults {
     }
     pub(super) fn cluster_workers() -> u32 {
         1
+    }
+    // A worker that dies is back within a second; one that keeps dying (5 times in a
+    // minute) is a bug or a bad deployment, and the supervisor gives up loudly.
+    pub(super) fn cluster_restart_delay_ms() -> u64 {
+        1000
+    }
+    pub(super) fn cluster_max_restarts() -> u32 {
+        5
+    }
+    pub(super) fn cluster_restart_window() -> u64 {
+        60
     }
     pub(super) fn shutdown_timeout() -> u64 {
         30
@@ -392,6 +443,21 @@ pub struct Config {
     pub queue_concurrency: u32,
     /// Attempts after the first before a job is dead.
     pub queue_max_retries: u32,
+    /// How often idle workers look for jobs enqueued by other instances.
+    pub queue_poll_interval: Duration,
+    /// How long a claimed job stays held without a heartbeat (renewed every third).
+    pub queue_lease: Duration,
+    /// First retry delay; doubles per attempt, with jitter. Zero in tests.
+    pub queue_backoff_base: Duration,
+    /// Whether this process runs job workers (`shoal serve --no-workers` clears it).
+    pub queue_workers: bool,
+    /// Registers test-only job types (`test.sleep`, `test.fail`); never in production.
+    pub queue_test_handlers: bool,
+    /// Whether this process serves the API (`shoal worker` clears it: health and
+    /// metrics only). Not an environment key: chosen by the subcommand.
+    pub serve_api: bool,
+    /// `X-Admin-Token` value that opens `/api/admin/*`; unset = those routes are 404.
+    pub admin_token: Option<SecretString>,
     /// Shared secrets (from config, or generated in embedded mode).
     pub secrets: Option<Secrets>,
     /// Server-side session lifetime; also the cookie's Max-Age.
@@ -416,6 +482,15 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Worker processes under the supervisor (1 = no supervisor).
     pub cluster_workers: u32,
+    /// Pause before the supervisor restarts a worker that died.
+    pub cluster_restart_delay: Duration,
+    /// Restarts allowed within `cluster_restart_window` before the supervisor gives up.
+    pub cluster_max_restarts: u32,
+    /// The window `cluster_max_restarts` counts in.
+    pub cluster_restart_window: Duration,
+    /// Bind the port with SO_REUSEPORT: set for the supervisor's workers (never from
+    /// the environment), which share one port.
+    pub reuse_port: bool,
     /// Bound on the whole graceful shutdown.
     pub shutdown_timeout: Duration,
     /// Bound on one HTTP request.
@@ -628,6 +703,14 @@ impl Config {
         positive("CACHE_TTL", raw.cache_ttl)?;
         positive("CACHE_MAX_SIZE", raw.cache_max_size)?;
         positive("QUEUE_CONCURRENCY", u64::from(raw.queue_concurrency))?;
+        positive("QUEUE_POLL_INTERVAL", raw.queue_poll_interval)?;
+        positive("QUEUE_LEASE", raw.queue_lease)?;
+        if raw.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
         positive("SESSION_TTL", raw.session_ttl)?;
         positive("JWT_ACCESS_TTL", raw.jwt_access_ttl)?;
         positive("JWT_REFRESH_TTL", raw.jwt_refresh_ttl)?;
@@ -644,6 +727,7 @@ impl Config {
             u64::from(raw.rate_limit_auth_per_min),
         )?;
         positive("CLUSTER_WORKERS", u64::from(raw.cluster_workers))?;
+        positive("CLUSTER_RESTART_WINDOW", raw.cluster_restart_window)?;
         positive("SHUTDOWN_TIMEOUT", raw.shutdown_timeout)?;
         positive("REQUEST_TIMEOUT", raw.request_timeout)?;
         positive("BODY_LIMIT", raw.body_limit as u64)?;
@@ -788,6 +872,13 @@ impl Config {
             cache_max_size: raw.cache_max_size,
             queue_concurrency: raw.queue_concurrency,
             queue_max_retries: raw.queue_max_retries,
+            queue_poll_interval: Duration::from_millis(raw.queue_poll_interval),
+            queue_lease: Duration::from_secs(raw.queue_lease),
+            queue_backoff_base: Duration::from_millis(raw.queue_backoff_base),
+            queue_workers: raw.queue_workers,
+            queue_test_handlers: raw.queue_test_handlers,
+            serve_api: true,
+            admin_token: raw.admin_token.map(SecretString::from),
             secrets,
             session_ttl: Duration::from_secs(raw.session_ttl),
             session_cookie_name: raw.session_cookie_name,
@@ -800,6 +891,10 @@ impl Config {
             trusted_proxies,
             cors_origins: raw.cors_origins.0,
             cluster_workers: raw.cluster_workers,
+            cluster_restart_delay: Duration::from_millis(raw.cluster_restart_delay),
+            cluster_max_restarts: raw.cluster_max_restarts,
+            cluster_restart_window: Duration::from_secs(raw.cluster_restart_window),
+            reuse_port: false,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout),
             request_timeout: Duration::from_secs(raw.request_timeout),
             body_limit: raw.body_limit,
@@ -863,6 +958,26 @@ impl Config {
             ("CACHE_MAX_SIZE", self.cache_max_size.to_string()),
             ("QUEUE_CONCURRENCY", self.queue_concurrency.to_string()),
             ("QUEUE_MAX_RETRIES", self.queue_max_retries.to_string()),
+            (
+                "QUEUE_POLL_INTERVAL",
+                format!("{}ms", self.queue_poll_interval.as_millis()),
+            ),
+            ("QUEUE_LEASE", secs(self.queue_lease)),
+            (
+                "QUEUE_BACKOFF_BASE",
+                format!("{}ms", self.queue_backoff_base.as_millis()),
+            ),
+            ("QUEUE_WORKERS", self.queue_workers.to_string()),
+            ("QUEUE_TEST_HANDLERS", self.queue_test_handlers.to_string()),
+            (
+                "ADMIN_TOKEN",
+                if self.admin_token.is_some() {
+                    "***"
+                } else {
+                    "(unset)"
+                }
+                .to_owned(),
+            ),
             ("SESSION_SECRET", mask(secrets.map(|s| &s.session_secret))),
             (
                 "SESSION_ENCRYPTION_KEY",
@@ -903,6 +1018,18 @@ impl Config {
             ),
             ("CORS_ORIGINS", self.cors_origins.join(",")),
             ("CLUSTER_WORKERS", self.cluster_workers.to_string()),
+            (
+                "CLUSTER_RESTART_DELAY",
+                self.cluster_restart_delay.as_millis().to_string(),
+            ),
+            (
+                "CLUSTER_MAX_RESTARTS",
+                self.cluster_max_restarts.to_string(),
+            ),
+            (
+                "CLUSTER_RESTART_WINDOW",
+                self.cluster_restart_window.as_secs().to_string(),
+            ),
             ("SHUTDOWN_TIMEOUT", secs(self.shutdown_timeout)),
             ("REQUEST_TIMEOUT", secs(self.request_timeout)),
             ("BODY_LIMIT", self.body_limit.to_string()),

@@ -12,6 +12,9 @@
 //!   [`pubsub`], resume by message `seq`.
 //! - [`store`]: the SQL repository layer (SQLite and PostgreSQL through sqlx `Any`).
 //! - [`clock`]: time as stored and as shown.
+//! - [`jobs`]: the durable job queue in the database, its workers and handlers.
+//! - [`supervisor`]: `serve --workers N`, N processes on one port (SO_REUSEPORT via
+//!   [`listener`]).
 
 pub mod analytics;
 pub mod app;
@@ -23,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod instance;
+pub mod jobs;
 pub mod listener;
 pub mod presence;
 pub mod pubsub;
@@ -35,5 +39,6 @@ pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod user_directory;

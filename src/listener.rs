@@ -1,8 +1,9 @@
-//! The TCP listener: counts open connections (for `/health` and `/metrics`) and
-//! turns Nagle off, since every response is written in one go.
+//! The TCP listener: binds the port (with SO_REUSEPORT for the supervisor's
+//! workers), counts open connections (for `/health` and `/metrics`) and turns Nagle
+//! off, since every response is written in one go.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,45 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+/// How many connections may wait to be accepted: bursts of reconnecting Socket.IO
+/// clients after an instance goes away arrive at once (Linux caps it at somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// Binds `host:port`. With `reuse_port`, several processes may bind the same port and
+/// the kernel spreads new connections over them (SO_REUSEPORT): the supervisor's
+/// workers. Without it a port in use is an error, as it should be for a lone instance.
+pub fn bind(host: IpAddr, port: u16, reuse_port: bool) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(host, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR: a restarted instance can bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Reserves a free port for a group of workers: bound with SO_REUSEPORT but never
+/// listening, so it takes no connections itself while it keeps the port ours.
+pub fn reserve_port(host: IpAddr) -> io::Result<(socket2::Socket, u16)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(host, 0);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    let port = socket
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.port())
+        .unwrap_or_default();
+    Ok((socket, port))
+}
 
 /// A listener whose streams decrement a shared counter when dropped.
 pub struct TrackedListener {

@@ -23,13 +23,73 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve {
+        /// Serve the API only: run no job workers here.
+        #[arg(long)]
+        no_workers: bool,
+        /// Run N processes of this server on the port under a supervisor that
+        /// restarts one that dies (SO_REUSEPORT); overrides `CLUSTER_WORKERS`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        workers: Option<u32>,
+    },
+    /// Run job workers only (HTTP serves health and metrics, no API).
+    Worker,
+    /// Job queue tools.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// List jobs in one status, newest first.
+    List {
+        /// queued, running, succeeded, failed or dead.
+        #[arg(long, default_value = "dead")]
+        state: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Queue a dead job again with fresh attempts.
+    Retry {
+        /// The job id.
+        id: uuid::Uuid,
+    },
+    /// Enqueue jobs by hand (operations, tests).
+    Enqueue {
+        /// Job type.
+        #[arg(long = "type")]
+        kind: String,
+        /// JSON payload.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// How many.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// No-op job benchmark: runs workers in this process on the configured database.
+    Bench {
+        /// Jobs in the throughput phase.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Jobs per enqueue transaction.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Single jobs on an idle queue, for enqueue-to-start latency.
+        #[arg(long, default_value_t = 200)]
+        idle: usize,
+        /// Only no-op jobs exist; the flag is accepted for clarity.
+        #[arg(long)]
+        noop: bool,
     },
 }
 
@@ -73,9 +133,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match &cli.command {
+        Some(Command::Serve {
+            no_workers: true, ..
+        }) => config.queue_workers = false,
+        Some(Command::Worker) => {
+            config.serve_api = false;
+            config.queue_workers = true;
+        }
+        _ => {}
+    }
+    // `serve --workers N` / CLUSTER_WORKERS=N: this process supervises N workers; a
+    // worker (started by the supervisor with SHOAL_WORKER) shares the port.
+    if let Some(Command::Serve {
+        workers: Some(n), ..
+    }) = &cli.command
+    {
+        config.cluster_workers = *n;
+    }
+    let is_worker = std::env::var_os(shoal::supervisor::WORKER_ENV).is_some();
+    config.reuse_port = is_worker;
+    let supervise = !is_worker
+        && config.cluster_workers > 1
+        && matches!(cli.command, None | Some(Command::Serve { .. }));
     let result = runtime.block_on(async move {
         match cli.command {
+            _ if supervise => shoal::supervisor::run(&config).await,
             Some(Command::Migrate) => migrate(config).await.map(|()| ExitCode::SUCCESS),
+            Some(Command::Jobs { action }) => {
+                jobs(config, action).await.map(|()| ExitCode::SUCCESS)
+            }
             _ => serve(config).await,
         }
     });
@@ -119,4 +206,81 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Stopped::Drained => ExitCode::SUCCESS,
         Stopped::TimedOut => ExitCode::FAILURE,
     })
+}
+
+async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
+    use shoal::jobs::admin;
+    if let JobsAction::Bench {
+        count, batch, idle, ..
+    } = action
+    {
+        return jobs_bench(config, count, batch, idle).await;
+    }
+    let db = shoal::store::Db::connect(&config).await?;
+    db.migrate().await?;
+    let outcome = match action {
+        JobsAction::List { state, limit } => admin::list(&db, &state, limit).await.map(|lines| {
+            for line in lines {
+                println!("{line}");
+            }
+        }),
+        JobsAction::Retry { id } => admin::retry(&db, id)
+            .await
+            .map(|()| println!("{id} queued")),
+        JobsAction::Enqueue {
+            kind,
+            payload,
+            count,
+        } => admin::enqueue(&db, &config, &kind, &payload, count, 100)
+            .await
+            .map(|ids| {
+                for id in ids {
+                    println!("{id}");
+                }
+            }),
+        JobsAction::Bench { .. } => Ok(()),
+    };
+    db.close().await;
+    outcome
+}
+
+/// Runs an application with workers in this process (no port exposed beyond
+/// loopback) and measures no-op jobs against it.
+async fn jobs_bench(
+    mut config: Config,
+    count: usize,
+    batch: usize,
+    idle: usize,
+) -> anyhow::Result<()> {
+    config.port = 0;
+    config.host = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.queue_workers = true;
+    let app = App::build(config.clone()).await?;
+    let state = app.state();
+    let stop = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let wake_state = state.clone();
+    let wake = move || -> futures::future::BoxFuture<'static, ()> {
+        let s = wake_state.clone();
+        Box::pin(async move { shoal::jobs::wake(&s).await })
+    };
+    let report = shoal::jobs::admin::bench(&state.db, &config, wake, count, batch, idle).await;
+    stop.cancel();
+    let _ = server.await;
+    let r = report?;
+    println!(
+        "jobs bench: database={:?} concurrency={} count={} batch={batch}",
+        config.database_kind, config.queue_concurrency, r.count
+    );
+    println!("enqueue rate:        {:>10.0} jobs/s", r.enqueue_per_sec);
+    println!("completion rate:     {:>10.0} jobs/s", r.complete_per_sec);
+    println!(
+        "start delay loaded:  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        r.loaded_start_ms.0, r.loaded_start_ms.1
+    );
+    println!(
+        "start delay idle:    p50 {:>8.2} ms  p99 {:>8.2} ms  ({idle} single jobs)",
+        r.idle_start_ms.0, r.idle_start_ms.1
+    );
+    Ok(())
 }

@@ -148,11 +148,19 @@ async fn run_checks(state: &AppState) -> Checks {
         })
         .await
     };
-    let (database, redis) = tokio::join!(database, redis);
+    // The queue lives in the database: its check is that the claim index answers
+    // (a missing `jobs` table, a locked one), not the database ping again.
+    let queue = timed(state, "queue", async {
+        crate::store::jobs::count_in_state(state.db.pool(), "running")
+            .await
+            .map(|_| ())
+            .map_err(|e| BackendError::unavailable("queue", e))
+    });
+    let (database, redis, queue) = tokio::join!(database, redis, queue);
     Checks {
         database,
         redis,
-        queue: Check::disabled(),
+        queue,
     }
 }
 
@@ -291,7 +299,7 @@ async fn full_health(state: AppState) -> Response {
     let down = checks.database.is_down() || checks.redis.is_down();
     let status = if down {
         "unhealthy"
-    } else if state.lifecycle.is_draining() {
+    } else if state.lifecycle.is_draining() || checks.queue.is_down() {
         "degraded"
     } else {
         "healthy"

@@ -60,10 +60,47 @@ pub async fn render(State(state): State<AppState>) -> Response {
         "mode" => if state.config.is_distributed() { "distributed" } else { "embedded" },
     )
     .set(1.0);
+    queue_depth(&state).await;
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// `shoal_queue_jobs{state}` and `shoal_queue_jobs_by_type{state,type}`, read from
+/// the database at scrape time (the queue is shared: every instance reports the
+/// cluster's depth). A (state, type) pair seen before and absent now is set to 0,
+/// not left at its last value.
+async fn queue_depth(state: &AppState) {
+    static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let stats = match super::jobs::depth(state).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "queue depth not read");
+            return;
+        }
+    };
+    for (status, n) in &stats.by_state {
+        metrics::gauge!("shoal_queue_jobs", "state" => status.clone()).set(*n as f64);
+    }
+    let now: Vec<(String, String)> = stats
+        .by_type
+        .iter()
+        .map(|t| (t.status.clone(), t.r#type.clone()))
+        .collect();
+    let gone: Vec<(String, String)> = {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = seen.iter().filter(|p| !now.contains(p)).cloned().collect();
+        *seen = now;
+        gone
+    };
+    for (status, kind) in gone {
+        metrics::gauge!("shoal_queue_jobs_by_type", "state" => status, "type" => kind).set(0.0);
+    }
+    for t in stats.by_type {
+        metrics::gauge!("shoal_queue_jobs_by_type", "state" => t.status, "type" => t.r#type)
+            .set(t.count as f64);
+    }
 }

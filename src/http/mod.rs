@@ -8,8 +8,10 @@ pub mod analytics;
 pub mod auth;
 pub mod authn;
 pub mod context;
+pub mod dashboard;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod json;
 pub mod me;
 pub mod messages;
@@ -49,6 +51,7 @@ use error::ApiError;
         (name = "tasks", description = "Tasks and the activity feed"),
         (name = "chat", description = "Chat messages"),
         (name = "analytics", description = "Analytics events and opt-out"),
+        (name = "jobs", description = "Background jobs: exports, job status, queue statistics"),
         (name = "operations", description = "Health, readiness, cluster"),
     )
 )]
@@ -84,19 +87,26 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(messages::router())
         .merge(analytics::router())
+        .merge(jobs::router())
         // Order matters: the last layer runs first, so authentication (which the
         // per-user budget needs) runs before rate limiting.
         .layer(from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(from_fn_with_state(state.clone(), authn::authenticate));
 
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(api)
+        // `shoal worker`: health and metrics only.
+        .merge(if state.config.serve_api {
+            api
+        } else {
+            OpenApiRouter::new()
+        })
         .merge(health::router())
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 
     let mut router = routes
         .route("/metrics", get(metrics::render))
+        .route("/dashboard", get(dashboard::page))
         .route(
             "/api/openapi.json",
             get(move || {

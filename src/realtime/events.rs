@@ -79,6 +79,21 @@ pub struct PresenceUpdate {
     pub online: bool,
 }
 
+/// `job:completed` data: a job the user asked for reached its end (sent to
+/// `user:{id}` of the requester).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobCompleted {
+    /// The job (`GET /api/jobs/{id}`).
+    pub id: Uuid,
+    /// Its type (`export.workspace_csv`).
+    #[serde(rename = "type")]
+    pub r#type: String,
+    /// `succeeded` or `dead`.
+    pub status: String,
+    /// The workspace it belongs to, if any.
+    pub workspace_id: Option<Uuid>,
+}
+
 /// `typing` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Typing {
@@ -113,6 +128,9 @@ pub enum ServerEvent {
     /// Someone is typing (ephemeral, never stored).
     #[serde(rename = "typing")]
     Typing(Typing),
+    /// Sent to `user:{id}` of the requester when a job succeeded or died.
+    #[serde(rename = "job:completed")]
+    JobCompleted(JobCompleted),
 }
 
 impl ServerEvent {
@@ -126,6 +144,7 @@ impl ServerEvent {
             ServerEvent::Notification(_) => "notification",
             ServerEvent::PresenceUpdate(_) => "presence:update",
             ServerEvent::Typing(_) => "typing",
+            ServerEvent::JobCompleted(_) => "job:completed",
         }
     }
 
@@ -139,6 +158,7 @@ impl ServerEvent {
             ServerEvent::Notification(d) => socket.emit(name, d),
             ServerEvent::PresenceUpdate(d) => socket.emit(name, d),
             ServerEvent::Typing(d) => socket.emit(name, d),
+            ServerEvent::JobCompleted(d) => socket.emit(name, d),
         }
     }
 }

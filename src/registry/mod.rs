@@ -32,6 +32,14 @@ pub struct InstanceRecord {
     pub ws_connections: u64,
     /// Whether the instance is draining (shutting down).
     pub draining: bool,
+    /// Requests per second over the last heartbeat period. `default` so that
+    /// records of instances of an older version still parse during a rolling upgrade.
+    #[serde(default)]
+    pub request_rate: f64,
+    /// 99th percentile request latency in milliseconds over the last heartbeat period
+    /// (0 without requests).
+    #[serde(default)]
+    pub p99_ms: f64,
 }
 
 /// Contract:

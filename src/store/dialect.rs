@@ -79,6 +79,18 @@ impl Dialect {
         }
     }
 
+    /// The locking clause of the job-claim subquery. PostgreSQL: `FOR UPDATE SKIP
+    /// LOCKED`, so concurrent claimers take different rows instead of queueing on
+    /// the same ones. SQLite has no row locks and needs none: every claim goes
+    /// through the single writer connection ([`super::Db::writer`]), so claims are
+    /// serialised and each `UPDATE … RETURNING` sees the previous one's result.
+    pub fn claim_lock(&self) -> &'static str {
+        match self.kind {
+            DatabaseKind::Sqlite => "",
+            DatabaseKind::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// The embedded migration set. On PostgreSQL sqlx runs it under an advisory lock,
     /// so instances starting together apply each migration once.
     pub fn migrator(&self) -> &'static Migrator {

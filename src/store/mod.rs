@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod analytics;
 pub mod dialect;
+pub mod jobs;
 pub mod messages;
 pub mod tasks;
 pub mod tokens;

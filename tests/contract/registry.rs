@@ -59,6 +59,8 @@ fn record(id: &str, ws: u64) -> InstanceRecord {
         http_connections: 1,
         ws_connections: ws,
         draining: false,
+        request_rate: 12.5,
+        p99_ms: 3.0,
     }
 }
 
