@@ -246,31 +246,12 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
 
 /// Runs an application with workers in this process (no port exposed beyond
 /// loopback) and measures no-op jobs against it.
-async fn jobs_bench(
-    mut config: Config,
-    count: usize,
-    batch: usize,
-    idle: usize,
-) -> anyhow::Result<()> {
-    config.port = 0;
-    config.host = std::net::IpAddr::from([127, 0, 0, 1]);
-    config.queue_workers = true;
-    let app = App::build(config.clone()).await?;
-    let state = app.state();
-    let stop = app.shutdown_token();
-    let server = tokio::spawn(app.run_until_stopped());
-    let wake_state = state.clone();
-    let wake = move || -> futures::future::BoxFuture<'static, ()> {
-        let s = wake_state.clone();
-        Box::pin(async move { shoal::jobs::wake(&s).await })
-    };
-    let report = shoal::jobs::admin::bench(&state.db, &config, wake, count, batch, idle).await;
-    stop.cancel();
-    let _ = server.await;
-    let r = report?;
+async fn jobs_bench(config: Config, count: usize, batch: usize, idle: usize) -> anyhow::Result<()> {
+    let (kind, concurrency) = (config.database_kind, config.queue_concurrency);
+    let r = shoal::jobs::admin::run_bench(config, count, batch, idle).await?;
     println!(
-        "jobs bench: database={:?} concurrency={} count={} batch={batch}",
-        config.database_kind, config.queue_concurrency, r.count
+        "jobs bench: database={kind:?} concurrency={concurrency} count={} batch={batch}",
+        r.count
     );
     println!("enqueue rate:        {:>10.0} jobs/s", r.enqueue_per_sec);
     println!("completion rate:     {:>10.0} jobs/s", r.complete_per_sec);

@@ -6,6 +6,7 @@
 mod client;
 mod connections;
 mod fanout;
+mod jobs;
 mod proto;
 mod util;
 
@@ -29,6 +30,8 @@ enum Cmd {
     Fanout(fanout::FanoutArgs),
     /// N idle authenticated connections; the server's RSS per connection.
     Connections(connections::ConnectionsArgs),
+    /// No-op jobs through the durable queue on `DATABASE_URL`; rates and start latency.
+    Jobs(jobs::JobsArgs),
 }
 
 /// No run may take longer than this, whatever its arguments.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
             match cli.cmd {
                 Cmd::Fanout(a) => fanout::run(a).await,
                 Cmd::Connections(a) => connections::run(a).await,
+                Cmd::Jobs(a) => jobs::run(a).await,
             }
         };
         tokio::time::timeout(HARD_LIMIT, work).await

@@ -190,3 +190,30 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99))
 }
+
+/// Runs [`bench`] in this process: starts the application with job workers on the
+/// configured database (on 127.0.0.1, a free port), measures, and stops it. Used by
+/// `shoal jobs bench` and `shoal-bench jobs`.
+pub async fn run_bench(
+    mut config: Config,
+    count: usize,
+    batch: usize,
+    idle: usize,
+) -> anyhow::Result<BenchReport> {
+    config.port = 0;
+    config.host = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.queue_workers = true;
+    let app = crate::app::App::build(config.clone()).await?;
+    let state = app.state();
+    let stop = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let wake_state = state.clone();
+    let wake = move || -> futures::future::BoxFuture<'static, ()> {
+        let s = wake_state.clone();
+        Box::pin(async move { super::wake(&s).await })
+    };
+    let report = bench(&state.db, &config, wake, count, batch, idle).await;
+    stop.cancel();
+    let _ = server.await;
+    report
+}
