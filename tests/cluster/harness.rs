@@ -4,20 +4,14 @@
 //! it is dropped — on success and on panic alike. On a panic it first prints the log
 //! of every process, because that is where the reason usually is.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::POLL;
 pub(crate) use crate::common::{
-    OwnRedis, PATIENCE, PrefixCleanup, Services, TestDb, admin_sql, eventually, free_port,
+    Node, OwnRedis, PATIENCE, PrefixCleanup, Services, TestDb, admin_sql, eventually, free_port,
     redis_connection, token,
 };
 
@@ -46,110 +40,6 @@ const SECRETS: [(&str, &str); 4] = [
         "cluster-test-jwt-refresh-secret-0123456789abcdef",
     ),
 ];
-
-/// One `shoal` child process, SIGKILLed (and reaped) when dropped.
-#[derive(Debug)]
-pub(crate) struct Node {
-    /// Its `INSTANCE_ID`.
-    pub(crate) id: String,
-    /// `http://127.0.0.1:{port}`.
-    pub(crate) base: String,
-    child: Option<Child>,
-    /// Its stderr (the JSON log and any start-up error).
-    log: PathBuf,
-}
-
-impl Node {
-    /// Starts `shoal` with exactly `env` as its configuration: every Shoal key of the
-    /// test process's own environment is removed first, and the working directory is
-    /// `cwd` so that no `shoal.toml` of the checkout is picked up.
-    pub(crate) fn spawn(id: &str, env: &[(String, String)], cwd: &Path, logs: &Path) -> Node {
-        let log = logs.join(format!("{id}.stderr.log"));
-        let stderr = File::create(&log).expect("create a log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        for key in shoal::config::KEYS {
-            cmd.env_remove(key);
-        }
-        cmd.env_remove("SHOAL_CONFIG");
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
-        let child = cmd.spawn().expect("spawn the shoal binary");
-        let port = env
-            .iter()
-            .find(|(k, _)| k == "PORT")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| "8080".into());
-        Node {
-            id: id.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// `{base}{path}`.
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Everything the process wrote to stderr so far.
-    pub(crate) fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit status, if the process has ended.
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("poll the child"))
-    }
-
-    /// SIGKILL and reap: the process is gone when this returns.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-            // ESRCH (already gone) is fine.
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits (bounded) until `/health/ready` answers 200; panics with the log if the
-    /// process exits or the bound passes first.
-    pub(crate) async fn wait_ready(&mut self, http: &Client, patience: Duration) {
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            if let Some(status) = self.exited() {
-                panic!(
-                    "instance {} exited ({status}) before becoming ready; its log:\n{}",
-                    self.id,
-                    self.log_text()
-                );
-            }
-            let answer = http.get(self.url("/health/ready")).send().await;
-            if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "instance {} not ready within {patience:?}; its log:\n{}",
-                    self.id,
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// `n` instances on one database and one Redis prefix.
 pub(crate) struct Cluster {

@@ -8,8 +8,11 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -323,6 +326,137 @@ impl OwnRedis {
 }
 
 impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `shoal` child process, SIGKILLed (and reaped) when dropped.
+pub(crate) struct Node {
+    /// Its `INSTANCE_ID`.
+    pub(crate) id: String,
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) base: String,
+    child: Option<Child>,
+    /// Its stderr (the JSON log and any start-up error).
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts `shoal` with exactly `env` as its configuration (`PORT` required): every
+    /// Shoal key of the test process's own environment is removed first, and the
+    /// working directory is `cwd` so that no `shoal.toml` of the checkout is picked up.
+    pub(crate) fn spawn(id: &str, env: &[(String, String)], cwd: &Path, logs: &Path) -> Node {
+        let log = logs.join(format!("{id}.stderr.log"));
+        let stderr = File::create(&log).expect("create a log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        for key in shoal::config::KEYS {
+            cmd.env_remove(key);
+        }
+        cmd.env_remove("SHOAL_CONFIG");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        let child = cmd.spawn().expect("spawn the shoal binary");
+        let port = env
+            .iter()
+            .find(|(k, _)| k == "PORT")
+            .map(|(_, v)| v.clone())
+            .expect("PORT");
+        Node {
+            id: id.to_owned(),
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `{base}{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has ended.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("poll the child"))
+    }
+
+    /// Its process id while it runs.
+    pub(crate) fn pid(&self) -> Option<Pid> {
+        self.child
+            .as_ref()
+            .map(|c| Pid::from_raw(i32::try_from(c.id()).expect("pid fits i32")))
+    }
+
+    /// SIGKILL and reap: the process is gone when this returns.
+    pub(crate) fn kill(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: the graceful shutdown starts.
+    pub(crate) fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+        }
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
+        let id = self.id.clone();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {id} did not exit"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits (bounded by `patience`) until `/health/ready` answers 200; panics with the
+    /// log if the process exits or the bound passes first.
+    pub(crate) async fn wait_ready(&mut self, http: &Client, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "instance {} exited ({status}) before ready; log:\n{}",
+                    self.id,
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = http.get(self.url("/health/ready")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("instance {} not ready; log:\n{}", self.id, self.log_text());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }

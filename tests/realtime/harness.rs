@@ -4,14 +4,9 @@
 //! in a channel that tests await. Every child process is killed when dropped; on a
 //! panic the logs of all processes are printed first.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use futures::FutureExt;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use reqwest::header::SET_COOKIE;
 use reqwest::{Client, StatusCode};
 use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder, ReconnectSettings};
@@ -19,9 +14,7 @@ use rust_socketio::{Payload, TransportType};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-pub(crate) use crate::common::{PATIENCE, Services, TestDb, free_port, token};
-
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) use crate::common::{Node, PATIENCE, Services, TestDb, free_port, token};
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 pub(crate) const COOKIE_NAME: &str = "shoal_session";
@@ -54,125 +47,6 @@ pub(crate) fn plain_client() -> Client {
 }
 
 // ---------------------------------------------------------------- processes
-
-/// One `shoal` child process, SIGKILLed when dropped.
-pub(crate) struct Node {
-    pub(crate) id: String,
-    pub(crate) base: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn spawn(id: &str, env: &[(String, String)], cwd: &Path, logs: &Path) -> Node {
-        let log = logs.join(format!("{id}.stderr.log"));
-        let stderr = File::create(&log).expect("create a log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        for key in shoal::config::KEYS {
-            cmd.env_remove(key);
-        }
-        cmd.env_remove("SHOAL_CONFIG");
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
-        let child = cmd.spawn().expect("spawn the shoal binary");
-        let port = env
-            .iter()
-            .find(|(k, _)| k == "PORT")
-            .map(|(_, v)| v.clone())
-            .expect("PORT");
-        Node {
-            id: id.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            log,
-        }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("poll the child"))
-    }
-
-    fn pid(&self) -> Option<Pid> {
-        self.child
-            .as_ref()
-            .map(|c| Pid::from_raw(i32::try_from(c.id()).expect("pid fits i32")))
-    }
-
-    /// SIGKILL and reap.
-    pub(crate) fn kill(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM: the graceful shutdown starts.
-    pub(crate) fn terminate(&self) {
-        if let Some(pid) = self.pid() {
-            kill(pid, Signal::SIGTERM).expect("send SIGTERM");
-        }
-    }
-
-    /// Waits (bounded) for the process to exit and returns its status.
-    pub(crate) async fn wait_exit(&mut self) -> ExitStatus {
-        let id = self.id.clone();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.exited() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "instance {id} did not exit"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn wait_ready(&mut self, http: &Client) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.exited() {
-                panic!(
-                    "instance {} exited ({status}) before ready; log:\n{}",
-                    self.id,
-                    self.log_text()
-                );
-            }
-            if let Ok(r) = http.get(self.url("/health/ready")).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("instance {} not ready; log:\n{}", self.id, self.log_text());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Instances of one test: one embedded instance, or several sharing PostgreSQL + Redis.
 pub(crate) struct Cluster {
@@ -275,7 +149,7 @@ impl Cluster {
         env.push(("INSTANCE_ID".into(), id.clone()));
         env.push(("DATA_DIR".into(), data_dir.display().to_string()));
         let mut node = Node::spawn(&id, &env, &data_dir, self.dir.path());
-        node.wait_ready(&self.http).await;
+        node.wait_ready(&self.http, PATIENCE).await;
         self.nodes.push(node);
         index
     }
