@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{LoginBody, PASSWORD, assert_error, header, spawn_app, unique_email};
+use crate::helpers::{
+    LoginBody, PASSWORD, assert_error, assert_invalid, header, spawn_app, unique_email,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn register_returns_201_with_the_user_and_a_lower_cased_email() {
@@ -200,13 +202,7 @@ async fn patch_me_with_an_empty_display_name_is_422() {
         .patch(&user, "/api/me", &json!({ "display_name": "" }))
         .await;
 
-    let error = assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "display_name");
+    assert_invalid(response, "display_name").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

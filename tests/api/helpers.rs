@@ -363,6 +363,22 @@ pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
         .expect("header is ASCII")
 }
 
+/// A 422 `validation_failed` whose first failing field is `field` (plus everything
+/// [`assert_error`] checks).
+pub(crate) async fn assert_invalid(response: Response, field: &str) -> Value {
+    let error = assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(
+        error["fields"][0]["field"], field,
+        "failing field in {error}"
+    );
+    error
+}
+
 /// Asserts that `response` is the API's error answer with `status` and `code`:
 /// `X-Instance-Id` and `X-Request-Id` present, a JSON `{"error": {code, message,
 /// request_id}}` body whose `request_id` equals the header. Returns the `error` object.

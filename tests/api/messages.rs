@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::helpers::{assert_error, assert_invalid, spawn_app};
 
 fn seqs(page: &Value) -> Vec<i64> {
     page["items"]
@@ -115,13 +115,7 @@ async fn an_empty_body_is_422() {
         let response = app
             .post_message(&user, &wid, &json!({ "body": body }))
             .await;
-        let error = assert_error(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        )
-        .await;
-        assert_eq!(error["fields"][0]["field"], "body");
+        assert_invalid(response, "body").await;
     }
 }
 
@@ -134,13 +128,7 @@ async fn a_body_over_16_kib_is_422_and_exactly_16_kib_is_fine() {
     let too_long = app
         .post_message(&user, &wid, &json!({ "body": "x".repeat(16_385) }))
         .await;
-    let error = assert_error(
-        too_long,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "body");
+    assert_invalid(too_long, "body").await;
 
     let at_limit = app
         .post_message(&user, &wid, &json!({ "body": "x".repeat(16_384) }))

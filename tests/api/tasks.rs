@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_error, header, spawn_app};
+use crate::helpers::{TestApp, TestUser, assert_error, assert_invalid, header, spawn_app};
 
 fn tasks_path(wid: &str) -> String {
     format!("/api/workspaces/{wid}/tasks")
@@ -87,13 +87,7 @@ async fn create_task_with_an_empty_title_is_422() {
         .post(&user, &tasks_path(&wid), &json!({ "title": "" }))
         .await;
 
-    let error = assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "title");
+    assert_invalid(response, "title").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,13 +125,7 @@ async fn create_task_assigned_to_a_non_member_is_422() {
         )
         .await;
 
-    let error = assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "assignee_id");
+    assert_invalid(response, "assignee_id").await;
     let page: Value = app
         .get(&user, &tasks_path(&wid))
         .await
@@ -273,13 +261,7 @@ async fn a_garbage_cursor_is_422() {
         .get(&user, &format!("{}?cursor=!!garbage!!", tasks_path(&wid)))
         .await;
 
-    let error = assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "cursor");
+    assert_invalid(response, "cursor").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -456,13 +438,7 @@ async fn patch_without_version_or_if_match_is_422() {
         )
         .await;
 
-    let error = assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "version");
+    assert_invalid(response, "version").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

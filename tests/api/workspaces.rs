@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_error, spawn_app, unique_email};
+use crate::helpers::{assert_error, assert_invalid, spawn_app, unique_email};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_workspace_is_201_and_the_creator_is_owner() {
@@ -35,13 +35,7 @@ async fn create_workspace_with_an_empty_name_is_422() {
         .post(&user, "/api/workspaces", &json!({ "name": " " }))
         .await;
 
-    let error = assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(error["fields"][0]["field"], "name");
+    assert_invalid(response, "name").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
