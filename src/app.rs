@@ -238,7 +238,7 @@ async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        let window = http::dashboard::REQUESTS.take(since.elapsed());
+        let window = state.lifecycle.requests.take(since.elapsed());
         since = std::time::Instant::now();
         let record = InstanceRecord {
             id: state.instance.id.clone(),

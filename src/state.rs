@@ -83,6 +83,8 @@ pub struct Lifecycle {
     pub in_flight: AtomicU64,
     /// Open Socket.IO connections.
     pub ws_connections: AtomicU64,
+    /// Request latencies since the last heartbeat (the dashboard's rate and p99).
+    pub requests: crate::http::dashboard::RequestWindow,
 }
 
 impl Lifecycle {

@@ -73,7 +73,7 @@ pub async fn request_context(
         Err(_) => ApiError::Timeout.into_response(),
     };
     let elapsed = started.elapsed();
-    super::dashboard::REQUESTS.record(elapsed);
+    state.lifecycle.requests.record(elapsed);
 
     let status = response.status();
     let info = response.extensions_mut().remove::<ErrorInfo>().or_else(|| {

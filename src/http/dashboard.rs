@@ -4,9 +4,10 @@
 //! (database, Redis and queue checks of the instance that answered) and `/metrics`
 //! (queue depth) every two seconds.
 //!
-//! Request rate and p99 come from [`REQUESTS`]: every request's latency lands in a
-//! log-scale histogram of atomic counters, which the registry heartbeat reads and
-//! resets once per period — no lock on the request path.
+//! Request rate and p99 come from a [`RequestWindow`] in the instance's
+//! `Lifecycle`: every request's latency lands in a log-scale histogram of atomic
+//! counters, which the registry heartbeat reads and resets once per period — no lock
+//! on the request path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,11 +33,6 @@ pub async fn page() -> impl IntoResponse {
 const PER_OCTAVE: f64 = 4.0;
 /// 1 µs to ~2^32 µs (over an hour) in quarter-octaves.
 const BUCKETS: usize = 128;
-
-/// Request latencies of this process since the last [`RequestWindow::take`].
-/// Process-wide (a static) because one process is one instance; tests that run
-/// several apps in one process share it, which only blurs their dashboard numbers.
-pub static REQUESTS: RequestWindow = RequestWindow::new();
 
 /// A lock-free latency histogram (see the module doc).
 pub struct RequestWindow {
