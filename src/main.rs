@@ -9,7 +9,10 @@ use shoal::config::Config;
 
 // glibc's allocator showed up at ~17% of CPU on the `GET /api/me` profile
 // (malloc_consolidate, unlink_chunk under multi-threaded churn); mimalloc keeps
-// per-thread free lists and is the usual remedy for Rust servers.
+// per-thread free lists and is the usual remedy for Rust servers. The
+// `system-allocator` feature turns it off for heap profilers (heaptrack, valgrind)
+// that hook malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

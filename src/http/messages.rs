@@ -118,22 +118,11 @@ async fn append_only(
     req: &PostMessage,
 ) -> ApiResult<(Message, bool)> {
     let client_id = req.client_id.as_deref();
-    if let Some(cid) = client_id
-        && let Some(existing) =
-            messages::find_by_client_id(state.db.pool(), workspace, user, cid).await?
-    {
-        return Ok((existing, false));
-    }
-    let mut tx = state.db.begin().await?;
-    let appended = messages::append(&mut tx, workspace, user, &req.body, client_id).await;
-    match appended {
-        Ok(message) => {
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok((message, true))
-        }
-        // A concurrent retry with the same client_id won the race.
+    // Insert first and look the earlier message up only when `client_id` collides:
+    // retries are rare, so the usual send costs one round trip (PostgreSQL), not two.
+    match messages::append_committed(&state.db, workspace, user, &req.body, client_id).await {
+        Ok(message) => Ok((message, true)),
         Err(StoreError::Conflict(_)) if client_id.is_some() => {
-            drop(tx);
             let cid = client_id.unwrap_or_default();
             let existing = messages::find_by_client_id(state.db.pool(), workspace, user, cid)
                 .await?

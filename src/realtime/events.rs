@@ -10,8 +10,8 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use socketioxide::SendError;
-use socketioxide::extract::SocketRef;
+use socketioxide::BroadcastError;
+use socketioxide::operators::BroadcastOperators;
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -148,17 +148,17 @@ impl ServerEvent {
         }
     }
 
-    /// Emits the event to one local socket.
-    pub(crate) fn emit(&self, socket: &SocketRef) -> Result<(), SendError> {
+    /// Emits the event to the local sockets `to` selects, serialised once.
+    pub(crate) async fn broadcast(&self, to: BroadcastOperators) -> Result<(), BroadcastError> {
         let name = self.name();
         match self {
-            ServerEvent::MessageNew(d) => socket.emit(name, d),
-            ServerEvent::TaskCreated(d) | ServerEvent::TaskUpdated(d) => socket.emit(name, d),
-            ServerEvent::TaskDeleted(d) => socket.emit(name, d),
-            ServerEvent::Notification(d) => socket.emit(name, d),
-            ServerEvent::PresenceUpdate(d) => socket.emit(name, d),
-            ServerEvent::Typing(d) => socket.emit(name, d),
-            ServerEvent::JobCompleted(d) => socket.emit(name, d),
+            ServerEvent::MessageNew(d) => to.emit(name, d).await,
+            ServerEvent::TaskCreated(d) | ServerEvent::TaskUpdated(d) => to.emit(name, d).await,
+            ServerEvent::TaskDeleted(d) => to.emit(name, d).await,
+            ServerEvent::Notification(d) => to.emit(name, d).await,
+            ServerEvent::PresenceUpdate(d) => to.emit(name, d).await,
+            ServerEvent::Typing(d) => to.emit(name, d).await,
+            ServerEvent::JobCompleted(d) => to.emit(name, d).await,
         }
     }
 }

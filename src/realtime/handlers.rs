@@ -22,6 +22,7 @@ use socketioxide::socket::DisconnectReason;
 use uuid::Uuid;
 
 use super::Ctx;
+use super::chat::Member;
 use super::events::{self, PresenceUpdate, Room, ServerEvent, Typing};
 use super::resume::{self, Conn, SyncError};
 use crate::auth::tokens::TokenError;
@@ -209,6 +210,7 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
             if let Some(conn) = conn_of(&socket) {
                 for workspace in conn.joined() {
                     conn.end(workspace);
+                    ctx.chat.leave(workspace, socket.id).await;
                     presence_leave(&ctx, &conn, workspace).await;
                 }
             }
@@ -318,7 +320,15 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
     }
     require_member(&call, wid).await?;
     let room = Room::Workspace(wid).to_string();
-    let generation = call.conn.begin(wid, req.since_seq.unwrap_or(0));
+    let member = Member {
+        socket: call.socket.clone(),
+        conn: call.conn.clone(),
+    };
+    let generation = call
+        .ctx
+        .chat
+        .enter(wid, member, req.since_seq.unwrap_or(0))
+        .await;
     call.socket.join(room.clone());
     presence_join(&call.ctx, &call.conn, wid).await;
     match resume::sync(
@@ -331,19 +341,23 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
     )
     .await
     {
-        Ok(report) => Ok(json!({
-            "workspace_id": wid,
-            "recovered": report.recovered,
-            "replayed": report.replayed,
-            "last_seq": report.last_seq,
-            "replay_limit": resume::REPLAY_LIMIT,
-        })),
+        Ok(report) => {
+            call.ctx.chat.settle(&call.ctx, wid).await;
+            Ok(json!({
+                "workspace_id": wid,
+                "recovered": report.recovered,
+                "replayed": report.replayed,
+                "last_seq": report.last_seq,
+                "replay_limit": resume::REPLAY_LIMIT,
+            }))
+        }
         Err(SyncError::Superseded) => {
             Err(Refusal::new("superseded", "left or re-joined meanwhile"))
         }
         Err(e) => {
             tracing::warn!(error = %e, sid = %call.socket.id, %wid, "workspace:join catch-up failed");
             call.conn.end(wid);
+            call.ctx.chat.leave(wid, call.socket.id).await;
             call.socket.leave(room);
             presence_leave(&call.ctx, &call.conn, wid).await;
             if matches!(e, SyncError::Emit) {
@@ -363,6 +377,7 @@ struct WorkspaceRequest {
 async fn leave(call: Call, req: WorkspaceRequest) -> Reply {
     let wid = req.workspace_id;
     if call.conn.end(wid) {
+        call.ctx.chat.leave(wid, call.socket.id).await;
         call.socket.leave(Room::Workspace(wid).to_string());
         presence_leave(&call.ctx, &call.conn, wid).await;
     }
@@ -399,7 +414,12 @@ async fn send_message(call: Call, req: SendRequest) -> Reply {
             "client_id: must be 1 to 64 characters",
         ));
     }
-    require_member(&call, req.workspace_id).await?;
+    // A socket that joined the workspace passed this check at its join (and sockets
+    // are not evicted on membership removal, docs/realtime.md): asking the database
+    // again on every message would be one more round trip in the send path.
+    if !call.conn.is_joined(req.workspace_id) {
+        require_member(&call, req.workspace_id).await?;
+    }
     let post = PostMessage {
         body: req.body,
         client_id: req.client_id,

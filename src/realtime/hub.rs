@@ -7,12 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
+use super::chat::ChatMessage;
 use super::events::{CHANNEL, Envelope, ServerEvent};
 use super::handlers::refresh_presence;
-use super::resume::{self, Offer};
 use crate::pubsub::{Delivery, Subscription};
 
 /// Consumes the subscription until `stop`; after a [`Delivery::Gap`] (or a lost
@@ -32,7 +33,7 @@ pub(crate) async fn run(
         match item {
             Some(Delivery::Message(payload)) => {
                 match serde_json::from_slice::<Envelope>(&payload) {
-                    Ok(envelope) => dispatch(&ctx, &io, envelope),
+                    Ok(envelope) => dispatch(&ctx, &io, envelope).await,
                     Err(e) => tracing::warn!(error = %e, "undecodable realtime event dropped"),
                 }
             }
@@ -40,7 +41,7 @@ pub(crate) async fn run(
                 tracing::info!(
                     "realtime pub/sub gap: repairing every joined workspace from the database"
                 );
-                repair_all(&ctx, &io);
+                repair_all(&ctx).await;
             }
             None => {
                 tracing::warn!("realtime subscription ended; subscribing again");
@@ -48,7 +49,7 @@ pub(crate) async fn run(
                     Some(s) => subscription = s,
                     None => return,
                 }
-                repair_all(&ctx, &io);
+                repair_all(&ctx).await;
             }
         }
     }
@@ -69,66 +70,38 @@ async fn resubscribe(ctx: &Ctx, stop: &CancellationToken) -> Option<Subscription
     }
 }
 
-/// Emits one event to the local sockets of its room.
-fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
-    let sockets = io.to(envelope.room).sockets();
+/// Emits one event to the local sockets of its room: a chat message through its
+/// room's cursor ([`super::chat`]), anything else as one broadcast (serialised once),
+/// at most once (a full socket buffer drops it).
+async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
     if let ServerEvent::MessageNew(message) = &envelope.event {
-        for socket in sockets {
-            let Some(conn) = conn_of(&socket) else {
-                continue;
-            };
-            match conn.offer(&socket, message) {
-                Offer::Done => {}
-                Offer::CatchUp(generation) => {
-                    resume::spawn_repair(
-                        ctx,
-                        socket,
-                        conn,
-                        message.workspace_id,
-                        generation,
-                        resume::REORDER_GRACE,
-                    );
-                }
-                Offer::Failed => {
-                    // Its buffer is full: better a reconnect + resume than a hole.
-                    tracing::warn!(sid = %socket.id, "socket too slow for message:new; disconnecting it");
-                    let _ = socket.disconnect();
-                }
-            }
+        if let Some(encoded) = ChatMessage::encode(message) {
+            ctx.chat.deliver(ctx, encoded).await;
         }
         return;
     }
-    for socket in sockets {
-        if envelope.except.as_deref() == Some(socket.id.as_str()) {
-            continue;
-        }
-        // Ephemeral and state events are at-most-once: a full buffer drops them.
-        let _ = envelope.event.emit(&socket);
-    }
+    // The typist is skipped only if it is connected here; elsewhere it is not in
+    // this instance's rooms anyway.
+    let except = envelope
+        .except
+        .as_deref()
+        .and_then(|sid| sid.parse::<Sid>().ok())
+        .and_then(|sid| io.get_socket(sid));
+    let operators = match except {
+        Some(socket) => socket.broadcast().to(envelope.room),
+        None => io.to(envelope.room),
+    };
+    let _ = envelope.event.broadcast(operators).await;
 }
 
-fn conn_of(socket: &SocketRef) -> Option<std::sync::Arc<resume::Conn>> {
-    socket.extensions.get::<std::sync::Arc<resume::Conn>>()
+async fn repair_all(ctx: &Ctx) {
+    ctx.chat.repair_all(ctx).await;
 }
 
-fn repair_all(ctx: &Ctx, io: &SocketIo) {
-    for socket in io.sockets() {
-        let Some(conn) = conn_of(&socket) else {
-            continue;
-        };
-        for workspace in conn.joined() {
-            if let Some(generation) = conn.begin_repair(workspace) {
-                resume::spawn_repair(
-                    ctx,
-                    socket.clone(),
-                    conn.clone(),
-                    workspace,
-                    generation,
-                    std::time::Duration::ZERO,
-                );
-            }
-        }
-    }
+fn conn_of(socket: &SocketRef) -> Option<std::sync::Arc<super::resume::Conn>> {
+    socket
+        .extensions
+        .get::<std::sync::Arc<super::resume::Conn>>()
 }
 
 /// Refreshes the presence entry of every joined workspace of every local socket each

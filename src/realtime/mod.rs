@@ -31,9 +31,12 @@
 //!
 //! - [`events`]: server → client events, rooms, the one publish function.
 //! - [`handlers`]: handshake authentication and client → server events with acks.
-//! - [`resume`]: per-socket `seq` cursors, replay on join, repair after a gap.
+//! - [`chat`]: live fan-out of `message:new`, one cursor per room and instance.
+//! - [`resume`]: per-socket `seq` cursors while joining, replay on join, repair after
+//!   a gap.
 //! - [`hub`]: the subscriber task and the presence refresher.
 
+pub(crate) mod chat;
 pub mod events;
 pub(crate) mod handlers;
 pub(crate) mod hub;
@@ -66,6 +69,8 @@ pub(crate) struct Ctx {
     pub(crate) state: AppState,
     /// Owns the background repairs, so that shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
+    /// The chat rooms of this instance (live `message:new` fan-out).
+    pub(crate) chat: std::sync::Arc<chat::ChatRooms>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -98,6 +103,7 @@ impl Realtime {
         let ctx = Ctx {
             state: state.clone(),
             tasks: TaskTracker::new(),
+            chat: std::sync::Arc::default(),
         };
         handlers::register(&io, ctx.clone());
         let subscription = state

@@ -1,21 +1,25 @@
 //! Offset recovery for chat messages: per socket and per joined workspace, the `seq`
-//! of the last `message:new` delivered, and the catch-up from the database that fills
-//! any hole (after `workspace:join {since_seq}`, a `seq` jump in live delivery, or a
-//! pub/sub [`Gap`](crate::pubsub::Delivery::Gap)).
+//! of the last `message:new` delivered while the socket is *joining* (not yet merged
+//! into its room's live group, see [`super::chat`]), and the catch-up from the
+//! database that fills any hole (after `workspace:join {since_seq}`, a `seq` jump in
+//! its delivery, or a pub/sub [`Gap`](crate::pubsub::Delivery::Gap)).
 //!
 //! # Why this is gap-free and duplicate-free
 //!
-//! - Every `message:new` to a socket goes through its [`Cursor`] under one mutex, and
-//!   only `last_seq + 1` is ever emitted; anything `<= last_seq` is dropped.
+//! - Every `message:new` to a joining socket goes through its [`Cursor`] under one
+//!   mutex, and only `last_seq + 1` is ever emitted; anything `<= last_seq` is dropped.
 //! - While a catch-up runs, the cursor is *pending*: live messages are parked in a
 //!   map instead of emitted, and only the catch-up task advances `last_seq`. The
-//!   cursor is made pending (and the socket put in the room) BEFORE the database is
-//!   read, so a message is either in the query result or parked — never neither.
+//!   cursor is made pending (and the socket registered in its chat room) BEFORE the
+//!   database is read, so a message is either in the query result or parked — never
+//!   neither.
 //! - `seq` is allocated under the workspace row lock and only published after
 //!   commit, so when `seq = n` is visible, every `seq < n` is committed: reading the
 //!   database after seeing a jump always finds the missing ones.
 //! - A catch-up reads at most [`REPLAY_LIMIT`] messages; beyond that it skips to the
 //!   head and reports `recovered: false` so that the client reloads over REST.
+//! - Once caught up and level with its room, the socket goes *live*: from then on the
+//!   room's one cursor stands for it ([`super::chat`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +30,9 @@ use socketioxide::extract::SocketRef;
 use uuid::Uuid;
 
 use super::Ctx;
-use super::events::ServerEvent;
+use super::chat::{ChatMessage, Member};
 use crate::store::StoreError;
-use crate::store::messages::{self, Message};
+use crate::store::messages;
 
 /// The most messages one catch-up replays (a `workspace:join {since_seq}` or a repair
 /// after a pub/sub gap). Beyond it the client is told `recovered: false`.
@@ -50,10 +54,16 @@ pub(crate) struct Conn {
 /// Where one socket is in one workspace's chat.
 struct Cursor {
     generation: u64,
-    /// The last `seq` emitted to the socket (or the head it started from).
+    /// The last `seq` emitted to the socket (or the head it started from); not kept
+    /// up to date once `live` (the room's head is then the socket's position).
     last_seq: i64,
     /// `Some` while a catch-up runs: live messages parked by `seq`.
-    pending: Option<BTreeMap<i64, Message>>,
+    pending: Option<BTreeMap<i64, Arc<ChatMessage>>>,
+    /// A catch-up (join, repair) is scheduled or running: not ready to merge even
+    /// when nothing is parked.
+    catching_up: bool,
+    /// Merged into the room's live group.
+    live: bool,
 }
 
 /// What live delivery of one message to one socket did.
@@ -117,8 +127,9 @@ impl Conn {
         self.cursors().keys().copied().collect()
     }
 
-    /// Starts (or restarts) following `workspace` after `since`, pending: call this
-    /// BEFORE joining the room, then run [`sync`] with the returned generation.
+    /// Starts (or restarts) following `workspace` after `since`, pending; called by
+    /// [`super::chat::ChatRooms::enter`] under the room lock, before [`sync`] runs with
+    /// the returned generation.
     pub(crate) fn begin(&self, workspace: Uuid, since: i64) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         self.cursors().insert(
@@ -127,6 +138,8 @@ impl Conn {
                 generation,
                 last_seq: since,
                 pending: Some(BTreeMap::new()),
+                catching_up: true,
+                live: false,
             },
         );
         generation
@@ -142,14 +155,35 @@ impl Conn {
     pub(crate) fn begin_repair(&self, workspace: Uuid) -> Option<u64> {
         let mut cursors = self.cursors();
         let cursor = cursors.get_mut(&workspace)?;
-        if cursor.pending.is_some() {
+        if cursor.pending.is_some() || cursor.live {
             return None;
         }
         cursor.pending = Some(BTreeMap::new());
+        cursor.catching_up = true;
         Some(cursor.generation)
     }
 
-    /// Live delivery of `message` to `socket` (see the module doc).
+    /// A scheduled catch-up found nothing left to do (the hole filled meanwhile).
+    fn finish_catch_up(&self, workspace: Uuid, generation: u64) {
+        let _ = self.with_cursor(workspace, generation, |c| c.catching_up = false);
+    }
+
+    /// The position of a joining socket that has nothing to catch up (no catch-up
+    /// running, nothing parked): it may merge into the room at this `seq`.
+    pub(crate) fn ready_at(&self, workspace: Uuid) -> Option<i64> {
+        self.cursors()
+            .get(&workspace)
+            .filter(|c| !c.live && !c.catching_up && c.pending.is_none())
+            .map(|c| c.last_seq)
+    }
+
+    /// The socket merged into its room's live group (under the room lock).
+    pub(crate) fn go_live(&self, workspace: Uuid) {
+        if let Some(c) = self.cursors().get_mut(&workspace) {
+            c.live = true;
+        }
+    }
+
     /// Whether (`workspace`, `generation`) still waits for a hole to be filled.
     pub(crate) fn is_pending(&self, workspace: Uuid, generation: u64) -> bool {
         self.cursors()
@@ -157,12 +191,13 @@ impl Conn {
             .is_some_and(|c| c.generation == generation && c.pending.is_some())
     }
 
-    pub(crate) fn offer(&self, socket: &SocketRef, message: &Message) -> Offer {
+    /// Delivery of `message` to a joining `socket` (see the module doc).
+    pub(crate) fn offer(&self, socket: &SocketRef, message: &Arc<ChatMessage>) -> Offer {
         let mut cursors = self.cursors();
         let Some(cursor) = cursors.get_mut(&message.workspace_id) else {
             return Offer::Done;
         };
-        if message.seq <= cursor.last_seq {
+        if cursor.live || message.seq <= cursor.last_seq {
             return Offer::Done;
         }
         if let Some(pending) = &mut cursor.pending {
@@ -198,6 +233,7 @@ impl Conn {
         let mut pending = BTreeMap::new();
         pending.insert(message.seq, message.clone());
         cursor.pending = Some(pending);
+        cursor.catching_up = true;
         Offer::CatchUp(cursor.generation)
     }
 
@@ -216,16 +252,12 @@ impl Conn {
     }
 }
 
-fn emit(socket: &SocketRef, message: &Message) -> Result<(), SyncError> {
-    // Clone-free would be nicer, but `ServerEvent` owns its data and this is one
-    // small struct per delivery.
-    ServerEvent::MessageNew(message.clone())
-        .emit(socket)
-        .map_err(|_| SyncError::Emit)
+fn emit(socket: &SocketRef, message: &ChatMessage) -> Result<(), SyncError> {
+    message.emit(socket).map_err(|_| SyncError::Emit)
 }
 
 /// The newest `seq` of `workspace` (0 without messages).
-async fn head_seq(ctx: &Ctx, workspace: Uuid) -> Result<i64, StoreError> {
+pub(crate) async fn head_seq(ctx: &Ctx, workspace: Uuid) -> Result<i64, StoreError> {
     let newest = messages::list_before(ctx.state.db.pool(), workspace, None, 1).await?;
     Ok(newest.first().map_or(0, |m| m.seq))
 }
@@ -267,7 +299,10 @@ pub(crate) async fn sync(
                     None => {
                         for m in &rows {
                             if m.seq == cursor.last_seq + 1 {
-                                emit(socket, m)?;
+                                let Some(encoded) = ChatMessage::encode(m) else {
+                                    continue;
+                                };
+                                emit(socket, &encoded)?;
                                 cursor.last_seq = m.seq;
                                 replayed += 1;
                             }
@@ -296,7 +331,10 @@ pub(crate) async fn sync(
                 }
             })??;
         if done {
-            let last_seq = conn.with_cursor(workspace, generation, |c| c.last_seq)?;
+            let last_seq = conn.with_cursor(workspace, generation, |c| {
+                c.catching_up = false;
+                c.last_seq
+            })?;
             return Ok(SyncReport {
                 replayed,
                 recovered,
@@ -309,9 +347,9 @@ pub(crate) async fn sync(
 /// How long a `seq` hole may stay open before the database is asked. Messages of one
 /// workspace committed on different instances reach the hub in publish order, not
 /// `seq` order; measured under fan-out load, the late one arrives within a few
-/// milliseconds. Without this grace every such reordering made every socket of the
-/// room read the database at once (one query per socket), which took p99 delivery
-/// latency to seconds.
+/// milliseconds. Without this grace every such reordering made the database be read
+/// at once (it was one query per socket before rooms shared a cursor), which took p99
+/// delivery latency to seconds. Used for room holes and joining sockets alike.
 pub(crate) const REORDER_GRACE: Duration = Duration::from_millis(100);
 
 /// Repairs (`socket`, `workspace`) in the background after a `seq` jump (after
@@ -320,29 +358,34 @@ pub(crate) const REORDER_GRACE: Duration = Duration::from_millis(100);
 /// that its client reconnects and resumes with `since_seq`.
 pub(crate) fn spawn_repair(
     ctx: &Ctx,
-    socket: SocketRef,
-    conn: Arc<Conn>,
+    member: Member,
     workspace: Uuid,
     generation: u64,
     delay: Duration,
 ) {
     let ctx = ctx.clone();
+    let Member { socket, conn } = member;
     ctx.tasks.clone().spawn(async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
             if !conn.is_pending(workspace, generation) {
+                conn.finish_catch_up(workspace, generation);
+                ctx.chat.settle(&ctx, workspace).await;
                 return;
             }
         }
         match sync(&ctx, &socket, &conn, workspace, generation, false).await {
-            Ok(report) if !report.recovered => {
-                // Too much was missed while connected: say so, like a join would.
-                let _ = socket.emit(
-                    "resync",
-                    &serde_json::json!({ "workspace_id": workspace, "last_seq": report.last_seq }),
-                );
+            Ok(report) => {
+                if !report.recovered {
+                    // Too much was missed while connected: say so, like a join would.
+                    let _ = socket.emit(
+                        "resync",
+                        &serde_json::json!({ "workspace_id": workspace, "last_seq": report.last_seq }),
+                    );
+                }
+                ctx.chat.settle(&ctx, workspace).await;
             }
-            Ok(_) | Err(SyncError::Superseded) => {}
+            Err(SyncError::Superseded) => {}
             Err(e) => {
                 tracing::warn!(error = %e, sid = %socket.id, %workspace, "realtime repair failed; disconnecting the socket");
                 let _ = socket.disconnect();

@@ -91,6 +91,14 @@ impl Dialect {
         }
     }
 
+    /// Whether a data-modifying CTE is available (PostgreSQL: `WITH s AS (UPDATE …
+    /// RETURNING …) INSERT …`), which lets a counter update and an insert run as ONE
+    /// statement — its own transaction, one round trip instead of four. SQLite only
+    /// allows `SELECT` in a CTE.
+    pub fn writable_ctes(&self) -> bool {
+        matches!(self.kind, DatabaseKind::Postgres)
+    }
+
     /// The embedded migration set. On PostgreSQL sqlx runs it under an advisory lock,
     /// so instances starting together apply each migration once.
     pub fn migrator(&self) -> &'static Migrator {

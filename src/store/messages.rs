@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 use uuid::Uuid;
 
-use super::{StoreError, uuid_col};
+use super::{Db, StoreError, uuid_col};
 use crate::clock;
 
 /// A chat message.
@@ -91,6 +91,52 @@ pub async fn append(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    Ok(Message {
+        id,
+        workspace_id: workspace,
+        user_id: user,
+        body: body.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        seq,
+        created_at: clock::rfc3339(now),
+    })
+}
+
+/// Appends a message and commits it, in one round trip where the engine allows (see
+/// [`super::Dialect::writable_ctes`]: the counter `UPDATE` locks the workspace row until
+/// the statement's own commit, exactly as the transaction of [`append`] does).
+/// A `client_id` already used by this user is a [`StoreError::Conflict`], and nothing
+/// is written (no `seq` is spent).
+pub async fn append_committed(
+    db: &Db,
+    workspace: Uuid,
+    user: Uuid,
+    body: &str,
+    client_id: Option<&str>,
+) -> Result<Message, StoreError> {
+    if !db.dialect().writable_ctes() {
+        let mut tx = db.begin().await?;
+        let message = append(&mut tx, workspace, user, body, client_id).await?;
+        tx.commit().await?;
+        return Ok(message);
+    }
+    let id = Uuid::now_v7();
+    let now = clock::now_micros();
+    let seq: i64 = sqlx::query_scalar(
+        "WITH s AS (UPDATE workspaces SET last_message_seq = last_message_seq + 1 \
+         WHERE id = $1 RETURNING last_message_seq) \
+         INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
+         SELECT $2, $1, $3, $4, $5, s.last_message_seq, $6 FROM s RETURNING seq",
+    )
+    .bind(workspace.to_string())
+    .bind(id.to_string())
+    .bind(user.to_string())
+    .bind(body)
+    .bind(client_id)
+    .bind(now)
+    .fetch_optional(db.writer())
+    .await?
+    .ok_or_else(|| StoreError::Internal(sqlx::Error::RowNotFound))?;
     Ok(Message {
         id,
         workspace_id: workspace,
