@@ -160,14 +160,11 @@ impl App {
         });
 
         // Socket.IO shares the port: its layer answers `/socket.io/` and passes the
-        // rest to the HTTP router; the guard outside it refuses new handshakes while
-        // draining.
+        // rest to the HTTP router; the gate outside it refuses new handshakes while
+        // draining and detaches their heads from the connection buffer.
         let router = http::router(state.clone())
             .layer(realtime_layer)
-            .layer(from_fn_with_state(
-                state.clone(),
-                realtime::refuse_handshakes_while_draining,
-            ));
+            .layer(from_fn_with_state(state.clone(), realtime::handshake_gate));
         let draining = {
             let state = state.clone();
             let shutdown = shutdown.clone();
