@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::ServiceExt as _;
 use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
 use socketioxide::layer::SocketIoLayer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,6 +53,8 @@ impl App {
     /// Connects everything and binds the listener. Migrations run here, under a
     /// database lock on PostgreSQL, so instances starting together apply them once.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // First: backends register their metric handles against the recorder.
+        let metrics = http::metrics::recorder();
         let instance = Instance::new(config.instance_id.as_deref());
         let secrets = match &config.secrets {
             Some(s) => s.clone(),
@@ -79,7 +83,7 @@ impl App {
             tokens: TokenKeys::new(&secrets, config.jwt_access_ttl, config.jwt_refresh_ttl),
             passwords,
             lifecycle,
-            metrics: http::metrics::recorder(),
+            metrics,
             redis: backends.redis,
             db,
             config,
@@ -162,9 +166,13 @@ impl App {
         // Socket.IO shares the port: its layer answers `/socket.io/` and passes the
         // rest to the HTTP router; the gate outside it refuses new handshakes while
         // draining and detaches their heads from the connection buffer.
-        let router = http::router(state.clone())
+        // Both wrap the router as a whole, not each route (`Router::layer` would box
+        // and clone them per route and request).
+        let service = tower::ServiceBuilder::new()
+            .layer(from_fn_with_state(state.clone(), realtime::handshake_gate))
+            .map_response(IntoResponse::into_response)
             .layer(realtime_layer)
-            .layer(from_fn_with_state(state.clone(), realtime::handshake_gate));
+            .service(http::router(state.clone()));
         let draining = {
             let state = state.clone();
             let shutdown = shutdown.clone();
@@ -182,7 +190,7 @@ impl App {
         };
         let server = axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<PeerAddr>(),
+            service.into_make_service_with_connect_info::<PeerAddr>(),
         )
         .with_graceful_shutdown(draining);
         async { tracing::info!(%addr, mode = if state.config.is_distributed() { "distributed" } else { "embedded" }, "listening") }

@@ -97,8 +97,11 @@ impl Backends {
                 Arc::new(MemoryCache::new(config.cache_max_size, config.cache_ttl))
             }
         };
+        let sessions = RedisSessionStore::start(client.clone(), pubsub.clone())
+            .await
+            .context("cannot start the Redis session store")?;
         Ok(Self {
-            sessions: Arc::new(RedisSessionStore::new(client.clone())),
+            sessions: Arc::new(sessions),
             cache,
             rate_limiter: Arc::new(RedisRateLimiter::new(client.clone())),
             pubsub: Arc::new(pubsub),

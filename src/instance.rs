@@ -10,6 +10,9 @@ use rand::distr::{Alphanumeric, SampleString};
 pub struct Instance {
     /// Shown in `X-Instance-Id`, logs and the registry.
     pub id: String,
+    /// `id` as the `X-Instance-Id` value, made once (`None` if it is not a valid
+    /// header value).
+    pub header: Option<axum::http::HeaderValue>,
     /// Crate version.
     pub version: &'static str,
     /// Start time, RFC 3339.
@@ -36,6 +39,7 @@ impl Instance {
             }
         };
         Self {
+            header: axum::http::HeaderValue::from_str(&id).ok(),
             id,
             version: env!("CARGO_PKG_VERSION"),
             started_at: crate::clock::rfc3339(crate::clock::now_micros()),

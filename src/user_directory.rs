@@ -31,6 +31,17 @@ impl UserDirectory {
 
     /// The user, from the cache or (once per instance on a miss) the database.
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, BackendError> {
+        let Some(bytes) = self.get_json(id).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| BackendError::corrupt("cache", e))
+    }
+
+    /// The user as its JSON representation (what `GET /api/me` answers), straight
+    /// from the cache: no parse and re-serialisation on the hot path.
+    pub async fn get_json(&self, id: Uuid) -> Result<Option<Bytes>, BackendError> {
         let db = self.db.clone();
         let load = async move {
             let user = users::find(db.pool(), id)
@@ -41,12 +52,7 @@ impl UserDirectory {
                 .map_err(|e| BackendError::corrupt("cache", e))
         }
         .boxed();
-        let Some(bytes) = self.cache.get_or_load(&Self::key(id), load).await? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| BackendError::corrupt("cache", e))
+        self.cache.get_or_load(&Self::key(id), load).await
     }
 
     /// Forgets the cached user on every instance (after a change).

@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::{Cache, Loaded, record};
+use super::{Cache, Counters, Loaded};
 use crate::backend_error::BackendError;
 
 /// A moka cache keyed by string.
 pub struct MemoryCache {
     entries: moka::future::Cache<String, Bytes>,
+    counters: Counters,
 }
 
 /// A miss that found nothing is not an error for callers, but moka's coalescing
@@ -33,16 +34,22 @@ impl MemoryCache {
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
                 .build(),
+            counters: Counters::new("memory"),
         }
     }
 
-    /// Like [`Cache::get_or_load`], recording hits and misses under `layer`.
-    pub(crate) async fn get_or_load_as(
+    /// See [`Cache::get_or_load`].
+    pub(crate) async fn get_or_load_here(
         &self,
-        layer: &'static str,
         key: &str,
         load: BoxFuture<'static, Loaded>,
     ) -> Loaded {
+        // A hit needs none of the coalescing machinery below (an owned key, a flag, a
+        // future); it is the common case on the hot path.
+        if let Some(hit) = self.entries.get(key).await {
+            self.counters.record(true);
+            return Ok(Some(hit));
+        }
         let ran = Arc::new(AtomicBool::new(false));
         let flag = ran.clone();
         let result = self
@@ -56,7 +63,7 @@ impl MemoryCache {
                 }
             })
             .await;
-        record(layer, !ran.load(Ordering::Relaxed));
+        self.counters.record(!ran.load(Ordering::Relaxed));
         match result {
             Ok(v) => Ok(Some(v)),
             Err(e) => match &*e {
@@ -87,7 +94,7 @@ impl MemoryCache {
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get_or_load(&self, key: &str, load: BoxFuture<'static, Loaded>) -> Loaded {
-        self.get_or_load_as("memory", key, load).await
+        self.get_or_load_here(key, load).await
     }
 
     async fn invalidate(&self, key: &str) -> Result<(), BackendError> {

@@ -1,13 +1,12 @@
 //! Who is calling: a session cookie or `Authorization: Bearer <access JWT>`.
 //!
-//! Resolved once per request by [`authenticate`] (one session-store read either way,
+//! Resolved once per request by [`identify`] (one session-store read either way,
 //! since an access token is only good while its session lives); handlers that need a
 //! user take the [`Auth`] extractor, which answers 401 with the precise reason.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -37,14 +36,14 @@ pub enum Caller {
     Refused(&'static str),
 }
 
-/// Resolves the caller; 503 when the session store is down.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = match resolve(&state, req.headers()).await {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+/// Resolves the caller and puts it into the request's extensions; `Err` is the 503
+/// to answer when the session store is down.
+pub async fn identify(state: &AppState, mut req: Request) -> Result<Request, Response> {
+    let caller = resolve(state, req.headers())
+        .await
+        .map_err(IntoResponse::into_response)?;
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    Ok(req)
 }
 
 async fn resolve(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {

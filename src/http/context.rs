@@ -117,8 +117,8 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&state.instance.id) {
-        headers.insert(INSTANCE_ID, v);
+    if let Some(v) = &state.instance.header {
+        headers.insert(INSTANCE_ID, v.clone());
     }
 
     let status_label = status.as_u16().to_string();

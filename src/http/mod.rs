@@ -88,10 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(analytics::router())
         .merge(jobs::router())
-        // Order matters: the last layer runs first, so authentication (which the
-        // per-user budget needs) runs before rate limiting.
-        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
-        .layer(from_fn_with_state(state.clone(), authn::authenticate));
+        .layer(from_fn_with_state(state.clone(), api_gate));
 
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         // `shoal worker`: health and metrics only.
@@ -135,6 +132,20 @@ pub fn router(state: AppState) -> Router {
     router
         .layer(from_fn_with_state(state.clone(), context::request_context))
         .with_state(state)
+}
+
+/// Authentication, then the request budget (the per-user budget needs the caller).
+/// One middleware rather than two: each `from_fn` layer clones the boxed inner service
+/// on every request.
+async fn api_gate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match authn::identify(&state, req).await {
+        Ok(req) => rate_limit::limit(&state, req, next).await,
+        Err(refused) => refused,
+    }
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use crate::rate_limit::{Decision, Quota};
 use crate::state::AppState;
 
 /// See the module doc.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(state: &AppState, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<crate::listener::PeerAddr>>()

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -70,6 +70,9 @@ struct Shared {
     channels: Mutex<HashMap<String, broadcast::Sender<Delivery>>>,
     /// Whether the subscription connection is up (for `check`).
     up: AtomicBool,
+    /// How many times the connection was restored: moves before the `Gap` of each
+    /// new connection is sent (see [`RedisPubSub::generation`]).
+    generation: AtomicU64,
     /// Why it is down, for the readiness message.
     last_error: Mutex<String>,
 }
@@ -96,6 +99,7 @@ impl RedisPubSub {
         let shared = Arc::new(Shared {
             channels: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             last_error: Mutex::new("not connected yet".into()),
         });
         let conn = open(client, &shared).await?;
@@ -113,6 +117,19 @@ impl RedisPubSub {
     /// `PUBLISH` into a pipeline of their own.
     pub fn channel_key(&self, channel: &str) -> String {
         self.client.key(&[channel])
+    }
+
+    /// Whether the subscription connection is up right now.
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::Acquire)
+    }
+
+    /// The number of times the subscription connection was restored. A subscriber
+    /// that handled the `Gap` of generation `g` and still sees `g` has missed
+    /// nothing since (as far as a connection loss can be detected: within
+    /// [`PING_EVERY`] plus the command timeout).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// Like [`PubSub::publish`], returning how many subscription connections (i.e.
@@ -281,6 +298,7 @@ async fn run(
                 _ = tokio::time::sleep_until(next_attempt) => {
                     match open(&client, &shared).await {
                         Ok(c) => {
+                            shared.generation.fetch_add(1, Ordering::AcqRel);
                             shared.up.store(true, Ordering::Release);
                             tracing::info!("redis pub/sub: subscription connection restored");
                             // Everything published while we were away is lost: say so

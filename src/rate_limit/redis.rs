@@ -17,6 +17,7 @@
 //! denied → `remaining` 0, `retry_after` the time until one more request is allowed,
 //! and nothing is written, so a denied call spends no budget.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,12 +70,15 @@ impl RateLimiter for RedisRateLimiter {
         let interval = u64::try_from(quota.emission_interval().as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let name = self.client.key(&[
-            "rate",
-            &limit.to_string(),
-            &quota.period.as_millis().to_string(),
-            key,
-        ]);
+        // `{prefix}:rate:{limit}:{period_ms}:{key}`, built in one allocation: this runs
+        // on every request.
+        let mut name = String::with_capacity(self.client.prefix().len() + key.len() + 32);
+        let _ = write!(
+            name,
+            "{}:rate:{limit}:{}:{key}",
+            self.client.prefix(),
+            quota.period.as_millis()
+        );
         let mut invocation = self.script.prepare_invoke();
         invocation.key(name).arg(interval).arg(limit);
         let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) =

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal::pubsub::redis::RedisPubSub;
 use shoal::session::SessionStore;
 use shoal::session::redis::RedisSessionStore;
 use shoal::session::sql::SqlSessionStore;
@@ -32,11 +33,19 @@ impl Fixture for Redis {
     async fn pair() -> Option<Pair<dyn SessionStore>> {
         let (a, b, guard) = redis_clients().await?;
         Some(Pair {
-            a: Arc::new(RedisSessionStore::new(a)),
-            b: Arc::new(RedisSessionStore::new(b)),
+            a: Arc::new(store_on(a).await),
+            b: Arc::new(store_on(b).await),
             _guard: guard,
         })
     }
+}
+
+/// One instance's store: its own subscription connection, as in `Backends`.
+async fn store_on(client: shoal::redis_client::RedisClient) -> RedisSessionStore {
+    let pubsub = RedisPubSub::connect(&client).await.expect("pubsub");
+    RedisSessionStore::start(client, pubsub)
+        .await
+        .expect("session store")
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -49,6 +58,7 @@ contract_suite!(
         put_replaces_value_and_restarts_expiry,
         expires_after_ttl,
         delete_is_global_and_idempotent,
+        a_change_reaches_an_instance_that_already_read_the_session,
         keys_are_independent,
         check_is_ok,
     ]
@@ -109,6 +119,27 @@ async fn delete_is_global_and_idempotent<F: Fixture>() {
     p.a.delete("never-existed").await.expect("delete unknown");
 }
 
+/// An instance that has read a session (and may keep it near) sees a replacement and
+/// a deletion made on another instance as soon as that call returned: logging out on
+/// one instance logs out on all.
+async fn a_change_reaches_an_instance_that_already_read_the_session<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.put("k", b"first", HOUR).await.expect("put");
+    for _ in 0..3 {
+        assert_eq!(
+            p.a.get("k").await.expect("get on A"),
+            Some(b"first".to_vec())
+        );
+    }
+    p.b.put("k", b"second", HOUR).await.expect("replace on B");
+    assert_eq!(
+        p.a.get("k").await.expect("get on A"),
+        Some(b"second".to_vec())
+    );
+    p.b.delete("k").await.expect("delete on B");
+    assert_eq!(p.a.get("k").await.expect("get on A after delete"), None);
+}
+
 async fn keys_are_independent<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     p.a.put("k1", b"one", HOUR).await.expect("put k1");
@@ -129,7 +160,7 @@ async fn redis_stores_the_bytes_under_the_prefixed_key() {
     let Some((client, _, _guard)) = redis_clients().await else {
         return;
     };
-    let store = RedisSessionStore::new(client.clone());
+    let store = store_on(client.clone()).await;
     let value = b"\x00sealed\xffbytes".to_vec();
     store.put("abc", &value, HOUR).await.expect("put");
     let raw: Option<Vec<u8>> = client
