@@ -251,3 +251,109 @@ async fn send_batch(sender: &Sio, wid: &str, from: usize, acked: &mut Vec<i64>) 
         acked.push(ack["seq"].as_i64().expect("seq"));
     }
 }
+
+/// What an instance hears from the broker is not always the order of the commits: a
+/// publish can be lost (a crash between commit and publish), two instances can publish
+/// in the other order, a retry publishes twice. Every socket in the room still gets
+/// each message once, in `seq` order: the room parks what comes after a hole, fills
+/// the hole from the database (or from the late message), and drops what it sent.
+#[tokio::test]
+async fn holes_reordering_and_duplicates_in_the_live_stream_reach_sockets_in_seq_order() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let app = Cluster::distributed(&services, None, 1, &[]).await;
+    let b0 = app.base(0);
+    let (ada, bob) = (user(&app.http, &b0).await, user(&app.http, &b0).await);
+    let wid = workspace(&app.http, &b0, &ada, &[&bob]).await;
+    let a = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+    let mut b = Sio::connect(&b0, Auth::Token(&bob.token)).await;
+    a.join(&wid, None).await;
+    b.join(&wid, None).await;
+    assert_eq!(a.send(&wid, "one", "s1").await["seq"], 1);
+    b.message_with_seq(&wid, 1).await;
+
+    let db = sqlx::PgPool::connect(&app.env_value("DATABASE_URL").expect("db url"))
+        .await
+        .expect("connect to the test database");
+    let mut redis = crate::common::redis_connection(&services.redis_url)
+        .await
+        .expect("connect to Redis");
+    let channel = format!(
+        "{}:rt:events",
+        app.env_value("REDIS_KEY_PREFIX").expect("prefix")
+    );
+    let publish = async |redis: &mut redis::aio::MultiplexedConnection, m: &serde_json::Value| {
+        let envelope = json!({
+            "room": format!("workspace:{wid}"),
+            "event": { "event": "message:new", "data": m },
+        });
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(envelope.to_string())
+            .query_async(redis)
+            .await
+            .expect("PUBLISH");
+    };
+    // A hole: seq 2..=4 committed, only 4 published; 2 and 3 come from the database.
+    let first = commit_unpublished(&db, &wid, &ada.id, 3).await;
+    publish(&mut redis, &first[2]).await;
+    b.message_with_seq(&wid, 4).await;
+    // Reordered and repeated: 6, 5, 7, 6 again, 4 again (the late 5 fills the hole).
+    let second = commit_unpublished(&db, &wid, &ada.id, 3).await;
+    for m in [&second[1], &second[0], &second[2], &second[1], &first[2]] {
+        publish(&mut redis, m).await;
+    }
+    b.message_with_seq(&wid, 7).await;
+    // A live message after all that is the next one, and nothing came twice.
+    assert_eq!(a.send(&wid, "eight", "s8").await["seq"], 8);
+    b.message_with_seq(&wid, 8).await;
+    assert_eq!(b.seen_seqs(&wid), (1..=8).collect::<Vec<i64>>());
+    b.close().await;
+    a.close().await;
+}
+
+/// Commits `n` messages by `user` after the workspace's last one, as the server would,
+/// without publishing them; returns them as the API shows them, in `seq` order.
+async fn commit_unpublished(
+    db: &sqlx::PgPool,
+    wid: &str,
+    user: &str,
+    n: i64,
+) -> Vec<serde_json::Value> {
+    let mut tx = db.begin().await.expect("begin");
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE workspaces SET last_message_seq = last_message_seq + $2 WHERE id = $1 \
+         RETURNING last_message_seq",
+    )
+    .bind(wid)
+    .bind(n)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("allocate seqs");
+    let mut out = Vec::new();
+    for seq in last - n + 1..=last {
+        let id = uuid::Uuid::now_v7().to_string();
+        let body = format!("unpublished {seq}");
+        let micros = 1_700_000_000_000_000_i64 + seq;
+        sqlx::query(
+            "INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5, $6)",
+        )
+        .bind(&id)
+        .bind(wid)
+        .bind(user)
+        .bind(&body)
+        .bind(seq)
+        .bind(micros)
+        .execute(&mut *tx)
+        .await
+        .expect("insert a message");
+        out.push(json!({
+            "id": id, "workspace_id": wid, "user_id": user, "body": body,
+            "client_id": null, "seq": seq, "created_at": shoal::clock::rfc3339(micros),
+        }));
+    }
+    tx.commit().await.expect("commit");
+    out
+}

@@ -134,6 +134,15 @@ impl Cluster {
         cluster
     }
 
+    /// The value this cluster's instances get for `key` (DATABASE_URL, REDIS_KEY_PREFIX, …).
+    pub(crate) fn env_value(&self, key: &str) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
     /// Starts one more instance on a free port and waits until it is ready.
     pub(crate) async fn start_node(&mut self) -> usize {
         assert!(
