@@ -4,7 +4,8 @@
 #
 #   scripts/local-cluster.sh up [N]     # N instances (default 3) on ports 8081.., nginx on :8080
 #   scripts/local-cluster.sh status     # each instance's /health/ready and the cluster view
-#   scripts/local-cluster.sh roll       # restart the instances one by one, no failed request
+#   scripts/local-cluster.sh roll       # restart the instances one by one, no failed request,
+#                                       # without touching nginx
 #   scripts/local-cluster.sh down       # stop nginx and every instance this script started
 #   scripts/local-cluster.sh check      # render the nginx config for PORTS and `nginx -t` it
 #
@@ -90,16 +91,12 @@ nginx_on() { [ "$NGINX_PORT" != 0 ]; }
 nginx_pid() { cat "$NGINX_PREFIX/nginx.pid" 2>/dev/null || true; }
 nginx_cmd() { "$NGINX_BIN" -p "$NGINX_PREFIX/" -c nginx.conf -g 'daemon off;' "$@"; }
 
-# Renders deploy/nginx/shoal.conf.template with every instance, the one on port $1
-# (if given) marked `down`, and checks it with `nginx -t`.
+# Renders deploy/nginx/shoal.conf.template with every instance and checks it with
+# `nginx -t`.
 render_nginx() {
-  local out_port="${1:-}" servers="" port
+  local servers="" port
   for port in $(ports); do
-    if [ "$port" = "$out_port" ]; then
-      servers+="        server 127.0.0.1:$port down;\n"
-    else
-      servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;\n"
-    fi
+    servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;\n"
   done
   mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp"
   sed -e "s|listen @LISTEN@|listen 127.0.0.1:$NGINX_PORT|" -e "s|^@SERVERS@\$|$servers|" "$TEMPLATE" \
@@ -126,11 +123,11 @@ start_nginx() {
 
 workers() { pgrep -P "$(nginx_pid)" | sort; }
 
-# Reloads the rendered config and returns once new worker processes run it: from then
-# on no new request is routed by the old configuration.
-reload_nginx() { # reload_nginx [PORT_TO_TAKE_OUT]
+# Reloads the rendered config (a new set of instance ports for a running nginx) and
+# returns once new worker processes run it.
+reload_nginx() {
   local before now
-  render_nginx "${1:-}"
+  render_nginx
   before="$(workers)"
   kill -HUP "$(nginx_pid)"
   for _ in $(seq 1 200); do
@@ -151,18 +148,18 @@ stop_nginx() {
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 }
 
-# Until the instance on $1 has no request in progress but our own probe, twice in a
-# row: nginx routes nothing new to it, and what old workers had sent is answered.
-wait_idle() {
-  local calm=0
+# Until a request through nginx is answered by the instance on $1: nginx marked it
+# failed when it refused a connection while down (`fail_timeout`), and the next
+# instance must not go down before this one takes traffic again.
+wait_routed() {
+  local id="${INSTANCE_PREFIX:-shoal}-$1"
   for _ in $(seq 1 300); do
-    local n
-    n="$(curl -s "http://127.0.0.1:$1/health" | grep -o '"in_flight_requests":[0-9]*' | cut -d: -f2)"
-    if [ "${n:-1}" -le 1 ]; then calm=$((calm + 1)); else calm=0; fi
-    [ "$calm" -ge 2 ] && return 0
-    sleep 0.1
+    curl -s -o /dev/null -D - "http://127.0.0.1:$NGINX_PORT/health/live" 2>/dev/null \
+      | tr -d '\r' | grep -qix "x-instance-id: $id" && return 0
+    sleep 0.05
   done
-  echo "instance on :$1 still busy; stopping it anyway (it drains in-flight requests)" >&2
+  echo "nginx did not route to the instance on :$1 again" >&2
+  return 1
 }
 
 # ---------------------------------------------------------------- commands
@@ -188,20 +185,19 @@ up() {
   if nginx_on; then start_nginx; fi
 }
 
-# One instance at a time: out of nginx's upstream (reload), idle, SIGTERM, wait for
-# exit, start, wait for ready, back into the upstream. Why this order rather than
-# relying on retries: docs/scaling.md.
+# One instance at a time: SIGTERM, wait for exit, start, wait for ready, wait until
+# nginx routes to it again. nginx is never reloaded (a reload resets the idle
+# keep-alive connections of clients); why no request fails: docs/scaling.md.
 roll() {
   local bin port
   bin="$(binary)"
   secrets
   for port in $(ports); do
-    if nginx_on; then reload_nginx "$port"; wait_idle "$port"; fi
     echo "restarting :$port (pid $(pid_of "$port"))"
     stop_instance "$port"
     start_instance "$port" "$bin"
     wait_ready "$port"
-    if nginx_on; then reload_nginx; fi
+    if nginx_on; then wait_routed "$port"; fi
     echo "instance on :$port back (pid $(pid_of "$port"))"
   done
 }

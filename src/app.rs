@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::ServiceExt as _;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::IntoResponse;
 use socketioxide::layer::SocketIoLayer;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ use crate::{http, secrets};
 pub struct App {
     state: AppState,
     listener: TrackedListener,
+    /// Closes the listener at the start of a shutdown.
+    close_listener: CancellationToken,
     addr: SocketAddr,
     shutdown: CancellationToken,
     memory_limiter: Option<std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>>,
@@ -69,7 +71,12 @@ impl App {
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let addr = tcp.local_addr()?;
         let lifecycle = Lifecycle::default();
-        let listener = TrackedListener::new(tcp, lifecycle.http_connections.clone());
+        let close_listener = CancellationToken::new();
+        let listener = TrackedListener::new(
+            tcp,
+            lifecycle.http_connections.clone(),
+            close_listener.clone(),
+        );
 
         let state = AppState::new(Inner {
             instance,
@@ -93,6 +100,7 @@ impl App {
         Ok(Self {
             state,
             listener,
+            close_listener,
             addr,
             shutdown: CancellationToken::new(),
             memory_limiter: backends.memory_limiter,
@@ -118,13 +126,16 @@ impl App {
     }
 
     /// Serves until the shutdown token is cancelled, then drains: readiness is 503 at
-    /// once, the listener closes (new connections are refused), in-flight requests
+    /// once, the listener closes (new connections are refused), Socket.IO connections
+    /// close, requests on open keep-alive connections are still answered (with
+    /// `Connection: close`) for up to `SHUTDOWN_KEEPALIVE_GRACE`, in-flight requests
     /// finish, the instance leaves the registry, pools close — all within
     /// `SHUTDOWN_TIMEOUT`.
     pub async fn run_until_stopped(self) -> anyhow::Result<Stopped> {
         let App {
             state,
             listener,
+            close_listener,
             addr,
             shutdown,
             memory_limiter,
@@ -169,6 +180,10 @@ impl App {
         // Both wrap the router as a whole, not each route (`Router::layer` would box
         // and clone them per route and request).
         let service = tower::ServiceBuilder::new()
+            .layer(map_response_with_state(
+                state.clone(),
+                http::drain::close_while_draining,
+            ))
             .layer(from_fn_with_state(state.clone(), realtime::handshake_gate))
             .map_response(IntoResponse::into_response)
             .layer(realtime_layer)
@@ -180,10 +195,14 @@ impl App {
             async move {
                 shutdown.cancelled().await;
                 state.lifecycle.begin_draining();
-                // Sockets first, while the listener still answers: their clients
-                // reconnect elsewhere (this instance now refuses handshakes) and
-                // resume by `seq`; then the HTTP drain.
+                // New connections are refused from here on (a load balancer retries
+                // them on another instance); open ones are still served, each answer
+                // with `Connection: close`.
+                close_listener.cancel();
+                // Sockets next: their clients reconnect elsewhere (this instance
+                // refuses handshakes now) and resume by `seq`.
                 sockets.close(state.config.shutdown_timeout / 3).await;
+                keepalive_grace(&state).await;
                 tracing::info!("shutdown: draining in-flight requests");
             }
             .instrument(span.clone())
@@ -228,6 +247,26 @@ impl App {
         .instrument(span)
         .await;
         Ok(stopped)
+    }
+}
+
+/// Lets the clients of open keep-alive connections close them (see
+/// `SHUTDOWN_KEEPALIVE_GRACE`): returns once none is open or the grace has passed,
+/// after which the server closes what is idle and finishes what is in flight.
+async fn keepalive_grace(state: &AppState) {
+    let grace = state.config.shutdown_keepalive_grace;
+    let until = tokio::time::Instant::now() + grace;
+    let open = || state.lifecycle.http_connections.load(Ordering::Relaxed);
+    // A poll, not an event: connections close on their own tasks, and a tenth of a
+    // second is nothing next to the grace.
+    while open() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if open() > 0 && !grace.is_zero() {
+        tracing::info!(
+            open = open(),
+            "shutdown: keep-alive grace over; closing idle connections"
+        );
     }
 }
 

@@ -63,6 +63,7 @@ pub const KEYS: &[&str] = &[
     "CLUSTER_MAX_RESTARTS",
     "CLUSTER_RESTART_WINDOW",
     "SHUTDOWN_TIMEOUT",
+    "SHUTDOWN_KEEPALIVE_GRACE",
     "REQUEST_TIMEOUT",
     "BODY_LIMIT",
     "HEALTH_CHECK_TIMEOUT",
@@ -223,6 +224,8 @@ struct Raw {
     cluster_restart_window: u64,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: u64,
+    #[serde(default = "defaults::shutdown_keepalive_grace")]
+    shutdown_keepalive_grace: u64,
     #[serde(default = "defaults::request_timeout")]
     request_timeout: u64,
     #[serde(default = "defaults::body_limit")]
@@ -338,6 +341,9 @@ mod defaults {
     }
     pub(super) fn shutdown_timeout() -> u64 {
         30
+    }
+    pub(super) fn shutdown_keepalive_grace() -> u64 {
+        5
     }
     pub(super) fn request_timeout() -> u64 {
         30
@@ -493,6 +499,13 @@ pub struct Config {
     pub reuse_port: bool,
     /// Bound on the whole graceful shutdown.
     pub shutdown_timeout: Duration,
+    /// How long a draining instance, its listener already closed, keeps answering
+    /// requests that arrive on keep-alive connections opened before (each answer says
+    /// `Connection: close`) before it closes the idle ones itself. A load balancer
+    /// that closes its idle upstream connections sooner (nginx `keepalive_timeout`
+    /// in the upstream block) never has a request in flight on a connection the
+    /// instance closes. 0 closes idle connections at once.
+    pub shutdown_keepalive_grace: Duration,
     /// Bound on one HTTP request.
     pub request_timeout: Duration,
     /// Largest accepted request body in bytes.
@@ -729,6 +742,12 @@ impl Config {
         positive("CLUSTER_WORKERS", u64::from(raw.cluster_workers))?;
         positive("CLUSTER_RESTART_WINDOW", raw.cluster_restart_window)?;
         positive("SHUTDOWN_TIMEOUT", raw.shutdown_timeout)?;
+        if raw.shutdown_keepalive_grace >= raw.shutdown_timeout {
+            return Err(ConfigError::new(
+                "SHUTDOWN_KEEPALIVE_GRACE",
+                "must be shorter than SHUTDOWN_TIMEOUT",
+            ));
+        }
         positive("REQUEST_TIMEOUT", raw.request_timeout)?;
         positive("BODY_LIMIT", raw.body_limit as u64)?;
         positive("HEALTH_CHECK_TIMEOUT", raw.health_check_timeout)?;
@@ -896,6 +915,7 @@ impl Config {
             cluster_restart_window: Duration::from_secs(raw.cluster_restart_window),
             reuse_port: false,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout),
+            shutdown_keepalive_grace: Duration::from_secs(raw.shutdown_keepalive_grace),
             request_timeout: Duration::from_secs(raw.request_timeout),
             body_limit: raw.body_limit,
             health_check_timeout: Duration::from_millis(raw.health_check_timeout),
@@ -1031,6 +1051,10 @@ impl Config {
                 self.cluster_restart_window.as_secs().to_string(),
             ),
             ("SHUTDOWN_TIMEOUT", secs(self.shutdown_timeout)),
+            (
+                "SHUTDOWN_KEEPALIVE_GRACE",
+                secs(self.shutdown_keepalive_grace),
+            ),
             ("REQUEST_TIMEOUT", secs(self.request_timeout)),
             ("BODY_LIMIT", self.body_limit.to_string()),
             (

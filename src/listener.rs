@@ -1,6 +1,7 @@
 //! The TCP listener: binds the port (with SO_REUSEPORT for the supervisor's
-//! workers), counts open connections (for `/health` and `/metrics`) and turns Nagle
-//! off, since every response is written in one go.
+//! workers), counts open connections (for `/health` and `/metrics`), turns Nagle
+//! off, since every response is written in one go, and closes the port on its own
+//! signal at the start of a shutdown (see [`TrackedListener::new`]).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -12,8 +13,10 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// How many connections may wait to be accepted: bursts of reconnecting Socket.IO
 /// clients after an instance goes away arrive at once (Linux caps it at somaxconn).
@@ -56,14 +59,34 @@ pub fn reserve_port(host: IpAddr) -> io::Result<(socket2::Socket, u16)> {
 
 /// A listener whose streams decrement a shared counter when dropped.
 pub struct TrackedListener {
-    inner: TcpListener,
+    /// `None` once closed.
+    inner: Option<TcpListener>,
     open: Arc<AtomicU64>,
+    close: CancellationToken,
 }
 
 impl TrackedListener {
-    /// Wraps `inner`, counting into `open`.
-    pub fn new(inner: TcpListener, open: Arc<AtomicU64>) -> Self {
-        Self { inner, open }
+    /// Wraps `inner`, counting into `open`. When `close` is cancelled the listener
+    /// takes what already waits in its backlog and then closes the socket, so new
+    /// connections are refused (a load balancer retries those elsewhere, whatever
+    /// the method: they never reached us) while the connections already accepted
+    /// keep being served. Closing with connections still in the backlog would reset
+    /// them after the client may have sent its request.
+    pub fn new(inner: TcpListener, open: Arc<AtomicU64>, close: CancellationToken) -> Self {
+        Self {
+            inner: Some(inner),
+            open,
+            close,
+        }
+    }
+
+    fn track(&self, stream: TcpStream) -> TrackedStream {
+        let _ = stream.set_nodelay(true);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        TrackedStream {
+            inner: stream,
+            open: self.open.clone(),
+        }
     }
 }
 
@@ -85,18 +108,28 @@ impl Listener for TrackedListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.open.fetch_add(1, Ordering::Relaxed);
-                    return (
-                        TrackedStream {
-                            inner: stream,
-                            open: self.open.clone(),
-                        },
-                        addr,
-                    );
+            let Some(listener) = &self.inner else {
+                // Closed: axum's serve loop waits here until its own shutdown.
+                return std::future::pending().await;
+            };
+            let accepted = if self.close.is_cancelled() {
+                // Draining the backlog: whatever is ready now, then close.
+                match listener.accept().now_or_never() {
+                    Some(result) => result,
+                    None => {
+                        self.inner = None;
+                        tracing::info!("listener closed; new connections are refused");
+                        continue;
+                    }
                 }
+            } else {
+                tokio::select! {
+                    result = listener.accept() => result,
+                    () = self.close.cancelled() => continue,
+                }
+            };
+            match accepted {
+                Ok((stream, addr)) => return (self.track(stream), addr),
                 // Out of file descriptors and the like: back off instead of spinning,
                 // as axum's own TcpListener does.
                 Err(e) => {
@@ -108,7 +141,13 @@ impl Listener for TrackedListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        match &self.inner {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "listener closed",
+            )),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authn;
 pub mod context;
 pub mod dashboard;
+pub mod drain;
 pub mod error;
 pub mod health;
 pub mod jobs;

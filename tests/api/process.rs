@@ -446,3 +446,108 @@ async fn logs_are_json_lines_with_the_instance_id() {
         "the instance id is logged: {logs}"
     );
 }
+
+/// One `GET path` on an open keep-alive connection; the status line and headers
+/// (lower-cased), or `None` if the server closed the connection instead of answering.
+async fn get_on(stream: &mut tokio::net::TcpStream, port: u16, path: &str) -> Option<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write a request");
+    // Small responses: read until the blank line, then the body its length announces.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("a response arrives")
+            .expect("read");
+        if n == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.expect("read the body");
+    Some(head)
+}
+
+/// What a load balancer's keep-alive pool sees when an instance drains: new
+/// connections are refused (retried elsewhere, they never arrived), while a request on
+/// a connection opened before is still answered, with `Connection: close`, so that
+/// the client — not the instance — closes it; then the process exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_instance_refuses_new_connections_and_closes_kept_alive_ones_after_an_answer() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut server = Server::start(dir.path()).await;
+    let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    let head = get_on(&mut kept, server.port, "/health/live")
+        .await
+        .expect("an answer");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "kept alive: {head}");
+
+    server.sigterm();
+
+    // The same connection: every request on it is answered; the first answer given
+    // while draining (a 200 whose check began before SIGTERM, or the 503) says
+    // `Connection: close`, and then the server closes it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let Some(head) = get_on(&mut kept, server.port, "/health/ready").await else {
+            let status = server.wait().await;
+            panic!(
+                "the kept-alive connection was closed without an answer ({status:?}):\n{}",
+                server.logs()
+            );
+        };
+        assert!(
+            head.starts_with("http/1.1 200") || head.starts_with("http/1.1 503"),
+            "{head}"
+        );
+        if head.contains("connection: close") {
+            break;
+        }
+        assert!(
+            head.starts_with("http/1.1 200"),
+            "a draining answer closes the connection: {head}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready after SIGTERM"
+        );
+    }
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(PATIENCE, kept.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection after its answer")
+        .expect("read to the end");
+    assert_eq!(n, 0, "nothing after the last answer");
+
+    // New connections are refused (the listener is closed), until the process exits.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("unexpected connect error: {e}"),
+            Ok(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still accepting connections after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let status = server.wait().await;
+    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.logs());
+}

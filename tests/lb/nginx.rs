@@ -219,23 +219,18 @@ async fn a_rolling_restart_through_nginx_fails_no_request_and_loses_no_acked_mes
     );
     let stop = CancellationToken::new();
     let done = Arc::new(AtomicU64::new(0));
-    // The traffic client opens a connection per request. The roll reloads nginx
-    // twice per instance, and a reloading nginx worker closes its IDLE client
-    // keep-alive connections: a request written on one in that instant is reset
-    // before any response, which a browser retries by itself on a reused connection
-    // but reqwest cannot for a POST (seen in about half of the runs, 1 request in
-    // ~2,000). docs/scaling.md says so; what this test holds to zero is every request
-    // that reaches nginx, and every acked message.
-    let fresh_connections = reqwest::Client::builder()
+    // The traffic client keeps its connections to nginx alive, as real clients do:
+    // the roll never reloads nginx, so nothing resets them, and instances drain
+    // their upstream keep-alive connections without a race (docs/scaling.md).
+    let kept_alive = reqwest::Client::builder()
         .no_proxy()
-        .pool_max_idle_per_host(0)
         .timeout(std::time::Duration::from_secs(40))
         .build()
         .expect("build the traffic client");
     let loops: Vec<_> = (0..2)
         .map(|_| {
             tokio::spawn(traffic(
-                fresh_connections.clone(),
+                kept_alive.clone(),
                 base.clone(),
                 ada.clone(),
                 wid.clone(),
