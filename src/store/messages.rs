@@ -60,6 +60,27 @@ pub async fn find_by_client_id<'e>(
     Ok(row.as_ref().map(message).transpose()?)
 }
 
+/// The message as [`append`] and [`append_committed`] wrote it.
+fn written(
+    id: Uuid,
+    workspace: Uuid,
+    user: Uuid,
+    body: &str,
+    client_id: Option<&str>,
+    seq: i64,
+    at_micros: i64,
+) -> Message {
+    Message {
+        id,
+        workspace_id: workspace,
+        user_id: user,
+        body: body.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        seq,
+        created_at: clock::rfc3339(at_micros),
+    }
+}
+
 /// Appends a message with the workspace's next `seq` (run in a write transaction: the
 /// counter row stays locked until commit, which is what keeps `seq` gap-free).
 pub async fn append(
@@ -91,15 +112,7 @@ pub async fn append(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(Message {
-        id,
-        workspace_id: workspace,
-        user_id: user,
-        body: body.to_owned(),
-        client_id: client_id.map(str::to_owned),
-        seq,
-        created_at: clock::rfc3339(now),
-    })
+    Ok(written(id, workspace, user, body, client_id, seq, now))
 }
 
 /// Appends a message and commits it, in one round trip where the engine allows (see
@@ -137,15 +150,7 @@ pub async fn append_committed(
     .fetch_optional(db.writer())
     .await?
     .ok_or_else(|| StoreError::Internal(sqlx::Error::RowNotFound))?;
-    Ok(Message {
-        id,
-        workspace_id: workspace,
-        user_id: user,
-        body: body.to_owned(),
-        client_id: client_id.map(str::to_owned),
-        seq,
-        created_at: clock::rfc3339(now),
-    })
+    Ok(written(id, workspace, user, body, client_id, seq, now))
 }
 
 /// Newest first: at most `limit` messages with `seq < before`.
