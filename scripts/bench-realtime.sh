@@ -8,7 +8,9 @@
 #
 #   scripts/bench-realtime.sh OUT_DIR
 #
-# Env: RATES ("20 40 60 80 100"), CLIENTS (1000), REPS (1; runs per rate), N_SHOAL
+# Env: RATES ("20 40 60 80 100"), CLIENTS (1000), REPS (1; runs per rate), FANOUT_TOOL
+# (the fan-out client for both servers: "native" = shoal-bench for Shoal and the kit's
+# fanout.js for the peer; "shoal-bench" or "fanout.js" = that one for both), N_SHOAL
 # (19800: one process may hold 20,000 files here, see BENCHMARKS.md), N_PEER (10000),
 # STEPS ("shoal-fanout shoal-connections peer-fanout peer-connections").
 # Needs: node with `npm ci` done in ../shared/bench and the peer, PostgreSQL and Redis
@@ -53,6 +55,19 @@ start_shoal() { # PORT: one distributed instance; the access tokens must outlive
   echo $! >"$RUN/shoal-$1.pid"
 }
 publishers() { echo $(( ($1 + 19) / 20 )); } # Shoal allows 20 events/s per socket
+FANOUT_TOOL="${FANOUT_TOOL:-native}"
+fanout() { # TOOL STATE OUT RATE URL URL: one fan-out run with the given client
+  local tool="$1" state="$2" out="$3" rate="$4"; shift 4
+  local args=(--state "$state" --url "$1" --url "$2" --clients "$CLIENTS"
+              --publishers "$(publishers "$rate")" --rate "$rate" --duration 10)
+  case "$tool" in
+    shoal-bench) "$BENCH" fanout "${args[@]}" >"$out" 2>>"$OUT/log.txt" ;;
+    fanout.js) node "$SHARED/bench/fanout.js" "${args[@]}" >"$out" 2>>"$OUT/log.txt" ;;
+  esac
+}
+tool_for() { # SERVER -> the client to use
+  case "$FANOUT_TOOL" in native) [ "$1" = shoal ] && echo shoal-bench || echo fanout.js ;; *) echo "$FANOUT_TOOL" ;; esac
+}
 in_steps() { [[ " $STEPS " == *" $1 "* ]]; }
 
 $PSQL -c "CREATE DATABASE $DB"
@@ -63,10 +78,10 @@ if in_steps shoal-fanout || in_steps shoal-connections; then
 fi
 if in_steps shoal-fanout; then
   for rate in $RATES; do for rep in $(seq 1 "$REPS"); do
-    echo "== shoal fanout $CLIENTS x $rate msg/s (rep $rep)" | tee -a "$OUT/log.txt"; machine
-    "$BENCH" fanout --state "$RUN/shoal.json" --url http://127.0.0.1:5401 --url http://127.0.0.1:5402 \
-      --clients "$CLIENTS" --publishers "$(publishers "$rate")" --rate "$rate" --duration 10 \
-      >"$OUT/shoal-fanout-$CLIENTS-r$rate-$rep.json" 2>>"$OUT/log.txt"
+    tool="$(tool_for shoal)"
+    echo "== shoal fanout $CLIENTS x $rate msg/s with $tool (rep $rep)" | tee -a "$OUT/log.txt"; machine
+    fanout "$tool" "$RUN/shoal.json" "$OUT/shoal-fanout-$tool-$CLIENTS-r$rate-$rep.json" "$rate" \
+      http://127.0.0.1:5401 http://127.0.0.1:5402
   done; done
 fi
 if in_steps shoal-connections; then
@@ -87,10 +102,10 @@ if in_steps peer-fanout || in_steps peer-connections; then
 fi
 if in_steps peer-fanout; then
   for rate in $RATES; do for rep in $(seq 1 "$REPS"); do
-    echo "== peer fanout $CLIENTS x $rate msg/s (rep $rep)" | tee -a "$OUT/log.txt"; machine
-    node "$SHARED/bench/fanout.js" --state "$RUN/peer.json" --url http://127.0.0.1:5411 --url http://127.0.0.1:5412 \
-      --clients "$CLIENTS" --publishers "$(publishers "$rate")" --rate "$rate" --duration 10 \
-      >"$OUT/peer-fanout-$CLIENTS-r$rate-$rep.json" 2>>"$OUT/log.txt"
+    tool="$(tool_for peer)"
+    echo "== peer fanout $CLIENTS x $rate msg/s with $tool (rep $rep)" | tee -a "$OUT/log.txt"; machine
+    fanout "$tool" "$RUN/peer.json" "$OUT/peer-fanout-$tool-$CLIENTS-r$rate-$rep.json" "$rate" \
+      http://127.0.0.1:5411 http://127.0.0.1:5412
   done; done
 fi
 if in_steps peer-connections; then

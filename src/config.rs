@@ -32,6 +32,7 @@ pub const KEYS: &[&str] = &[
     "REDIS_URL",
     "REDIS_SENTINELS",
     "REDIS_SENTINEL_MASTER",
+    "REDIS_CLUSTER_NODES",
     "REDIS_KEY_PREFIX",
     "CACHE_PROVIDER",
     "CACHE_TTL",
@@ -168,6 +169,8 @@ struct Raw {
     #[serde(default)]
     redis_sentinels: List,
     redis_sentinel_master: Option<String>,
+    #[serde(default)]
+    redis_cluster_nodes: List,
     #[serde(default = "defaults::redis_key_prefix")]
     redis_key_prefix: String,
     cache_provider: Option<CacheProvider>,
@@ -384,8 +387,14 @@ pub enum DatabaseKind {
 /// Where Redis lives, when it is configured at all.
 #[derive(Debug, Clone)]
 pub enum RedisTarget {
-    /// A single server or a cluster seed: `redis://…`, `rediss://…`.
+    /// A single server: `redis://…`, `rediss://…`, `unix://…`.
     Url(SecretString),
+    /// A Redis Cluster: the URLs (`redis://host:port`) of some of its nodes; the rest
+    /// of the topology is discovered from them.
+    Cluster {
+        /// Seed nodes.
+        nodes: Vec<SecretString>,
+    },
     /// Sentinels that know the current master.
     Sentinel {
         /// `host:port` or `redis://host:port` of each sentinel.
@@ -630,7 +639,7 @@ impl Config {
         Self::validate(raw)
     }
 
-    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+    fn validate(mut raw: Raw) -> Result<Self, ConfigError> {
         let database_url = raw
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}/shoal.db", raw.data_dir.display()));
@@ -658,7 +667,38 @@ impl Config {
         positive("DB_ACQUIRE_TIMEOUT", raw.db_acquire_timeout)?;
         positive("DB_STATEMENT_TIMEOUT", raw.db_statement_timeout)?;
 
+        if !raw.redis_cluster_nodes.0.is_empty() {
+            if !raw.redis_sentinels.0.is_empty() || raw.redis_url.is_some() {
+                return Err(ConfigError::new(
+                    "REDIS_CLUSTER_NODES",
+                    "cannot be combined with REDIS_URL or REDIS_SENTINELS",
+                ));
+            }
+            if let Some(bad) = raw
+                .redis_cluster_nodes
+                .0
+                .iter()
+                .find(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
+            {
+                return Err(ConfigError::new(
+                    "REDIS_CLUSTER_NODES",
+                    format!("every node must be a redis:// or rediss:// URL, got {}", mask_url(bad)),
+                ));
+            }
+        }
+        let cluster_nodes = std::mem::take(&mut raw.redis_cluster_nodes.0);
         let redis = match (raw.redis_url, raw.redis_sentinels.0.is_empty()) {
+            (None, true) if !cluster_nodes.is_empty() => {
+                if raw.redis_sentinel_master.is_some() {
+                    return Err(ConfigError::new(
+                        "REDIS_SENTINELS",
+                        "is required when REDIS_SENTINEL_MASTER is set",
+                    ));
+                }
+                Some(RedisTarget::Cluster {
+                    nodes: cluster_nodes.into_iter().map(SecretString::from).collect(),
+                })
+            }
             (url, false) => {
                 let master = raw.redis_sentinel_master.ok_or_else(|| {
                     ConfigError::new(
@@ -706,7 +746,7 @@ impl Config {
             (Some(CacheProvider::Redis), None) => {
                 return Err(ConfigError::new(
                     "CACHE_PROVIDER",
-                    "redis needs REDIS_URL or REDIS_SENTINELS",
+                    "redis needs REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES",
                 ));
             }
             (Some(p), _) => p,
@@ -949,6 +989,14 @@ impl Config {
             }) => (
                 "REDIS_SENTINELS",
                 format!("{} (master {master})", sentinels.join(",")),
+            ),
+            Some(RedisTarget::Cluster { nodes }) => (
+                "REDIS_CLUSTER_NODES",
+                nodes
+                    .iter()
+                    .map(|n| mask_url(n.expose_secret()))
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
         };
         let secs = |d: Duration| format!("{}s", d.as_secs());

@@ -14,14 +14,21 @@
 //! instance; it reconnects by itself after Redis restarts (the `ConnectionManager`
 //! does this on the first failing command). With Sentinel, the master is resolved at
 //! start and re-resolved after a failed command, so a failover is followed within a
-//! few failed commands. Nothing here is per instance: two processes with the same
-//! prefix see the same keys.
+//! few failed commands. With a Redis Cluster (`REDIS_CLUSTER_NODES`), commands go
+//! through redis-rs's cluster connection, which routes each command, script and
+//! pipeline by its key's slot and follows `MOVED`/`ASK` and failovers by itself; keys
+//! that one command or script uses together share a hash tag ([`RedisClient::tagged_key`]),
+//! and subscriptions use a plain connection to one node at a time (a `PUBLISH` on any
+//! node of a cluster reaches the subscribers on every node). Nothing here is per
+//! instance: two processes with the same prefix see the same keys.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation};
 use secrecy::ExposeSecret;
@@ -46,9 +53,8 @@ pub struct RedisClient {
 
 struct Inner {
     /// The command connection. Behind a lock only so that a Sentinel failover can swap
-    /// it; commands clone the manager (an `Arc`) out and never hold the lock across
-    /// an await.
-    conn: RwLock<ConnectionManager>,
+    /// it; commands clone it (an `Arc`) out and never hold the lock across an await.
+    conn: RwLock<Commands>,
     /// Where connections come from (a fixed URL, or whatever master Sentinel names).
     source: Source,
     /// `{prefix}` of every key and channel (without the trailing `:`).
@@ -60,9 +66,23 @@ struct Inner {
     resolving: AtomicBool,
 }
 
+/// Where commands go.
+#[derive(Clone)]
+enum Commands {
+    /// One server (fixed, or the master Sentinel names), reconnected by the manager.
+    Server(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
 enum Source {
     /// A fixed server.
     Url(Client),
+    /// A Redis Cluster: its seed nodes, tried in turn for subscription connections.
+    Cluster {
+        nodes: Vec<Client>,
+        next: std::sync::atomic::AtomicUsize,
+    },
     /// The master named by the sentinels, and the client last resolved for it.
     Sentinel {
         /// Boxed: a `SentinelClient` is large and this enum lives once per process.
@@ -75,12 +95,35 @@ impl RedisClient {
     /// Connects to `target` (standalone URL or Sentinel) and checks the connection with
     /// one command. `prefix` is put in front of every key and channel as `{prefix}:`.
     pub async fn connect(target: &RedisTarget, prefix: &str) -> Result<RedisClient, BackendError> {
-        let (client, source) = match target {
+        let bad = |key: &str, e: redis::RedisError| {
+            BackendError::unavailable("redis", format!("bad {key}: {e}"))
+        };
+        let (conn, source) = match target {
             RedisTarget::Url(url) => {
-                let client = Client::open(url.expose_secret()).map_err(|e| {
-                    BackendError::unavailable("redis", format!("bad REDIS_URL: {e}"))
-                })?;
-                (client.clone(), Source::Url(client))
+                let client = Client::open(url.expose_secret()).map_err(|e| bad("REDIS_URL", e))?;
+                let conn =
+                    timeout(ConnectionManager::new_with_config(client.clone(), manager_config()))
+                        .await?;
+                (Commands::Server(conn), Source::Url(client))
+            }
+            RedisTarget::Cluster { nodes } => {
+                let urls: Vec<&str> = nodes.iter().map(|n| n.expose_secret()).collect();
+                let clients = urls
+                    .iter()
+                    .map(|u| Client::open(*u).map_err(|e| bad("REDIS_CLUSTER_NODES", e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cluster = ClusterClientBuilder::new(urls)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(COMMAND_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(|e| bad("REDIS_CLUSTER_NODES", e))?;
+                let conn = timeout(cluster.get_async_connection()).await?;
+                let source = Source::Cluster {
+                    nodes: clients,
+                    next: std::sync::atomic::AtomicUsize::new(0),
+                };
+                (Commands::Cluster(conn), source)
             }
             RedisTarget::Sentinel {
                 sentinels,
@@ -99,9 +142,10 @@ impl RedisClient {
                     .collect();
                 let mut node = SentinelNodeConnectionInfo::default();
                 if let Some(url) = url {
-                    let info = url.expose_secret().into_connection_info().map_err(|e| {
-                        BackendError::unavailable("redis", format!("bad REDIS_URL: {e}"))
-                    })?;
+                    let info = url
+                        .expose_secret()
+                        .into_connection_info()
+                        .map_err(|e| bad("REDIS_URL", e))?;
                     node = node.set_redis_connection_info(info.redis_settings().clone());
                 }
                 let mut sentinel = SentinelClient::build(
@@ -110,18 +154,18 @@ impl RedisClient {
                     Some(node),
                     SentinelServerType::Master,
                 )
-                .map_err(|e| {
-                    BackendError::unavailable("redis", format!("bad REDIS_SENTINELS: {e}"))
-                })?;
+                .map_err(|e| bad("REDIS_SENTINELS", e))?;
                 let client = timeout(sentinel.async_get_client()).await?;
+                let conn =
+                    timeout(ConnectionManager::new_with_config(client.clone(), manager_config()))
+                        .await?;
                 let source = Source::Sentinel {
                     sentinel: Box::new(tokio::sync::Mutex::new(sentinel)),
-                    current: RwLock::new(client.clone()),
+                    current: RwLock::new(client),
                 };
-                (client, source)
+                (Commands::Server(conn), source)
             }
         };
-        let conn = timeout(ConnectionManager::new_with_config(client, manager_config())).await?;
         let this = RedisClient {
             inner: Arc::new(Inner {
                 conn: RwLock::new(conn),
@@ -145,6 +189,25 @@ impl RedisClient {
         key
     }
 
+    /// Like [`RedisClient::key`], for keys that one command or script uses together:
+    /// `{{prefix}:{group}}:{part}…`. The braces are a Redis Cluster hash tag, so every
+    /// key of one group lives in the same slot (on a single server they are just
+    /// characters of the name).
+    pub fn tagged_key(&self, group: &[&str], parts: &[&str]) -> String {
+        let mut key = String::from("{");
+        key.push_str(&self.inner.prefix);
+        for part in group {
+            key.push(':');
+            key.push_str(part);
+        }
+        key.push('}');
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
     /// The deployment's prefix (without the trailing `:`).
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
@@ -159,16 +222,21 @@ impl RedisClient {
 
     /// Sends one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
-        let mut conn = self.begin();
-        let result = timeout(cmd.query_async(&mut conn)).await;
+        let result = match self.begin() {
+            Commands::Server(mut c) => timeout(cmd.query_async(&mut c)).await,
+            Commands::Cluster(mut c) => timeout(cmd.query_async(&mut c)).await,
+        };
         self.after(&result);
         result
     }
 
-    /// Sends a pipeline (or a `MULTI`/`EXEC` transaction) in one round trip.
+    /// Sends a pipeline (or a `MULTI`/`EXEC` transaction) in one round trip. On a
+    /// cluster, every keyed command of it must be in one slot.
     pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, BackendError> {
-        let mut conn = self.begin();
-        let result = timeout(pipe.query_async(&mut conn)).await;
+        let result = match self.begin() {
+            Commands::Server(mut c) => timeout(pipe.query_async(&mut c)).await,
+            Commands::Cluster(mut c) => timeout(pipe.query_async(&mut c)).await,
+        };
         self.after(&result);
         result
     }
@@ -178,8 +246,10 @@ impl RedisClient {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
-        let mut conn = self.begin();
-        let result = timeout(invocation.invoke_async(&mut conn)).await;
+        let result = match self.begin() {
+            Commands::Server(mut c) => timeout(invocation.invoke_async(&mut c)).await,
+            Commands::Cluster(mut c) => timeout(invocation.invoke_async(&mut c)).await,
+        };
         self.after(&result);
         result
     }
@@ -195,6 +265,14 @@ impl RedisClient {
     pub(crate) async fn dedicated_client(&self) -> Result<Client, BackendError> {
         match &self.inner.source {
             Source::Url(client) => Ok(client.clone()),
+            // The next seed each time: after a node fails, the subscription loop
+            // reconnects to another one.
+            Source::Cluster { nodes, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % nodes.len().max(1);
+                nodes.get(i).cloned().ok_or_else(|| {
+                    BackendError::unavailable("redis", "REDIS_CLUSTER_NODES is empty")
+                })
+            }
             Source::Sentinel { sentinel, current } => {
                 let mut sentinel = sentinel.lock().await;
                 let client = timeout(sentinel.async_get_client()).await?;
@@ -204,7 +282,7 @@ impl RedisClient {
         }
     }
 
-    fn begin(&self) -> ConnectionManager {
+    fn begin(&self) -> Commands {
         self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
         self.inner
             .conn
@@ -256,7 +334,7 @@ impl RedisClient {
         }
         tracing::info!(master = %client.get_connection_info().addr(), "redis: following new sentinel master");
         let conn = timeout(ConnectionManager::new_with_config(client, manager_config())).await?;
-        *self.inner.conn.write().unwrap_or_else(|p| p.into_inner()) = conn;
+        *self.inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Commands::Server(conn);
         Ok(())
     }
 }

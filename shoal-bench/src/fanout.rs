@@ -389,10 +389,12 @@ async fn publisher(
                     let elapsed = t0.elapsed();
                     if elapsed > plan.ack_timeout {
                         bump(&mut stats, "ack_timeout");
-                    } else if ack.get("ok").and_then(serde_json::Value::as_bool) == Some(true)
+                    } else if ack.get("ok").and_then(serde_json::Value::as_bool) != Some(false)
                         && ack.get("id").is_some()
                         && ack.get("seq").is_some()
                     {
+                        // DESIGN §5: the ack is `{id, seq}` (Shoal adds `ok: true`); the
+                        // kit's fanout.js counts the same.
                         shared.acked[m].store(true, Ordering::Release);
                         stats.acked += 1;
                         stats.ack_latencies_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));

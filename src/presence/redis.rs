@@ -1,8 +1,9 @@
 //! Presence in Redis (distributed mode): who is online in a room, on any instance.
 //!
-//! Key layout per room: a sorted set `{prefix}:presence:{room}:expiry` (connection →
-//! expiry in Redis milliseconds) and a hash `{prefix}:presence:{room}:info`
-//! (connection → info). Both keys are given a `PEXPIRE` of the latest expiry in the
+//! Key layout per room: a sorted set `{{prefix}:presence:{room}}:expiry` (connection →
+//! expiry in Redis milliseconds) and a hash `{{prefix}:presence:{room}}:info`
+//! (connection → info); the braces are a Redis Cluster hash tag, so both are in one
+//! slot. Both keys are given a `PEXPIRE` of the latest expiry in the
 //! room, so an abandoned room (its instances died) disappears by itself.
 //!
 //! Trade-off: `join` and `list` are Lua scripts so that expiry is judged by Redis
@@ -77,8 +78,9 @@ impl RedisPresence {
 
     fn keys(&self, room: &str) -> (String, String) {
         (
-            self.client.key(&["presence", room, "expiry"]),
-            self.client.key(&["presence", room, "info"]),
+            // One hash tag per room: the scripts use both keys (one slot on a cluster).
+            self.client.tagged_key(&["presence", room], &["expiry"]),
+            self.client.tagged_key(&["presence", room], &["info"]),
         )
     }
 }

@@ -1,17 +1,17 @@
 //! The instance registry in Redis (distributed mode): every instance sees every live
 //! instance of the deployment.
 //!
-//! Key layout: a sorted set `{prefix}:registry:instances` (instance id → expiry in
+//! Key layout: a sorted set `{{prefix}:registry}:instances` (instance id → expiry in
 //! Redis milliseconds) and one JSON string per instance,
-//! `{prefix}:registry:instance:{id}`, written with `PX ttl` so that Redis drops the
+//! `{{prefix}:registry}:instance:{id}`, written with `PX ttl` so that Redis drops the
 //! record of an instance that stopped heartbeating. The sorted set lets `list()` find
 //! the ids without `KEYS`/`SCAN`; it is pruned by score on every heartbeat and list.
 //!
 //! Trade-off: `heartbeat` and `list` are Lua scripts so that expiry is judged by Redis
 //! `TIME` (skewed instance clocks agree) and each is one round trip. `list` builds the
 //! record keys inside the script from a prefix argument instead of declaring them as
-//! `KEYS`: fine on a standalone or Sentinel-managed server (what [`RedisClient`]
-//! connects to), not valid on Redis Cluster, which would need hash-tagged keys.
+//! `KEYS`; on a Redis Cluster that is only allowed because every key of the registry
+//! carries the same hash tag (`{…}`), so they all live in the index's slot.
 
 use std::time::Duration;
 
@@ -63,12 +63,15 @@ impl RedisRegistry {
         }
     }
 
+    // One hash tag for the index and every record: the scripts use them together,
+    // so on a Redis Cluster they must share a slot (`LIST` reads records it finds in
+    // the index, which only a same-slot key allows).
     fn index(&self) -> String {
-        self.client.key(&["registry", "instances"])
+        self.client.tagged_key(&["registry"], &["instances"])
     }
 
     fn record(&self, id: &str) -> String {
-        self.client.key(&["registry", "instance", id])
+        self.client.tagged_key(&["registry"], &["instance", id])
     }
 }
 

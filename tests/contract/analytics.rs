@@ -7,7 +7,7 @@ use shoal::analytics::redis::RedisOptOutStore;
 use shoal::analytics::sql::SqlOptOutStore;
 use uuid::Uuid;
 
-use crate::support::{Pair, Redis, Sql, redis_clients, sqlite_pair};
+use crate::support::{Pair, Redis, Sql, redis_clients, sqlite_pair, RedisKind};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn OptOutStore>>;
@@ -24,9 +24,9 @@ impl Fixture for Sql {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair() -> Option<Pair<dyn OptOutStore>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         Some(Pair {
             a: Arc::new(RedisOptOutStore::new(a)),
             b: Arc::new(RedisOptOutStore::new(b)),
@@ -36,7 +36,7 @@ impl Fixture for Redis {
 }
 
 contract_suite!(
-    backends: [sql => crate::support::Sql, redis => crate::support::Redis],
+    backends: [sql => crate::support::Sql, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         unknown_users_are_not_opted_out,
         opt_out_is_seen_on_every_instance_until_revoked,

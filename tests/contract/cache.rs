@@ -14,7 +14,7 @@ use shoal::cache::redis::RedisCache;
 use shoal::cache::{Cache, Loaded};
 use shoal::pubsub::redis::RedisPubSub;
 
-use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients};
+use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients, RedisKind};
 
 trait Fixture {
     async fn pair(ttl: Duration) -> Option<Pair<dyn Cache>>;
@@ -31,9 +31,9 @@ impl Fixture for Memory {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair(ttl: Duration) -> Option<Pair<dyn Cache>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         let pubsub_a = RedisPubSub::connect(&a).await.expect("pubsub A");
         let pubsub_b = RedisPubSub::connect(&b).await.expect("pubsub B");
         Some(Pair {
@@ -55,7 +55,7 @@ impl Fixture for Redis {
 const HOUR: Duration = Duration::from_secs(3600);
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         miss_loads_and_hit_does_not,
         absent_is_not_cached,

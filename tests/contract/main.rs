@@ -34,6 +34,8 @@ macro_rules! contract_suite {
 }
 
 mod support;
+#[path = "../common/redis_cluster.rs"]
+mod redis_cluster;
 
 mod analytics;
 mod cache;

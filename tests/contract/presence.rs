@@ -8,7 +8,7 @@ use shoal::presence::Presence;
 use shoal::presence::memory::MemoryPresence;
 use shoal::presence::redis::RedisPresence;
 
-use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients};
+use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients, RedisKind};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn Presence>>;
@@ -25,9 +25,9 @@ impl Fixture for Memory {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair() -> Option<Pair<dyn Presence>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         Some(Pair {
             a: Arc::new(RedisPresence::new(a)),
             b: Arc::new(RedisPresence::new(b)),
@@ -39,7 +39,7 @@ impl Fixture for Redis {
 const HOUR: Duration = Duration::from_secs(3600);
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         join_is_listed_on_every_instance,
         join_again_refreshes_info_and_ttl,

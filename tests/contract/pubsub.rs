@@ -14,6 +14,7 @@ use shoal::redis_client::RedisClient;
 
 use crate::support::{
     Guard, Memory, OwnRedis, Pair, Redis, eventually, random_prefix, redis_clients, within,
+    RedisKind,
 };
 
 trait Fixture {
@@ -31,9 +32,9 @@ impl Fixture for Memory {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair() -> Option<Pair<dyn PubSub>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         Some(Pair {
             a: Arc::new(RedisPubSub::connect(&a).await.expect("pubsub A")),
             b: Arc::new(RedisPubSub::connect(&b).await.expect("pubsub B")),
@@ -43,7 +44,7 @@ impl Fixture for Redis {
 }
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         publish_reaches_subscribers_on_every_instance,
         order_is_kept_per_publisher,

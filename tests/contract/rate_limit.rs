@@ -7,7 +7,7 @@ use shoal::rate_limit::memory::MemoryRateLimiter;
 use shoal::rate_limit::redis::RedisRateLimiter;
 use shoal::rate_limit::{Quota, RateLimiter};
 
-use crate::support::{Guard, Memory, Pair, Redis, redis_clients};
+use crate::support::{Guard, Memory, Pair, Redis, redis_clients, RedisKind};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn RateLimiter>>;
@@ -24,9 +24,9 @@ impl Fixture for Memory {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair() -> Option<Pair<dyn RateLimiter>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         Some(Pair {
             a: Arc::new(RedisRateLimiter::new(a)),
             b: Arc::new(RedisRateLimiter::new(b)),
@@ -36,7 +36,7 @@ impl Fixture for Redis {
 }
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         burst_of_limit_then_denied,
         one_more_after_retry_after_and_denials_spend_nothing,

@@ -7,7 +7,7 @@ use shoal::registry::memory::MemoryRegistry;
 use shoal::registry::redis::RedisRegistry;
 use shoal::registry::{InstanceRecord, InstanceRegistry};
 
-use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients};
+use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients, RedisKind};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn InstanceRegistry>>;
@@ -24,9 +24,9 @@ impl Fixture for Memory {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair() -> Option<Pair<dyn InstanceRegistry>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         Some(Pair {
             a: Arc::new(RedisRegistry::new(a)),
             b: Arc::new(RedisRegistry::new(b)),
@@ -38,7 +38,7 @@ impl Fixture for Redis {
 const HOUR: Duration = Duration::from_secs(3600);
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         heartbeat_is_listed_on_every_instance,
         latest_heartbeat_wins,

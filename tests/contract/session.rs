@@ -8,7 +8,7 @@ use shoal::session::SessionStore;
 use shoal::session::redis::RedisSessionStore;
 use shoal::session::sql::SqlSessionStore;
 
-use crate::support::{Pair, Redis, Sql, eventually, redis_clients, sqlite_pair};
+use crate::support::{Pair, Redis, Sql, eventually, redis_clients, sqlite_pair, RedisKind};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn SessionStore>>;
@@ -29,9 +29,9 @@ impl Fixture for Sql {
     }
 }
 
-impl Fixture for Redis {
+impl<R: RedisKind> Fixture for R {
     async fn pair() -> Option<Pair<dyn SessionStore>> {
-        let (a, b, guard) = redis_clients().await?;
+        let (a, b, guard) = R::clients().await?;
         Some(Pair {
             a: Arc::new(store_on(a).await),
             b: Arc::new(store_on(b).await),
@@ -51,7 +51,7 @@ async fn store_on(client: shoal::redis_client::RedisClient) -> RedisSessionStore
 const HOUR: Duration = Duration::from_secs(3600);
 
 contract_suite!(
-    backends: [sql => crate::support::Sql, redis => crate::support::Redis],
+    backends: [sql => crate::support::Sql, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         put_then_get_on_every_instance,
         unknown_key_is_none,

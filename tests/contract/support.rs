@@ -20,6 +20,49 @@ pub(crate) struct Memory;
 pub(crate) struct Sql;
 /// The Redis backends on a random key prefix.
 pub(crate) struct Redis;
+/// The Redis backends on a three-master Redis Cluster (`REDIS_CLUSTER_NODES`), on a
+/// random key prefix.
+pub(crate) struct RedisCluster;
+
+/// A Redis deployment the suites run against.
+pub(crate) trait RedisKind {
+    /// Two independent clients (two "instances") on one fresh random prefix, or `None`
+    /// (after saying so) when this deployment cannot be reached.
+    async fn clients() -> Option<(RedisClient, RedisClient, Guard)>;
+}
+
+impl RedisKind for Redis {
+    async fn clients() -> Option<(RedisClient, RedisClient, Guard)> {
+        redis_clients().await
+    }
+}
+
+impl RedisKind for RedisCluster {
+    async fn clients() -> Option<(RedisClient, RedisClient, Guard)> {
+        let nodes = match tokio::task::spawn_blocking(crate::redis_cluster::redis_cluster_nodes)
+            .await
+            .expect("start the test cluster")
+        {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                missing(&format!("cannot run a Redis Cluster here ({e})"));
+                return None;
+            }
+        };
+        let target = RedisTarget::Cluster {
+            nodes: nodes.into_iter().map(SecretString::from).collect(),
+        };
+        let prefix = random_prefix();
+        let a = RedisClient::connect(&target, &prefix)
+            .await
+            .expect("connect client A to the cluster");
+        let b = RedisClient::connect(&target, &prefix)
+            .await
+            .expect("connect client B to the cluster");
+        // The cluster lives only as long as this test process.
+        Some((a, b, Guard::default()))
+    }
+}
 
 /// Two instances of one backend sharing one state, plus whatever must outlive them.
 pub(crate) struct Pair<T: ?Sized> {

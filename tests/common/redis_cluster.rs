@@ -1,0 +1,123 @@
+//! A Redis Cluster of three masters on free ports, started once per test binary (the
+//! first test that asks for it) and stopped when the test process exits.
+//!
+//! Each node runs under `sh -c 'redis-server … & p=$!; cat >/dev/null; kill $p'` with
+//! its stdin a pipe this process holds: when the test process exits, however it ends,
+//! the pipe closes, `cat` returns and the node is killed. A static cannot be dropped,
+//! so this is what keeps a test run from leaving servers behind.
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The cluster, or why it could not start.
+static CLUSTER: Mutex<Option<Result<Vec<u16>, String>>> = Mutex::new(None);
+
+/// The nodes' processes; never read, kept so their stdin pipes stay open.
+static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+
+/// The seed URLs of the test cluster (`redis://127.0.0.1:{port}` of each master),
+/// starting it on first use; `Err` says why `redis-server` could not make one here.
+pub(crate) fn redis_cluster_nodes() -> Result<Vec<String>, String> {
+    let mut cluster = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if cluster.is_none() {
+        *cluster = Some(start());
+    }
+    match cluster.as_ref() {
+        Some(Ok(ports)) => Ok(ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("the cluster did not start".into()),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+fn start() -> Result<Vec<u16>, String> {
+    let dir = std::env::temp_dir().join(format!("shoal-redis-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cluster dir: {e}"))?;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for port in &ports {
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --cluster-enabled yes \
+             --cluster-config-file nodes-{port}.conf --cluster-node-timeout 5000 \
+             --save '' --appendonly no --logfile redis-{port}.log & p=$!; \
+             cat >/dev/null; kill $p"
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sh/redis-server: {e}"))?;
+        NODES.lock().unwrap_or_else(|p| p.into_inner()).push(child);
+    }
+    for port in &ports {
+        wait_for(&format!("node :{port} to answer PING"), || {
+            cli(*port, &["PING"]).is_ok_and(|out| out.trim() == "PONG")
+        })?;
+    }
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for port in &ports {
+        create.arg(format!("127.0.0.1:{port}"));
+    }
+    let out = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run redis-cli --cluster create: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for port in &ports {
+        wait_for(&format!("node :{port} to see the cluster ok"), || {
+            cli(*port, &["CLUSTER", "INFO"]).is_ok_and(|out| out.contains("cluster_state:ok"))
+        })?;
+    }
+    // Keep the handles (and their stdin) alive for the rest of the process.
+    for child in NODES.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = stdin.flush();
+        }
+    }
+    Ok(ports)
+}
+
+fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `ready` (bounded): these are child processes starting, which tell us nothing
+/// we could await.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
