@@ -227,8 +227,9 @@ struct Raw {
     cluster_restart_window: u64,
     #[serde(default = "defaults::shutdown_timeout")]
     shutdown_timeout: u64,
-    #[serde(default = "defaults::shutdown_keepalive_grace")]
-    shutdown_keepalive_grace: u64,
+    /// Unset: [`defaults::shutdown_keepalive_grace`] of the shutdown timeout.
+    #[serde(default)]
+    shutdown_keepalive_grace: Option<u64>,
     #[serde(default = "defaults::request_timeout")]
     request_timeout: u64,
     #[serde(default = "defaults::body_limit")]
@@ -345,8 +346,10 @@ mod defaults {
     pub(super) fn shutdown_timeout() -> u64 {
         30
     }
-    pub(super) fn shutdown_keepalive_grace() -> u64 {
-        5
+    /// 5 s, but never more than half the shutdown timeout, so that setting only a
+    /// short `SHUTDOWN_TIMEOUT` is a valid configuration.
+    pub(super) fn shutdown_keepalive_grace(shutdown_timeout: u64) -> u64 {
+        5.min(shutdown_timeout / 2)
     }
     pub(super) fn request_timeout() -> u64 {
         30
@@ -682,7 +685,10 @@ impl Config {
             {
                 return Err(ConfigError::new(
                     "REDIS_CLUSTER_NODES",
-                    format!("every node must be a redis:// or rediss:// URL, got {}", mask_url(bad)),
+                    format!(
+                        "every node must be a redis:// or rediss:// URL, got {}",
+                        mask_url(bad)
+                    ),
                 ));
             }
         }
@@ -782,7 +788,10 @@ impl Config {
         positive("CLUSTER_WORKERS", u64::from(raw.cluster_workers))?;
         positive("CLUSTER_RESTART_WINDOW", raw.cluster_restart_window)?;
         positive("SHUTDOWN_TIMEOUT", raw.shutdown_timeout)?;
-        if raw.shutdown_keepalive_grace >= raw.shutdown_timeout {
+        let keepalive_grace = raw
+            .shutdown_keepalive_grace
+            .unwrap_or_else(|| defaults::shutdown_keepalive_grace(raw.shutdown_timeout));
+        if keepalive_grace >= raw.shutdown_timeout {
             return Err(ConfigError::new(
                 "SHUTDOWN_KEEPALIVE_GRACE",
                 "must be shorter than SHUTDOWN_TIMEOUT",
@@ -955,7 +964,7 @@ impl Config {
             cluster_restart_window: Duration::from_secs(raw.cluster_restart_window),
             reuse_port: false,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout),
-            shutdown_keepalive_grace: Duration::from_secs(raw.shutdown_keepalive_grace),
+            shutdown_keepalive_grace: Duration::from_secs(keepalive_grace),
             request_timeout: Duration::from_secs(raw.request_timeout),
             body_limit: raw.body_limit,
             health_check_timeout: Duration::from_millis(raw.health_check_timeout),
@@ -1191,6 +1200,25 @@ mod tests {
             "TRUSTED_PROXIES"
         );
         assert_eq!(err(&[("SESSION_SECRET", "short")]).key, "SESSION_SECRET");
+    }
+
+    #[test]
+    fn keepalive_grace_follows_a_short_shutdown_timeout_unless_set() {
+        let c = Config::from_pairs([("SHUTDOWN_TIMEOUT", "2")]).expect("valid alone");
+        assert_eq!(c.shutdown_keepalive_grace, Duration::from_secs(1));
+        let c = Config::from_pairs(Vec::<(&str, &str)>::new()).expect("defaults");
+        assert_eq!(c.shutdown_keepalive_grace, Duration::from_secs(5));
+        let e = err(&[("SHUTDOWN_TIMEOUT", "2"), ("SHUTDOWN_KEEPALIVE_GRACE", "2")]);
+        assert_eq!(e.key, "SHUTDOWN_KEEPALIVE_GRACE");
+    }
+
+    #[test]
+    fn redis_targets_exclude_each_other() {
+        let e = err(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_CLUSTER_NODES", "redis://127.0.0.1:7000"),
+        ]);
+        assert_eq!(e.key, "REDIS_CLUSTER_NODES");
     }
 
     #[test]

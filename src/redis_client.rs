@@ -18,9 +18,12 @@
 //! through redis-rs's cluster connection, which routes each command, script and
 //! pipeline by its key's slot and follows `MOVED`/`ASK` and failovers by itself; keys
 //! that one command or script uses together share a hash tag ([`RedisClient::tagged_key`]),
-//! and subscriptions use a plain connection to one node at a time (a `PUBLISH` on any
-//! node of a cluster reaches the subscribers on every node). Nothing here is per
-//! instance: two processes with the same prefix see the same keys.
+//! and every channel shares one hash tag too ([`RedisClient::channel`]). Subscriptions
+//! use a plain connection to the master that owns the channels' slot, the node a
+//! `PUBLISH` is routed to: a cluster delivers a `PUBLISH` to subscribers on every
+//! node, but its reply counts only those on the node that ran it, and acknowledged
+//! invalidation ([`crate::cache::invalidation`]) needs that count to be everyone.
+//! Nothing here is per instance: two processes with the same prefix see the same keys.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -101,9 +104,11 @@ impl RedisClient {
         let (conn, source) = match target {
             RedisTarget::Url(url) => {
                 let client = Client::open(url.expose_secret()).map_err(|e| bad("REDIS_URL", e))?;
-                let conn =
-                    timeout(ConnectionManager::new_with_config(client.clone(), manager_config()))
-                        .await?;
+                let conn = timeout(ConnectionManager::new_with_config(
+                    client.clone(),
+                    manager_config(),
+                ))
+                .await?;
                 (Commands::Server(conn), Source::Url(client))
             }
             RedisTarget::Cluster { nodes } => {
@@ -156,9 +161,11 @@ impl RedisClient {
                 )
                 .map_err(|e| bad("REDIS_SENTINELS", e))?;
                 let client = timeout(sentinel.async_get_client()).await?;
-                let conn =
-                    timeout(ConnectionManager::new_with_config(client.clone(), manager_config()))
-                        .await?;
+                let conn = timeout(ConnectionManager::new_with_config(
+                    client.clone(),
+                    manager_config(),
+                ))
+                .await?;
                 let source = Source::Sentinel {
                     sentinel: Box::new(tokio::sync::Mutex::new(sentinel)),
                     current: RwLock::new(client),
@@ -206,6 +213,18 @@ impl RedisClient {
             key.push_str(part);
         }
         key
+    }
+
+    /// `{{prefix}:pubsub}:{channel}` — the name of a pub/sub channel. One hash tag for
+    /// all channels, so that on a cluster every `PUBLISH` goes to the one master the
+    /// subscription connections use (see the module docs).
+    pub fn channel(&self, channel: &str) -> String {
+        self.tagged_key(&["pubsub"], &[channel])
+    }
+
+    /// Whether commands go to a Redis Cluster, where a pipeline must stay in one slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.source, Source::Cluster { .. })
     }
 
     /// The deployment's prefix (without the trailing `:`).
@@ -261,17 +280,43 @@ impl RedisClient {
     }
 
     /// A client for a dedicated connection (subscriptions) to the current server: the
-    /// URL's, or the master Sentinel names right now.
+    /// URL's, the master Sentinel names right now, or on a cluster the master that owns
+    /// the slot of [`RedisClient::channel`] right now.
     pub(crate) async fn dedicated_client(&self) -> Result<Client, BackendError> {
         match &self.inner.source {
             Source::Url(client) => Ok(client.clone()),
-            // The next seed each time: after a node fails, the subscription loop
-            // reconnects to another one.
             Source::Cluster { nodes, next } => {
+                // Credentials and TLS come from a seed (the next one each time, so a
+                // dead seed is not asked twice in a row); only the address changes.
                 let i = next.fetch_add(1, Ordering::Relaxed) % nodes.len().max(1);
-                nodes.get(i).cloned().ok_or_else(|| {
+                let seed = nodes.get(i).ok_or_else(|| {
                     BackendError::unavailable("redis", "REDIS_CLUSTER_NODES is empty")
-                })
+                })?;
+                let (mut host, port) = self.channel_owner().await?;
+                let seed_addr = seed.get_connection_info().addr();
+                if host.is_empty() {
+                    // An empty host in CLUSTER SLOTS means "the node you asked".
+                    host = match seed_addr {
+                        redis::ConnectionAddr::Tcp(h, _)
+                        | redis::ConnectionAddr::TcpTls { host: h, .. } => h.clone(),
+                        _ => host,
+                    };
+                }
+                let addr = match seed_addr {
+                    redis::ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => redis::ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => redis::ConnectionAddr::Tcp(host, port),
+                };
+                Client::open(seed.get_connection_info().clone().set_addr(addr))
+                    .map_err(|e| BackendError::unavailable("redis", e.to_string()))
             }
             Source::Sentinel { sentinel, current } => {
                 let mut sentinel = sentinel.lock().await;
@@ -279,6 +324,58 @@ impl RedisClient {
                 *current.write().unwrap_or_else(|p| p.into_inner()) = client.clone();
                 Ok(client)
             }
+        }
+    }
+
+    /// Host and port of the cluster master that owns the slot of the channels, asked
+    /// of the cluster (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`) each time a subscription
+    /// connects, so that after a failover the subscription follows the new master.
+    async fn channel_owner(&self) -> Result<(String, u16), BackendError> {
+        let slot: i64 = self
+            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(self.channel("")))
+            .await?;
+        let ranges: Vec<(i64, i64, Vec<redis::Value>)> = self
+            .query::<Vec<redis::Value>>(&redis::cmd("CLUSTER").arg("SLOTS").to_owned())
+            .await?
+            .into_iter()
+            .filter_map(|range| match range {
+                redis::Value::Array(mut fields) if fields.len() >= 3 => {
+                    let master = match fields.swap_remove(2) {
+                        redis::Value::Array(master) => master,
+                        _ => return None,
+                    };
+                    let int = |v: &redis::Value| match v {
+                        redis::Value::Int(n) => Some(*n),
+                        _ => None,
+                    };
+                    Some((int(&fields[0])?, int(&fields[1])?, master))
+                }
+                _ => None,
+            })
+            .collect();
+        let master = ranges
+            .into_iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, master)| master)
+            .ok_or_else(|| {
+                BackendError::unavailable("redis", format!("no cluster master owns slot {slot}"))
+            })?;
+        match master.as_slice() {
+            [host, redis::Value::Int(port), ..] => {
+                let host = match host {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    redis::Value::SimpleString(s) => s.clone(),
+                    _ => String::new(),
+                };
+                let port = u16::try_from(*port).map_err(|_| {
+                    BackendError::unavailable("redis", format!("bad port {port} in CLUSTER SLOTS"))
+                })?;
+                Ok((host, port))
+            }
+            _ => Err(BackendError::unavailable(
+                "redis",
+                "unexpected CLUSTER SLOTS reply",
+            )),
         }
     }
 

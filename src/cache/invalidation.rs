@@ -3,7 +3,8 @@
 //! near cache ([`crate::session::redis::RedisSessionStore`]) share.
 //!
 //! A change runs the caller's pipeline (deleting the shared copy) and a `PUBLISH` of
-//! `{sender} {seq} {key}` on the cache's channel in ONE round trip. The listener task
+//! `{sender} {seq} {key}` on the cache's channel in ONE round trip (two on a Redis
+//! Cluster, where they live in different slots). The listener task
 //! of every instance (this one included) drops `key` from its near cache and
 //! acknowledges on the sender's `{name}:ack:{id}` channel; [`Invalidations::broadcast`]
 //! returns once as many acknowledgements arrived as Redis counted receivers of the
@@ -126,10 +127,21 @@ impl Invalidations {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, mut acks) = watch::channel(0u64);
         self.pending().insert(seq, tx);
-        pipe.cmd("PUBLISH")
+        let mut publish = redis::cmd("PUBLISH");
+        publish
             .arg(self.pubsub.channel_key(&self.channel))
             .arg(format!("{} {seq} {key}", self.id));
-        let published = self.client.query_pipe::<(u64,)>(&pipe).await;
+        let published = if self.client.is_cluster() {
+            // The change and the channel live in different slots, so on a cluster they
+            // are two round trips, the change first.
+            match self.client.query_pipe::<()>(&pipe).await {
+                Ok(()) => self.client.query::<u64>(&publish).await.map(|n| (n,)),
+                Err(e) => Err(e),
+            }
+        } else {
+            pipe.add_command(publish);
+            self.client.query_pipe::<(u64,)>(&pipe).await
+        };
         let waited = match published {
             Ok((receivers,)) => {
                 tokio::time::timeout(ACK_TIMEOUT, acks.wait_for(|n| *n >= receivers))

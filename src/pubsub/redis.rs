@@ -113,10 +113,10 @@ impl RedisPubSub {
         })
     }
 
-    /// The full Redis name of `channel` (`{prefix}:{channel}`), for callers that put a
-    /// `PUBLISH` into a pipeline of their own.
+    /// The full Redis name of `channel` ([`RedisClient::channel`]), for callers that
+    /// put a `PUBLISH` into a pipeline of their own.
     pub fn channel_key(&self, channel: &str) -> String {
-        self.client.key(&[channel])
+        self.client.channel(channel)
     }
 
     /// Whether the subscription connection is up right now.

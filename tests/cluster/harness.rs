@@ -69,6 +69,8 @@ pub(crate) struct Spec {
     pub(crate) env: Vec<(&'static str, String)>,
     /// A Redis other than the shared one (a `redis-server` the test owns).
     pub(crate) redis_url: Option<String>,
+    /// A Redis Cluster (seed URLs) instead of a single Redis.
+    pub(crate) redis_cluster: Option<Vec<String>>,
 }
 
 impl Spec {
@@ -89,6 +91,12 @@ impl Spec {
     /// Uses this Redis instead of the shared one.
     pub(crate) fn redis(mut self, url: String) -> Spec {
         self.redis_url = Some(url);
+        self
+    }
+
+    /// Uses this Redis Cluster (`REDIS_CLUSTER_NODES`) instead of the shared Redis.
+    pub(crate) fn redis_cluster(mut self, nodes: Vec<String>) -> Spec {
+        self.redis_cluster = Some(nodes);
         self
     }
 }
@@ -136,7 +144,13 @@ impl Cluster {
             env.retain(|(k, _)| k != key);
             env.push(((*key).to_owned(), value.clone()));
         }
-        let cleanup = spec.redis_url.is_none().then(|| PrefixCleanup {
+        if let Some(nodes) = &spec.redis_cluster {
+            env.retain(|(k, _)| k != "REDIS_URL");
+            env.push(("REDIS_CLUSTER_NODES".into(), nodes.join(",")));
+        }
+        // A test's own Redis (or cluster) dies with it; the shared one is cleaned up.
+        let shared = spec.redis_url.is_none() && spec.redis_cluster.is_none();
+        let cleanup = shared.then(|| PrefixCleanup {
             redis_url: redis_url.clone(),
             prefix: prefix.clone(),
         });

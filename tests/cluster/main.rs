@@ -14,6 +14,7 @@
 //! - [`migrations`]: 20 instances migrate one empty database once; start-up retries.
 //! - [`hot_path`]: the Redis round-trip and database budget of `GET /api/me`.
 //! - [`outages`]: Redis and PostgreSQL going away and coming back.
+//! - [`on_redis_cluster`]: the same promises with a Redis Cluster instead of one Redis.
 
 mod analytics;
 mod cache;
@@ -22,7 +23,10 @@ mod common;
 mod harness;
 mod hot_path;
 mod migrations;
+mod on_redis_cluster;
 mod outages;
 mod rate_limit;
+#[path = "../common/redis_cluster.rs"]
+mod redis_cluster;
 mod registry;
 mod sessions;

@@ -7,7 +7,7 @@ use shoal::analytics::redis::RedisOptOutStore;
 use shoal::analytics::sql::SqlOptOutStore;
 use uuid::Uuid;
 
-use crate::support::{Pair, Redis, Sql, redis_clients, sqlite_pair, RedisKind};
+use crate::support::{Pair, RedisKind, Sql, sqlite_pair};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn OptOutStore>>;

@@ -14,7 +14,7 @@ use shoal::cache::redis::RedisCache;
 use shoal::cache::{Cache, Loaded};
 use shoal::pubsub::redis::RedisPubSub;
 
-use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients, RedisKind};
+use crate::support::{Guard, Memory, Pair, RedisKind, eventually, redis_clients};
 
 trait Fixture {
     async fn pair(ttl: Duration) -> Option<Pair<dyn Cache>>;

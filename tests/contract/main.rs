@@ -33,9 +33,9 @@ macro_rules! contract_suite {
     };
 }
 
-mod support;
 #[path = "../common/redis_cluster.rs"]
 mod redis_cluster;
+mod support;
 
 mod analytics;
 mod cache;

@@ -8,7 +8,7 @@ use shoal::presence::Presence;
 use shoal::presence::memory::MemoryPresence;
 use shoal::presence::redis::RedisPresence;
 
-use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients, RedisKind};
+use crate::support::{Guard, Memory, Pair, RedisKind, eventually};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn Presence>>;

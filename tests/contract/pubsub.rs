@@ -13,8 +13,7 @@ use shoal::pubsub::{Delivery, PubSub, Subscription};
 use shoal::redis_client::RedisClient;
 
 use crate::support::{
-    Guard, Memory, OwnRedis, Pair, Redis, eventually, random_prefix, redis_clients, within,
-    RedisKind,
+    Guard, Memory, OwnRedis, Pair, RedisKind, eventually, random_prefix, redis_clients, within,
 };
 
 trait Fixture {

@@ -7,7 +7,7 @@ use shoal::rate_limit::memory::MemoryRateLimiter;
 use shoal::rate_limit::redis::RedisRateLimiter;
 use shoal::rate_limit::{Quota, RateLimiter};
 
-use crate::support::{Guard, Memory, Pair, Redis, redis_clients, RedisKind};
+use crate::support::{Guard, Memory, Pair, RedisKind, redis_clients};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn RateLimiter>>;

@@ -7,7 +7,7 @@ use shoal::registry::memory::MemoryRegistry;
 use shoal::registry::redis::RedisRegistry;
 use shoal::registry::{InstanceRecord, InstanceRegistry};
 
-use crate::support::{Guard, Memory, Pair, Redis, eventually, redis_clients, RedisKind};
+use crate::support::{Guard, Memory, Pair, RedisKind, eventually};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn InstanceRegistry>>;

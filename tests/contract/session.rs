@@ -8,7 +8,7 @@ use shoal::session::SessionStore;
 use shoal::session::redis::RedisSessionStore;
 use shoal::session::sql::SqlSessionStore;
 
-use crate::support::{Pair, Redis, Sql, eventually, redis_clients, sqlite_pair, RedisKind};
+use crate::support::{Pair, RedisKind, Sql, eventually, redis_clients, sqlite_pair};
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn SessionStore>>;

@@ -1,0 +1,150 @@
+//! Three instances on a Redis Cluster (`REDIS_CLUSTER_NODES`, three masters started by
+//! the test binary) keep the promises they keep on one Redis: one login everywhere, a
+//! logout everywhere, a profile change seen at once, one rate-limit budget, one
+//! opt-out list and one registry.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::missing_service;
+use crate::harness::{Cluster, Services, Spec, call, send, with_bearer, with_cookie};
+
+/// The test cluster's seed URLs, or `None` after saying why there is none.
+async fn redis_cluster() -> Option<Vec<String>> {
+    match tokio::task::spawn_blocking(crate::redis_cluster::redis_cluster_nodes)
+        .await
+        .expect("start the test Redis Cluster")
+    {
+        Ok(nodes) => Some(nodes),
+        Err(e) => {
+            missing_service(&format!("cannot run a Redis Cluster here ({e})"));
+            None
+        }
+    }
+}
+
+/// `RATE_LIMIT_USER_PER_MIN` of the test: above what the first user spends.
+const BUDGET: u32 = 24;
+
+#[tokio::test]
+async fn three_instances_on_a_redis_cluster_behave_as_one() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let Some(nodes) = redis_cluster().await else {
+        return;
+    };
+    let spec = Spec::new(3)
+        .redis_cluster(nodes)
+        .with("RATE_LIMIT_USER_PER_MIN", BUDGET);
+    let cluster = Cluster::start(&services, spec).await;
+
+    // /health/cluster on every instance lists all three.
+    let all: BTreeSet<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    for i in 0..3 {
+        let (status, body) = call(cluster.get(i, "/health/cluster")).await;
+        assert_eq!(status, StatusCode::OK, "instance {}: {body}", i + 1);
+        let ids: BTreeSet<String> = body["instances"]
+            .as_array()
+            .expect("an instances array")
+            .iter()
+            .map(|r| r["id"].as_str().expect("an id").to_owned())
+            .collect();
+        assert_eq!(ids, all, "/health/cluster on instance {}", i + 1);
+    }
+
+    // Logged in through instance 1; cookie and token work on 2 and 3, and every
+    // instance caches the user with its old name.
+    let (account, login) = cluster.user(0, 0).await;
+    for i in 0..3 {
+        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "cookie on instance {}: {body}",
+            i + 1
+        );
+        assert_eq!(body["id"], account.id.as_str());
+        assert_eq!(body["display_name"], "Ada");
+        let (status, body) = call(with_bearer(cluster.get(i, "/api/me"), &login)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "token on instance {}: {body}",
+            i + 1
+        );
+    }
+
+    // A name changed on instance 2 is what instances 1 and 3 answer next.
+    let (status, body) = call(
+        with_cookie(cluster.patch(1, "/api/me"), &login).json(&json!({"display_name": "Grace"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "PATCH on instance 2: {body}");
+    for i in [0, 2] {
+        let (_, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
+        assert_eq!(
+            body["display_name"],
+            "Grace",
+            "instance {} serves a stale user",
+            i + 1
+        );
+    }
+
+    // An opt-out on instance 1 holds on instance 3.
+    let (status, body) = call(with_cookie(
+        cluster.post(0, "/api/analytics/opt-out"),
+        &login,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "opt-out on instance 1: {body}");
+    let (status, body) = call(with_cookie(cluster.get(2, "/api/analytics/status"), &login)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["opted_out"], true,
+        "instance 3 does not know the opt-out"
+    );
+
+    // A logout on instance 3 ends the login on 1 and 2.
+    let (status, body) = call(with_cookie(cluster.post(2, "/api/auth/logout"), &login)).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "logout on instance 3: {body}"
+    );
+    for i in [0, 1] {
+        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "cookie after logout on instance {}: {body}",
+            i + 1
+        );
+    }
+
+    // Another user spends the budget over all three; then every instance refuses.
+    let (_, spender) = cluster.user(1, 1).await;
+    for n in 0..BUDGET {
+        let i = n as usize % 3;
+        let r = send(with_cookie(cluster.get(i, "/api/me"), &spender)).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "request {} on instance {}",
+            n + 1,
+            i + 1
+        );
+    }
+    for i in 0..3 {
+        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &spender)).await;
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "past the budget on instance {}: {body}",
+            i + 1
+        );
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
+}
