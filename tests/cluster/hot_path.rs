@@ -1,7 +1,8 @@
 //! The hot-path budget, counted in-process: once a session and its user are cached on
 //! an instance, an authenticated `GET /api/me` costs exactly 1 Redis round trip (the
 //! rate-limit script) and no database acquisition, with a cookie and with a Bearer
-//! token alike. (The budget in the issue is at most 2.)
+//! token alike, on one Redis and on a Redis Cluster. (The budget in the issue is at
+//! most 2.)
 
 use reqwest::StatusCode;
 use shoal::app::App;
@@ -34,6 +35,24 @@ async fn an_authenticated_get_me_costs_one_redis_round_trip_and_no_query() {
     let Some(services) = Services::discover().await else {
         return;
     };
+    let redis = ("REDIS_URL", services.redis_url.clone());
+    measure(&services, redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_get_me_costs_the_same() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let Some(nodes) = crate::on_redis_cluster::redis_cluster().await else {
+        return;
+    };
+    measure(&services, ("REDIS_CLUSTER_NODES", nodes.join(","))).await;
+}
+
+/// Starts one in-process instance with `redis` (`REDIS_URL` or `REDIS_CLUSTER_NODES`)
+/// and asserts the budget of a warm `GET /api/me`.
+async fn measure(services: &Services, redis: (&str, String)) {
     let db = TestDb::create(&services.admin_url).await;
     let data_dir = tempfile::tempdir().expect("temp dir");
     let prefix = format!("t{}", token());
@@ -42,7 +61,7 @@ async fn an_authenticated_get_me_costs_one_redis_round_trip_and_no_query() {
         ("PORT", "0".to_owned()),
         ("INSTANCE_ID", format!("{prefix}-hot")),
         ("DATABASE_URL", db.url.clone()),
-        ("REDIS_URL", services.redis_url.clone()),
+        redis,
         ("REDIS_KEY_PREFIX", prefix.clone()),
         ("DATA_DIR", data_dir.path().display().to_string()),
         (
@@ -118,13 +137,16 @@ async fn an_authenticated_get_me_costs_one_redis_round_trip_and_no_query() {
 
 async fn cleanup(redis_url: &str, prefix: &str) {
     if let Ok(mut conn) = redis_connection(redis_url).await {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        // Plain keys and hash-tagged ones (`{{prefix}:group}:…`).
+        for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+            }
         }
     }
 }

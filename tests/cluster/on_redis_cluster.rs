@@ -12,7 +12,7 @@ use crate::common::missing_service;
 use crate::harness::{Cluster, Services, Spec, call, send, with_bearer, with_cookie};
 
 /// The test cluster's seed URLs, or `None` after saying why there is none.
-async fn redis_cluster() -> Option<Vec<String>> {
+pub(crate) async fn redis_cluster() -> Option<Vec<String>> {
     match tokio::task::spawn_blocking(crate::redis_cluster::redis_cluster_nodes)
         .await
         .expect("start the test Redis Cluster")

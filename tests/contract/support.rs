@@ -90,12 +90,15 @@ impl Drop for Guard {
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        // Plain keys and hash-tagged ones (`{{prefix}:group}:…`).
+        for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
         }
     }
 }
