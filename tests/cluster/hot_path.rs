@@ -10,8 +10,7 @@ use shoal::config::Config;
 use shoal::state::AppState;
 
 use crate::harness::{
-    Services, TestDb, login_at, plain_client, redis_connection, register_at, token, with_bearer,
-    with_cookie,
+    Services, TestDb, login_at, plain_client, register_at, token, with_bearer, with_cookie,
 };
 
 /// Redis round trips and database acquisitions spent by `request`.
@@ -136,17 +135,9 @@ async fn measure(services: &Services, redis: (&str, String)) {
 }
 
 async fn cleanup(redis_url: &str, prefix: &str) {
-    if let Ok(mut conn) = redis_connection(redis_url).await {
-        // Plain keys and hash-tagged ones (`{{prefix}:group}:…`).
-        for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-            }
-        }
-    }
+    let (url, prefix) = (redis_url.to_owned(), prefix.to_owned());
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::common::redis_keys::delete_prefix(&url, &prefix);
+    })
+    .await;
 }

@@ -6,6 +6,8 @@
 //! Each binary uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub(crate) mod redis_keys;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -216,22 +218,7 @@ pub(crate) struct PrefixCleanup {
 
 impl Drop for PrefixCleanup {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-            return;
-        };
-        // Plain keys and hash-tagged ones (`{{prefix}:group}:…`).
-        for pattern in [format!("{}:*", self.prefix), format!("{{{}:*", self.prefix)] {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        redis_keys::delete_prefix(&self.redis_url, &self.prefix);
     }
 }
 

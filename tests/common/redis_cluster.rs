@@ -34,21 +34,34 @@ pub(crate) fn redis_cluster_nodes() -> Result<Vec<String>, String> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+/// A free port below the kernel's ephemeral range (32768–60999 by default), where the
+/// test instances' ports (`bind :0`) come from: a node and its cluster bus port must
+/// never be taken by an instance starting beside it, nor the other way round.
+fn free_low_port(taken: &[u16]) -> Result<u16, String> {
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port below 32000".into())
 }
 
 fn start() -> Result<Vec<u16>, String> {
     let dir = std::env::temp_dir().join(format!("shoal-redis-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cluster dir: {e}"))?;
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    for port in &ports {
+    // Each node's port and its cluster bus port (by default port + 10000, which could
+    // land anywhere, hence chosen explicitly).
+    let mut taken = Vec::new();
+    for _ in 0..6 {
+        let port = free_low_port(&taken)?;
+        taken.push(port);
+    }
+    let ports: Vec<u16> = taken[..3].to_vec();
+    for (port, bus) in ports.iter().zip(&taken[3..]) {
         let script = format!(
-            "redis-server --port {port} --bind 127.0.0.1 --cluster-enabled yes \
+            "redis-server --port {port} --cluster-port {bus} --bind 127.0.0.1 \
+             --cluster-enabled yes \
              --cluster-config-file nodes-{port}.conf --cluster-node-timeout 5000 \
              --save '' --appendonly no --logfile redis-{port}.log & p=$!; \
              cat >/dev/null; kill $p"

@@ -35,6 +35,8 @@ macro_rules! contract_suite {
 
 #[path = "../common/redis_cluster.rs"]
 mod redis_cluster;
+#[path = "../common/redis_keys.rs"]
+mod redis_keys;
 mod support;
 
 mod analytics;

@@ -84,22 +84,7 @@ impl Drop for Guard {
         let Some((url, prefix)) = self.redis_prefix.take() else {
             return;
         };
-        let Ok(client) = redis::Client::open(url) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-            return;
-        };
-        // Plain keys and hash-tagged ones (`{{prefix}:group}:…`).
-        for pattern in [format!("{prefix}:*"), format!("{{{prefix}:*")] {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        crate::redis_keys::delete_prefix(&url, &prefix);
     }
 }
 
