@@ -12,7 +12,8 @@
 # (the fan-out client for both servers: "native" = shoal-bench for Shoal and the kit's
 # fanout.js for the peer; "shoal-bench" or "fanout.js" = that one for both), N_SHOAL
 # (19800: one process may hold 20,000 files here, see BENCHMARKS.md), N_PEER (10000),
-# STEPS ("shoal-fanout shoal-connections peer-fanout peer-connections").
+# STEPS ("shoal-fanout shoal-connections peer-fanout peer-connections"), SHOAL_DB_QUERY
+# (appended to Shoal's DATABASE_URL, e.g. "?options=-c%20synchronous_commit%3Doff").
 # Needs: node with `npm ci` done in ../shared/bench and the peer, PostgreSQL and Redis
 # on their standard local ports. Builds the release binaries unless SHOAL_BIN/BENCH_BIN.
 set -euo pipefail
@@ -49,7 +50,7 @@ ready() { for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$1/health/ready" 
 start_shoal() { # PORT: one distributed instance; the access tokens must outlive the run
   ulimit -n 20000 2>/dev/null || true
   env "${LIMITS[@]}" "${SECRETS[@]}" HOST=127.0.0.1 PORT="$1" LOG_LEVEL=warn INSTANCE_ID="shoal-$1" \
-    JWT_ACCESS_TTL=86400 DATA_DIR="$RUN/data-$1" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" \
+    JWT_ACCESS_TTL=86400 DATA_DIR="$RUN/data-$1" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB${SHOAL_DB_QUERY:-}" \
     REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="$PREFIX" \
     nohup "$BIN" serve >>"$RUN/shoal-$1.log" 2>&1 &
   echo $! >"$RUN/shoal-$1.pid"

@@ -36,7 +36,7 @@ pub struct App {
     close_listener: CancellationToken,
     addr: SocketAddr,
     shutdown: CancellationToken,
-    memory_limiter: Option<std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>>,
+    memory_limiter: std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>,
     sql_sessions: Option<std::sync::Arc<crate::session::sql::SqlSessionStore>>,
     realtime: Realtime,
     realtime_layer: SocketIoLayer,
@@ -83,6 +83,7 @@ impl App {
             sessions: Sessions::new(backends.sessions, &secrets, config.session_ttl),
             users: UserDirectory::new(db.clone(), backends.cache),
             rate_limiter: backends.rate_limiter,
+            connection_limiter: backends.memory_limiter.clone(),
             pubsub: backends.pubsub,
             presence: backends.presence,
             registry: backends.registry,
@@ -304,7 +305,7 @@ async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
 
 /// Periodic clean-up of in-process state: forgotten rate-limit keys, expired sessions.
 async fn housekeeping(
-    limiter: Option<std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>>,
+    limiter: std::sync::Arc<crate::rate_limit::memory::MemoryRateLimiter>,
     sessions: Option<std::sync::Arc<crate::session::sql::SqlSessionStore>>,
     stop: CancellationToken,
 ) {
@@ -314,9 +315,7 @@ async fn housekeeping(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        if let Some(l) = &limiter {
-            l.prune();
-        }
+        limiter.prune();
         if let Some(s) = &sessions {
             match s.purge_expired().await {
                 Ok(0) => {}

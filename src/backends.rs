@@ -49,8 +49,10 @@ pub struct Backends {
     pub opt_out: Arc<dyn OptOutStore>,
     /// The Redis client, in distributed mode.
     pub redis: Option<RedisClient>,
-    /// The in-process limiter, which needs periodic pruning (embedded mode).
-    pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
+    /// The in-process limiter, which needs periodic pruning: in embedded mode the
+    /// request limiter itself; in both modes the one for budgets of one connection
+    /// (see [`crate::state::Inner::connection_limiter`]).
+    pub memory_limiter: Arc<MemoryRateLimiter>,
     /// The SQL session store, whose expired rows need purging (embedded mode).
     pub sql_sessions: Option<Arc<SqlSessionStore>>,
 }
@@ -70,7 +72,7 @@ impl Backends {
                 registry: Arc::new(MemoryRegistry::new()),
                 opt_out: Arc::new(SqlOptOutStore::new(db.clone())),
                 redis: None,
-                memory_limiter: Some(limiter),
+                memory_limiter: limiter,
                 sql_sessions: Some(sessions),
             });
         };
@@ -109,7 +111,7 @@ impl Backends {
             registry: Arc::new(RedisRegistry::new(client.clone())),
             opt_out: Arc::new(RedisOptOutStore::new(client.clone())),
             redis: Some(client),
-            memory_limiter: None,
+            memory_limiter: Arc::new(MemoryRateLimiter::new()),
             sql_sessions: None,
         })
     }

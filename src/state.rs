@@ -50,8 +50,13 @@ pub struct Inner {
     pub sessions: Sessions,
     /// Cached user look-ups over the configured cache.
     pub users: UserDirectory,
-    /// Request budgets.
+    /// Request budgets, shared by every instance (Redis in distributed mode).
     pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Budgets of one connection (a Socket.IO socket): always in-process. A socket
+    /// lives on one instance and its id dies with it (a reconnect is a new socket with
+    /// a new budget either way), so sharing the budget through Redis would cost a
+    /// round trip per event and change nothing.
+    pub connection_limiter: Arc<dyn RateLimiter>,
     /// Messages between instances.
     pub pubsub: Arc<dyn PubSub>,
     /// Who is online.

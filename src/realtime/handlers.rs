@@ -3,7 +3,8 @@
 //! `{ok: false, error: {code, message}}`.
 //!
 //! Every event is first charged to the socket's budget (`rl:socket:{sid}`, through
-//! the shared [`RateLimiter`](crate::rate_limit::RateLimiter)), then its payload is
+//! the in-process [`RateLimiter`](crate::rate_limit::RateLimiter) for budgets of one
+//! connection, `AppState::connection_limiter`: no round trip), then its payload is
 //! parsed into a typed request; whatever is malformed, unknown, oversized or not
 //! allowed ends in an error ack and goes nowhere else.
 
@@ -246,7 +247,7 @@ fn parse<T: DeserializeOwned>(event: &str, data: Option<Value>) -> Result<T, Ref
         .ok_or_else(|| Refusal::new("invalid_payload", format!("malformed {event} payload")))
 }
 
-/// Spends one unit of the socket's budget. A limiter that is down lets the event
+/// Spends one unit of the socket's budget. A limiter that fails lets the event
 /// through: chat should not stop because the budget store hiccups.
 async fn charge(ctx: &Ctx, socket: &SocketRef) -> Result<(), Refusal> {
     let quota = Quota {
@@ -255,7 +256,7 @@ async fn charge(ctx: &Ctx, socket: &SocketRef) -> Result<(), Refusal> {
     };
     match ctx
         .state
-        .rate_limiter
+        .connection_limiter
         .check(&format!("rl:socket:{}", socket.id), quota)
         .await
     {
