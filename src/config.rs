@@ -40,6 +40,7 @@ pub const KEYS: &[&str] = &[
     "QUEUE_CONCURRENCY",
     "QUEUE_MAX_RETRIES",
     "QUEUE_POLL_INTERVAL",
+    "QUEUE_IDLE_POLL_MAX",
     "QUEUE_LEASE",
     "QUEUE_BACKOFF_BASE",
     "QUEUE_WORKERS",
@@ -184,6 +185,8 @@ struct Raw {
     queue_max_retries: u32,
     #[serde(default = "defaults::queue_poll_interval_ms")]
     queue_poll_interval: u64,
+    #[serde(default = "defaults::queue_idle_poll_max_ms")]
+    queue_idle_poll_max: u64,
     #[serde(default = "defaults::queue_lease")]
     queue_lease: u64,
     #[serde(default = "defaults::queue_backoff_base_ms")]
@@ -298,6 +301,13 @@ mod defaults {
     // bounds how late they see jobs enqueued elsewhere or scheduled for later.
     pub(super) fn queue_poll_interval_ms() -> u64 {
         200
+    }
+    // With 100 instances, polling every 200 ms while idle is 500 claims a second on
+    // an empty queue; backing off to 2 s makes it 50, and costs only jobs that become
+    // due without a wake-up (scheduled `run_at`, retries after their backoff) up to
+    // 2 s of extra delay.
+    pub(super) fn queue_idle_poll_max_ms() -> u64 {
+        2000
     }
     pub(super) fn queue_lease() -> u64 {
         30
@@ -463,6 +473,8 @@ pub struct Config {
     pub queue_max_retries: u32,
     /// How often idle workers look for jobs enqueued by other instances.
     pub queue_poll_interval: Duration,
+    /// While wake-ups arrive, the idle poll doubles after every empty claim up to this.
+    pub queue_idle_poll_max: Duration,
     /// How long a claimed job stays held without a heartbeat (renewed every third).
     pub queue_lease: Duration,
     /// First retry delay; doubles per attempt, with jitter. Zero in tests.
@@ -763,6 +775,12 @@ impl Config {
         positive("CACHE_MAX_SIZE", raw.cache_max_size)?;
         positive("QUEUE_CONCURRENCY", u64::from(raw.queue_concurrency))?;
         positive("QUEUE_POLL_INTERVAL", raw.queue_poll_interval)?;
+        if raw.queue_idle_poll_max < raw.queue_poll_interval {
+            return Err(ConfigError::new(
+                "QUEUE_IDLE_POLL_MAX",
+                "must be at least QUEUE_POLL_INTERVAL",
+            ));
+        }
         positive("QUEUE_LEASE", raw.queue_lease)?;
         if raw.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::new(
@@ -941,6 +959,7 @@ impl Config {
             queue_concurrency: raw.queue_concurrency,
             queue_max_retries: raw.queue_max_retries,
             queue_poll_interval: Duration::from_millis(raw.queue_poll_interval),
+            queue_idle_poll_max: Duration::from_millis(raw.queue_idle_poll_max),
             queue_lease: Duration::from_secs(raw.queue_lease),
             queue_backoff_base: Duration::from_millis(raw.queue_backoff_base),
             queue_workers: raw.queue_workers,
@@ -1038,6 +1057,10 @@ impl Config {
             (
                 "QUEUE_POLL_INTERVAL",
                 format!("{}ms", self.queue_poll_interval.as_millis()),
+            ),
+            (
+                "QUEUE_IDLE_POLL_MAX",
+                format!("{}ms", self.queue_idle_poll_max.as_millis()),
             ),
             ("QUEUE_LEASE", secs(self.queue_lease)),
             (

@@ -3,7 +3,11 @@
 //! - **Claim**: when a slot is free and nothing claimed is waiting, claim up to
 //!   4 × `QUEUE_CONCURRENCY` due jobs in one statement (batching is what makes
 //!   thousands of no-op jobs a second possible); when there are none, wait for a
-//!   wake-up ([`super::WAKE_CHANNEL`]) or `QUEUE_POLL_INTERVAL`.
+//!   wake-up ([`super::WAKE_CHANNEL`]) or the idle poll: `QUEUE_POLL_INTERVAL`,
+//!   doubled after every empty claim up to `QUEUE_IDLE_POLL_MAX` while Redis wake-ups
+//!   are subscribed (they bring new jobs from every process at once; the poll is left
+//!   for jobs that become due by time), back to the start by a wake-up or a claim that
+//!   found jobs.
 //! - **Lease**: every claimed job is held until `now + QUEUE_LEASE`; one statement
 //!   every `QUEUE_LEASE / 3` extends all leases this pool holds, and the same tick
 //!   re-queues jobs whose lease expired on any instance (their worker died).
@@ -74,6 +78,7 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
     // are leased (heartbeats cover them) and released on shutdown.
     let batch = (concurrency * CLAIM_FACTOR).min(MAX_CLAIM) as i64;
     let mut buffer: VecDeque<Claimed> = VecDeque::new();
+    let mut empty_claims: u32 = 0;
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -91,11 +96,22 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
         }
         let Some(job) = buffer.pop_front() else {
             drop(permit);
-            if wait(&state, &stop, &mut wake).await {
-                break;
+            let delay = idle_poll(
+                state.config.queue_poll_interval,
+                state.config.queue_idle_poll_max,
+                empty_claims,
+                // In-process wake-ups do not reach a `shoal worker` beside `shoal
+                // serve` on one database: only Redis's reach every process.
+                wake.is_some() && state.redis.is_some(),
+            );
+            match wait(&stop, &mut wake, delay).await {
+                Waited::Stop => break,
+                Waited::Woken => empty_claims = 0,
+                Waited::Polled => empty_claims = empty_claims.saturating_add(1),
             }
             continue;
         };
+        empty_claims = 0;
         let span =
             tracing::info_span!("job", id = %job.id, r#type = %job.kind, attempt = job.attempts);
         running.spawn(
@@ -142,8 +158,32 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
     tracing::info!("job workers stopped");
 }
 
-/// Waits for a wake-up, the poll interval or `stop`; true when stopping.
-async fn wait(state: &AppState, stop: &CancellationToken, wake: &mut Option<Subscription>) -> bool {
+/// How long an idle claimer sleeps after `empty_claims` claims in a row found nothing:
+/// `base` doubled each time up to `max`, or always `base` without wake-ups (then the
+/// poll is the only way to hear of new jobs).
+fn idle_poll(base: Duration, max: Duration, empty_claims: u32, wake_ups: bool) -> Duration {
+    if !wake_ups {
+        return base;
+    }
+    let factor = 1u32.checked_shl(empty_claims.min(16)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max.max(base))
+}
+
+/// How an idle wait ended.
+enum Waited {
+    Stop,
+    /// A wake-up: a job was enqueued, or one failed and is due again.
+    Woken,
+    /// The poll interval passed.
+    Polled,
+}
+
+/// Waits for a wake-up, `delay` or `stop`.
+async fn wait(
+    stop: &CancellationToken,
+    wake: &mut Option<Subscription>,
+    delay: Duration,
+) -> Waited {
     let woken = async {
         match wake {
             Some(s) => {
@@ -157,9 +197,9 @@ async fn wait(state: &AppState, stop: &CancellationToken, wake: &mut Option<Subs
         }
     };
     tokio::select! {
-        () = stop.cancelled() => true,
-        () = tokio::time::sleep(state.config.queue_poll_interval) => false,
-        () = woken => false,
+        () = stop.cancelled() => Waited::Stop,
+        () = tokio::time::sleep(delay) => Waited::Polled,
+        () = woken => Waited::Woken,
     }
 }
 
@@ -300,4 +340,22 @@ async fn finisher(state: AppState, owner: String, mut rx: mpsc::Receiver<Finishe
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_poll_backs_off_only_while_wake_ups_arrive() {
+        let (base, max) = (Duration::from_millis(200), Duration::from_secs(2));
+        let with_wake_ups: Vec<u128> = (0..6)
+            .map(|n| idle_poll(base, max, n, true).as_millis())
+            .collect();
+        assert_eq!(with_wake_ups, [200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(idle_poll(base, max, u32::MAX, true), max);
+        assert_eq!(idle_poll(base, max, 5, false), base);
+        // A maximum below the base never shortens the base poll.
+        assert_eq!(idle_poll(base, Duration::from_millis(50), 3, true), base);
+    }
 }

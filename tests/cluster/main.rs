@@ -12,6 +12,7 @@
 //! - [`analytics`]: the opt-out is shared.
 //! - [`registry`]: `/health/cluster` lists every live instance and forgets dead ones.
 //! - [`migrations`]: 20 instances migrate one empty database once; start-up retries.
+//! - [`jobs`]: an export asked for on one instance, read from another.
 //! - [`hot_path`]: the Redis round-trip and database budget of `GET /api/me`.
 //! - [`outages`]: Redis and PostgreSQL going away and coming back.
 //! - [`on_redis_cluster`]: the same promises with a Redis Cluster instead of one Redis.
@@ -22,6 +23,7 @@ mod cache;
 mod common;
 mod harness;
 mod hot_path;
+mod jobs;
 mod migrations;
 mod on_redis_cluster;
 mod outages;
