@@ -251,7 +251,8 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
 /// loopback) and measures no-op jobs against it.
 async fn jobs_bench(config: Config, count: usize, batch: usize, idle: usize) -> anyhow::Result<()> {
     let (kind, concurrency) = (config.database_kind, config.queue_concurrency);
-    let r = shoal::jobs::admin::run_bench(config, count, batch, idle).await?;
+    let r = shoal::jobs::admin::run_bench(config, count, batch, idle, std::time::Duration::ZERO)
+        .await?;
     println!(
         "jobs bench: database={kind:?} concurrency={concurrency} count={} batch={batch}",
         r.count

@@ -21,6 +21,10 @@ pub(crate) struct JobsArgs {
     /// Single jobs on an idle queue, for enqueue-to-start latency.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     idle: u32,
+    /// Milliseconds between the idle jobs (lets idle workers back their polling off,
+    /// `QUEUE_IDLE_POLL_MAX`, so the start delay shows the wake-up's).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    idle_gap_ms: u64,
 }
 
 /// Runs the scenario with Shoal's configuration from the environment
@@ -33,6 +37,7 @@ pub(crate) async fn run(args: JobsArgs) -> anyhow::Result<()> {
         args.count as usize,
         args.batch as usize,
         args.idle as usize,
+        std::time::Duration::from_millis(args.idle_gap_ms),
     )
     .await?;
     println!(

@@ -95,7 +95,8 @@ pub struct BenchReport {
 
 /// Runs the benchmark against workers already running on the same database:
 /// enqueues `count` no-op jobs and waits for them all, then `idle` single jobs one
-/// after the other.
+/// after the other, `idle_gap` apart (time for idle workers to back their polling
+/// off, so that the start delay is the wake-up's).
 pub async fn bench(
     db: &Db,
     config: &Config,
@@ -103,6 +104,7 @@ pub async fn bench(
     count: usize,
     batch: usize,
     idle: usize,
+    idle_gap: std::time::Duration,
 ) -> anyhow::Result<BenchReport> {
     let started = Instant::now();
     let mut ids = Vec::with_capacity(count);
@@ -123,6 +125,7 @@ pub async fn bench(
 
     let mut idle_ids = Vec::with_capacity(idle);
     for _ in 0..idle {
+        tokio::time::sleep(idle_gap).await;
         let mut tx = db.begin().await?;
         let job =
             super::enqueue_raw(&mut tx, config, "noop", "{}".into(), Enqueue::default()).await?;
@@ -199,6 +202,7 @@ pub async fn run_bench(
     count: usize,
     batch: usize,
     idle: usize,
+    idle_gap: std::time::Duration,
 ) -> anyhow::Result<BenchReport> {
     config.port = 0;
     config.host = std::net::IpAddr::from([127, 0, 0, 1]);
@@ -212,7 +216,7 @@ pub async fn run_bench(
         let s = wake_state.clone();
         Box::pin(async move { super::wake(&s).await })
     };
-    let report = bench(&state.db, &config, wake, count, batch, idle).await;
+    let report = bench(&state.db, &config, wake, count, batch, idle, idle_gap).await;
     stop.cancel();
     let _ = server.await;
     report
