@@ -96,13 +96,17 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
         }
         let Some(job) = buffer.pop_front() else {
             drop(permit);
+            // In-process wake-ups do not reach a `shoal worker` beside `shoal serve` on
+            // one database: only Redis's reach every process, and only while the
+            // subscription is up (`check` reads a flag, no round trip). If it drops
+            // during a long sleep, its return delivers a `Gap`, which wakes this loop.
+            let wake_ups =
+                wake.is_some() && state.redis.is_some() && state.pubsub.check().await.is_ok();
             let delay = idle_poll(
                 state.config.queue_poll_interval,
                 state.config.queue_idle_poll_max,
                 empty_claims,
-                // In-process wake-ups do not reach a `shoal worker` beside `shoal
-                // serve` on one database: only Redis's reach every process.
-                wake.is_some() && state.redis.is_some(),
+                wake_ups,
             );
             match wait(&stop, &mut wake, delay).await {
                 Waited::Stop => break,
