@@ -349,3 +349,101 @@ pub(crate) async fn call(request: RequestBuilder) -> (StatusCode, Value) {
 pub(crate) async fn send(request: RequestBuilder) -> Response {
     request.send().await.expect("request sent and answered")
 }
+
+/// `GET /api/me` on each of `instances` with the login's cookie and with its access
+/// token: both answer 200 for the same user. Returns the cookie answers' bodies.
+pub(crate) async fn me_on(
+    cluster: &Cluster,
+    login: &Login,
+    instances: impl IntoIterator<Item = usize>,
+) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for i in instances {
+        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), login)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "cookie on instance {}: {body}",
+            i + 1
+        );
+        let (status, by_token) = call(with_bearer(cluster.get(i, "/api/me"), login)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "bearer on instance {}: {by_token}",
+            i + 1
+        );
+        assert_eq!(by_token["id"], body["id"], "bearer on instance {}", i + 1);
+        bodies.push(body);
+    }
+    bodies
+}
+
+/// After a logout: the cookie and the access token get 401 with a JSON error on each of
+/// `instances`.
+pub(crate) async fn assert_logged_out_on(
+    cluster: &Cluster,
+    login: &Login,
+    instances: impl IntoIterator<Item = usize>,
+) {
+    for i in instances {
+        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), login)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "cookie on instance {}: {body}",
+            i + 1
+        );
+        assert!(body["error"]["code"].is_string(), "a JSON error: {body}");
+
+        let (status, body) = call(with_bearer(cluster.get(i, "/api/me"), login)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "access token on instance {}: {body}",
+            i + 1
+        );
+    }
+}
+
+/// A numeric response header.
+pub(crate) fn header_u64(r: &Response, name: &str) -> Option<u64> {
+    r.headers().get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// Spends a per-user budget of `limit` requests with `GET /api/me`, round-robin over
+/// every instance: each answers 200 and counts the shared budget down.
+pub(crate) async fn spend_user_budget(cluster: &Cluster, login: &Login, limit: u64) {
+    for n in 0..limit {
+        let i = n as usize % cluster.nodes.len();
+        let r = send(with_cookie(cluster.get(i, "/api/me"), login)).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "request {} on instance {}",
+            n + 1,
+            i + 1
+        );
+        assert_eq!(
+            header_u64(&r, "ratelimit-remaining"),
+            Some(limit - 1 - n),
+            "request {}",
+            n + 1
+        );
+    }
+}
+
+/// A 429 past a budget of `limit`: `Retry-After`, the `RateLimit-*` headers and the
+/// JSON error.
+pub(crate) async fn assert_limited(r: Response, limit: u64, what: &str) {
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
+    let retry_after = header_u64(&r, reqwest::header::RETRY_AFTER.as_str());
+    assert!(
+        retry_after.is_some_and(|s| s >= 1),
+        "{what}: Retry-After {retry_after:?}"
+    );
+    assert_eq!(header_u64(&r, "ratelimit-limit"), Some(limit), "{what}");
+    assert_eq!(header_u64(&r, "ratelimit-remaining"), Some(0), "{what}");
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "rate_limited", "{what}: {body}");
+}

@@ -9,7 +9,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::missing_service;
-use crate::harness::{Cluster, Services, Spec, call, send, with_bearer, with_cookie};
+use crate::harness::{
+    Cluster, Services, Spec, assert_limited, assert_logged_out_on, call, me_on, send,
+    spend_user_budget, with_cookie,
+};
 
 /// The test cluster's seed URLs, or `None` after saying why there is none.
 pub(crate) async fn redis_cluster() -> Option<Vec<String>> {
@@ -26,7 +29,7 @@ pub(crate) async fn redis_cluster() -> Option<Vec<String>> {
 }
 
 /// `RATE_LIMIT_USER_PER_MIN` of the test: above what the first user spends.
-const BUDGET: u32 = 24;
+const BUDGET: u64 = 24;
 
 #[tokio::test]
 async fn three_instances_on_a_redis_cluster_behave_as_one() {
@@ -58,23 +61,9 @@ async fn three_instances_on_a_redis_cluster_behave_as_one() {
     // Logged in through instance 1; cookie and token work on 2 and 3, and every
     // instance caches the user with its old name.
     let (account, login) = cluster.user(0, 0).await;
-    for i in 0..3 {
-        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "cookie on instance {}: {body}",
-            i + 1
-        );
+    for body in me_on(&cluster, &login, 0..3).await {
         assert_eq!(body["id"], account.id.as_str());
         assert_eq!(body["display_name"], "Ada");
-        let (status, body) = call(with_bearer(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "token on instance {}: {body}",
-            i + 1
-        );
     }
 
     // A name changed on instance 2 is what instances 1 and 3 answer next.
@@ -114,37 +103,13 @@ async fn three_instances_on_a_redis_cluster_behave_as_one() {
         StatusCode::NO_CONTENT,
         "logout on instance 3: {body}"
     );
-    for i in [0, 1] {
-        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "cookie after logout on instance {}: {body}",
-            i + 1
-        );
-    }
+    assert_logged_out_on(&cluster, &login, [0, 1]).await;
 
     // Another user spends the budget over all three; then every instance refuses.
     let (_, spender) = cluster.user(1, 1).await;
-    for n in 0..BUDGET {
-        let i = n as usize % 3;
-        let r = send(with_cookie(cluster.get(i, "/api/me"), &spender)).await;
-        assert_eq!(
-            r.status(),
-            StatusCode::OK,
-            "request {} on instance {}",
-            n + 1,
-            i + 1
-        );
-    }
+    spend_user_budget(&cluster, &spender, BUDGET).await;
     for i in 0..3 {
-        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &spender)).await;
-        assert_eq!(
-            status,
-            StatusCode::TOO_MANY_REQUESTS,
-            "past the budget on instance {}: {body}",
-            i + 1
-        );
-        assert_eq!(body["error"]["code"], "rate_limited");
+        let r = send(with_cookie(cluster.get(i, "/api/me"), &spender)).await;
+        assert_limited(r, BUDGET, &format!("past the budget on instance {}", i + 1)).await;
     }
 }

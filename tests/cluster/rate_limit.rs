@@ -5,27 +5,11 @@
 //! milliseconds apart, so no refill happens between them in any realistic run.
 
 use reqwest::StatusCode;
-use reqwest::header::RETRY_AFTER;
 use serde_json::json;
 
-use crate::harness::{Cluster, Services, Spec, send, with_cookie};
-
-fn header_u64(r: &reqwest::Response, name: &str) -> Option<u64> {
-    r.headers().get(name)?.to_str().ok()?.parse().ok()
-}
-
-async fn assert_limited(r: reqwest::Response, limit: u64, what: &str) {
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
-    let retry_after = header_u64(&r, RETRY_AFTER.as_str());
-    assert!(
-        retry_after.is_some_and(|s| s >= 1),
-        "{what}: Retry-After {retry_after:?}"
-    );
-    assert_eq!(header_u64(&r, "ratelimit-limit"), Some(limit), "{what}");
-    assert_eq!(header_u64(&r, "ratelimit-remaining"), Some(0), "{what}");
-    let body: serde_json::Value = r.json().await.expect("a JSON error body");
-    assert_eq!(body["error"]["code"], "rate_limited", "{what}: {body}");
-}
+use crate::harness::{
+    Cluster, Services, Spec, assert_limited, send, spend_user_budget, with_cookie,
+};
 
 #[tokio::test]
 async fn the_per_user_budget_is_shared_by_every_instance() {
@@ -35,23 +19,7 @@ async fn the_per_user_budget_is_shared_by_every_instance() {
     let cluster = Cluster::start(&services, Spec::new(3).with("RATE_LIMIT_USER_PER_MIN", 9)).await;
     let (_, login) = cluster.user(0, 0).await;
 
-    for n in 0..9 {
-        let i = n % 3;
-        let r = send(with_cookie(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            r.status(),
-            StatusCode::OK,
-            "request {} on instance {}",
-            n + 1,
-            i + 1
-        );
-        assert_eq!(
-            header_u64(&r, "ratelimit-remaining"),
-            Some(8 - n as u64),
-            "request {}",
-            n + 1
-        );
-    }
+    spend_user_budget(&cluster, &login, 9).await;
     // The budget is spent: every instance refuses the next request.
     for i in 0..3 {
         let r = send(with_cookie(cluster.get(i, "/api/me"), &login)).await;

@@ -5,7 +5,9 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{Cluster, Services, Spec, call, redis_connection, with_bearer, with_cookie};
+use crate::harness::{
+    Cluster, Services, Spec, assert_logged_out_on, call, me_on, redis_connection, with_cookie,
+};
 
 #[tokio::test]
 async fn a_login_on_one_instance_is_good_on_every_instance() {
@@ -17,25 +19,9 @@ async fn a_login_on_one_instance_is_good_on_every_instance() {
     // Registered on instance 3, logged in through instance 1.
     let (account, login) = cluster.user(2, 0).await;
 
-    for i in 0..3 {
-        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "cookie on instance {}: {body}",
-            i + 1
-        );
+    for body in me_on(&cluster, &login, 0..3).await {
         assert_eq!(body["id"], account.id.as_str());
         assert_eq!(body["email"], account.email.as_str());
-
-        let (status, body) = call(with_bearer(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "bearer on instance {}: {body}",
-            i + 1
-        );
-        assert_eq!(body["id"], account.id.as_str());
     }
 }
 
@@ -46,10 +32,7 @@ async fn a_logout_on_one_instance_ends_the_login_on_every_instance() {
     };
     let cluster = Cluster::start(&services, Spec::new(3)).await;
     let (_, login) = cluster.user(0, 0).await;
-    for i in 0..3 {
-        let (status, _) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(status, StatusCode::OK, "before logout, instance {}", i + 1);
-    }
+    me_on(&cluster, &login, 0..3).await;
 
     let (status, body) = call(with_cookie(cluster.post(2, "/api/auth/logout"), &login)).await;
     assert_eq!(
@@ -58,24 +41,7 @@ async fn a_logout_on_one_instance_ends_the_login_on_every_instance() {
         "logout on instance 3: {body}"
     );
 
-    for i in [0, 1] {
-        let (status, body) = call(with_cookie(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "cookie on instance {}: {body}",
-            i + 1
-        );
-        assert!(body["error"]["code"].is_string(), "a JSON error: {body}");
-
-        let (status, body) = call(with_bearer(cluster.get(i, "/api/me"), &login)).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "access token on instance {}: {body}",
-            i + 1
-        );
-    }
+    assert_logged_out_on(&cluster, &login, [0, 1]).await;
     let (status, body) = call(
         cluster
             .post(0, "/api/auth/refresh")
