@@ -293,10 +293,10 @@ impl Writer {
                     continue;
                 }
             };
-            match Pin::new(&mut *ws).poll_ready(cx) {
-                Poll::Pending => break,
-                // The frame below fails too; the reading half sees the broken connection.
-                Poll::Ready(Err(_)) | Poll::Ready(Ok(())) => {}
+            // On an error the frame below fails too; the reading half sees the broken
+            // connection.
+            if Pin::new(&mut *ws).poll_ready(cx).is_pending() {
+                break;
             }
             if let Some(msg) = out.next().and_then(|p| to_message(socket.protocol, p)) {
                 if let Err(_e) = Pin::new(&mut *ws).start_send(msg) {
