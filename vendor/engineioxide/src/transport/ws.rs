@@ -61,7 +61,6 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
     req: Request<R>,
 ) -> Result<Response<ResponseBody<B>>, Error> {
     let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts.clone(), body);
 
     let ws_key = parts
         .headers
@@ -69,18 +68,36 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
+    let upgrade = hyper::upgrade::on(Request::from_parts(parts.clone(), body));
+    // Patched (Shoal): the upgrade and the handshake run boxed. What an async block
+    // captures stays in its task for the task's whole life, and the request head alone
+    // is ~0.2 kB; boxed, it is freed when the handshake ends.
+    let handshake = {
+        let engine = engine.clone();
+        Box::pin(async move {
+            let conn = match upgrade.await {
+                Ok(conn) => hyper_util::rt::TokioIo::new(conn),
+                Err(_e) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("ws upgrade error: {}", _e);
+                    return Ok(None);
+                }
+            };
+            open_connection(&engine, conn, protocol, sid, parts)
+                .await
+                .map(Some)
+        })
+    };
 
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
-            Err(_e) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!("ws upgrade error: {}", _e);
-                return;
+    tokio::spawn(async move {
+        let res = match handshake.await {
+            Ok(Some((socket, ws, heartbeat))) => {
+                let end = Connection::new(&engine, &socket, heartbeat).run(ws).await;
+                on_end(&engine, &socket, end);
+                Ok(())
             }
+            Ok(None) => return,
+            Err(e) => Err(e),
         };
 
         match res {
@@ -126,6 +143,16 @@ where
     let (socket, ws, heartbeat) =
         Box::pin(open_connection(&engine, conn, protocol, sid, req_data)).await?;
     let end = Connection::new(&engine, &socket, heartbeat).run(ws).await;
+    on_end(&engine, &socket, end);
+    Ok(())
+}
+
+/// Closes the session after its connection ended, unless it was closed on this side.
+fn on_end<H: EngineIoHandler>(
+    engine: &EngineIo<H>,
+    socket: &Socket<H::Data>,
+    end: Result<End, Error>,
+) {
     match end {
         Err(ref e) => {
             let reason =
@@ -145,7 +172,6 @@ where
             tracing::debug!(sid = %socket.id, "socket is closing");
         }
     }
-    Ok(())
 }
 
 /// The handshake: a new session with its open packet, or the upgrade of a polling one.
@@ -463,9 +489,13 @@ impl<'a, H: EngineIoHandler> Connection<'a, H> {
             ws.close(None).await.ok();
         };
         // A client that stopped reading must not keep this task, and its socket, forever.
-        tokio::time::timeout(self.engine.config.ping_timeout, closing)
-            .await
-            .ok();
+        // Boxed: the task would otherwise be sized for this one-off state all its life.
+        Box::pin(tokio::time::timeout(
+            self.engine.config.ping_timeout,
+            closing,
+        ))
+        .await
+        .ok();
         end
     }
 
