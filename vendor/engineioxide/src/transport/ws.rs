@@ -7,12 +7,15 @@
 use std::{
     future::{Future, poll_fn},
     pin::{Pin, pin},
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
     time::Duration,
 };
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt, task::AtomicWaker};
 use tokio::{sync::MutexGuard, time::Instant};
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
 use smallvec::smallvec;
@@ -392,6 +395,35 @@ fn to_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
     }
 }
 
+/// The waker the reading side polls with: it records that the reading side was woken
+/// (the socket became readable, or the WebSocket wants to be polled again) before it
+/// wakes the connection's task.
+struct ReadWaker {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for ReadWaker {
+    fn default() -> Self {
+        Self {
+            // The first poll reads.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Wake for ReadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 /// One WebSocket connection, driven by [`Connection::run`] in a single future.
 struct Connection<'a, H: EngineIoHandler> {
     engine: &'a Arc<EngineIo<H>>,
@@ -426,6 +458,8 @@ impl<'a, H: EngineIoHandler> Connection<'a, H> {
         let mut lock = pin!(socket.internal_rx.lock());
         let mut rx: Option<MutexGuard<'_, InternalRx>> = None;
         let mut writer = Writer::default();
+        let reader = Arc::new(ReadWaker::default());
+        let read_waker = Waker::from(reader.clone());
         // Polled only when this connection runs its heartbeat.
         let mut ticker = pin!(tokio::time::sleep(
             self.heartbeat.as_ref().map_or(Duration::MAX, |h| h.interval)
@@ -438,16 +472,23 @@ impl<'a, H: EngineIoHandler> Connection<'a, H> {
                 rx = Some(guard);
             }
             // Reading first: what the client sent before a close on this side is handled.
-            loop {
-                match Pin::new(&mut ws).poll_next(cx) {
-                    Poll::Ready(Some(Ok(msg))) => {
-                        if let Some(end) = self.on_message(msg)? {
-                            return Poll::Ready(Ok(end));
+            // Only when the reading side was woken: most wake-ups are packets to write, and
+            // an attempt to read costs a system call.
+            reader.task.register(cx.waker());
+            if reader.woken.swap(false, Ordering::Acquire) {
+                let mut read_cx = Context::from_waker(&read_waker);
+                loop {
+                    match Pin::new(&mut ws).poll_next(&mut read_cx) {
+                        Poll::Ready(Some(Ok(msg))) => {
+                            if let Some(end) = self.on_message(msg)? {
+                                return Poll::Ready(Ok(end));
+                            }
                         }
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+                        Poll::Ready(None) => return Poll::Ready(Ok(End::Closed)),
+                        // `read_waker` is registered: it marks the reading side woken.
+                        Poll::Pending => break,
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
-                    Poll::Ready(None) => return Poll::Ready(Ok(End::Closed)),
-                    Poll::Pending => break,
                 }
             }
             if let Some(heartbeat) = self.heartbeat.as_mut() {
