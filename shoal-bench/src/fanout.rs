@@ -82,7 +82,8 @@ impl Shared {
 struct ReceiverStats {
     url_idx: usize,
     seen: Vec<u64>,
-    latencies_us: Vec<u32>,
+    /// Delivery latencies by the second (of the send phase) the message was sent in.
+    latencies_us: Vec<Vec<u32>>,
     duplicates: u64,
     stray: u64,
     error: Option<String>,
@@ -149,6 +150,9 @@ struct Report {
     connect_ms: u128,
     connection_errors: Vec<String>,
     bench_client_cpu_pct: Option<f64>,
+    /// p99 of the messages sent in each second of the send phase: a stall shows as one
+    /// bad second, steady queueing as all of them.
+    p99_ms_per_second: Vec<Option<f64>>,
 }
 
 fn join_payload(wid: &str) -> serde_json::Value {
@@ -217,6 +221,7 @@ async fn receiver(
     let mut stats = ReceiverStats {
         url_idx,
         seen: vec![0; plan.messages.div_ceil(64)],
+        latencies_us: vec![Vec::new(); plan.messages.div_ceil(plan.rate as usize)],
         ..ReceiverStats::default()
     };
     let token = &plan.tokens[idx % plan.tokens.len()];
@@ -243,9 +248,13 @@ async fn receiver(
         }
     };
     drop(ready);
+    // One `changed` future for the whole loop: making one per received event cost
+    // this client a lock and a waker registration each time.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             got = conn.recv() => match got {
                 Ok(Incoming::Event(json)) => {
                     let now = Instant::now();
@@ -269,7 +278,7 @@ async fn receiver(
                     if t0 > 0 {
                         let sent = shared.base + Duration::from_nanos(t0 - 1);
                         let us = now.saturating_duration_since(sent).as_micros();
-                        stats.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        stats.latencies_us[n / plan.rate as usize].push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
                 }
                 Ok(Incoming::Ack(..)) => {}
@@ -609,7 +618,8 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
     for &n in &acked_idx {
         cross_expected += clients as u64 - receivers_per_url[plan.publisher_url(n)];
     }
-    let mut latencies: Vec<u32> = Vec::new();
+    let seconds = messages.div_ceil(plan.rate as usize);
+    let mut per_second: Vec<Vec<u32>> = vec![Vec::new(); seconds];
     let (mut duplicates, mut stray) = (0u64, 0u64);
     let mut errors: Vec<String> = Vec::new();
     for r in &mut receivers {
@@ -621,7 +631,9 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
                 }
             }
         }
-        latencies.append(&mut r.latencies_us);
+        for (all, mine) in per_second.iter_mut().zip(&mut r.latencies_us) {
+            all.append(mine);
+        }
         duplicates += r.duplicates;
         stray += r.stray;
         errors.extend(r.error.take());
@@ -635,6 +647,14 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
         }
         errors.extend(p.error.take());
     }
+    let p99_ms_per_second = per_second
+        .iter_mut()
+        .map(|l| {
+            l.sort_unstable();
+            us_to_ms(percentile(l, 99.0))
+        })
+        .collect();
+    let mut latencies: Vec<u32> = per_second.concat();
     latencies.sort_unstable();
     ack_lat.sort_unstable();
     let expected = acked * clients as u64;
@@ -673,6 +693,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
         connect_ms,
         connection_errors: errors.into_iter().take(20).collect(),
         bench_client_cpu_pct: cpu,
+        p99_ms_per_second,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -44,6 +44,24 @@ impl Presence for MemoryPresence {
         Ok(())
     }
 
+    async fn join_many(
+        &self,
+        room: &str,
+        entries: &[(String, Bytes)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let expires = Instant::now() + ttl;
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let members = rooms.entry(room.to_owned()).or_default();
+        for (conn, info) in entries {
+            members.insert(conn.clone(), (info.clone(), expires));
+        }
+        Ok(())
+    }
+
     async fn leave(&self, room: &str, conn: &str) -> Result<(), BackendError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(members) = rooms.get_mut(room) {

@@ -17,6 +17,9 @@ use crate::backend_error::BackendError;
 /// - after `join(room, conn, info, ttl)`, `list(room)` contains `(conn, info)` on
 ///   every instance until `leave(room, conn)` or until `ttl` passes without another
 ///   `join` of the same pair (which refreshes it);
+/// - `join_many(room, entries, ttl)` is `join` of every entry, in one call (one round
+///   trip for a remote backend): an instance refreshes all its connections of a room
+///   at once;
 /// - rooms are independent; `leave` is idempotent.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
@@ -26,6 +29,13 @@ pub trait Presence: Send + Sync + 'static {
         room: &str,
         conn: &str,
         info: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BackendError>;
+    /// Adds or refreshes every `(conn, info)` of `entries` in `room` for `ttl`.
+    async fn join_many(
+        &self,
+        room: &str,
+        entries: &[(String, Bytes)],
         ttl: Duration,
     ) -> Result<(), BackendError>;
     /// Removes `conn` from `room`.

@@ -8,7 +8,8 @@
 //!
 //! Trade-off: `join` and `list` are Lua scripts so that expiry is judged by Redis
 //! `TIME` (instances with skewed clocks agree) and so that pruning expired entries and
-//! reading the live ones is atomic; each call is one round trip. `leave` is a
+//! reading the live ones is atomic; each call is one round trip (`join_many`: one per
+//! 500 entries). `leave` is a
 //! `MULTI` of `ZREM` + `HDEL`.
 
 use std::time::Duration;
@@ -33,11 +34,13 @@ for _, m in ipairs(dead) do
 end
 ";
 
-/// ARGV[1] = conn, ARGV[2] = info, ARGV[3] = ttl ms.
+/// ARGV[1] = ttl ms, then conn, info pairs.
 const JOIN: &str = r"
-local exp = now + tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], exp, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local exp = now + tonumber(ARGV[1])
+for i = 2, #ARGV - 1, 2 do
+  redis.call('ZADD', KEYS[1], exp, ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local keep = math.max(1, tonumber(last[2]) - now)
 redis.call('PEXPIRE', KEYS[1], keep)
@@ -58,6 +61,9 @@ for _, m in ipairs(live) do
 end
 return out
 ";
+
+/// Entries per `join_many` script call.
+const JOIN_MANY_CHUNK: usize = 500;
 
 /// Presence in Redis; shared by every instance on the same server and prefix.
 pub struct RedisPresence {
@@ -99,10 +105,29 @@ impl Presence for RedisPresence {
         invocation
             .key(expiry)
             .key(infos)
+            .arg(px(ttl))
             .arg(conn)
-            .arg(info.as_ref())
-            .arg(px(ttl));
+            .arg(info.as_ref());
         self.client.run_script::<i64>(&invocation).await.map(|_| ())
+    }
+
+    async fn join_many(
+        &self,
+        room: &str,
+        entries: &[(String, Bytes)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
+        let (expiry, infos) = self.keys(room);
+        // Bounded scripts: Redis runs nothing else while one runs.
+        for chunk in entries.chunks(JOIN_MANY_CHUNK) {
+            let mut invocation = self.join.prepare_invoke();
+            invocation.key(&expiry).key(&infos).arg(px(ttl));
+            for (conn, info) in chunk {
+                invocation.arg(conn).arg(info.as_ref());
+            }
+            self.client.run_script::<i64>(&invocation).await?;
+        }
+        Ok(())
     }
 
     async fn leave(&self, room: &str, conn: &str) -> Result<(), BackendError> {

@@ -478,22 +478,37 @@ async fn online_users(
     Ok(users)
 }
 
-/// Adds (or refreshes) this connection's presence entry in `workspace`.
-pub(crate) async fn refresh_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> bool {
+/// The presence entry of `conn`: its key and what it carries.
+pub(crate) fn presence_entry(conn: &Conn) -> (String, Bytes) {
     let info = serde_json::to_vec(&PresenceInfo {
         user_id: conn.user_id,
     })
     .unwrap_or_default();
+    (conn.presence_key.clone(), Bytes::from(info))
+}
+
+/// Refreshes the presence entries of several connections of this instance in
+/// `workspace` at once (one round trip per room, not one per connection).
+pub(crate) async fn refresh_presence_many(ctx: &Ctx, workspace: Uuid, entries: &[(String, Bytes)]) {
+    let ttl = ctx.state.config.realtime_presence_ttl;
+    if let Err(e) = ctx
+        .state
+        .presence
+        .join_many(&presence_room(workspace), entries, ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "presence refresh failed");
+    }
+}
+
+/// Adds (or refreshes) this connection's presence entry in `workspace`.
+async fn refresh_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> bool {
+    let (key, info) = presence_entry(conn);
     let ttl = ctx.state.config.realtime_presence_ttl;
     match ctx
         .state
         .presence
-        .join(
-            &presence_room(workspace),
-            &conn.presence_key,
-            Bytes::from(info),
-            ttl,
-        )
+        .join(&presence_room(workspace), &key, info, ttl)
         .await
     {
         Ok(()) => true,
@@ -510,14 +525,24 @@ async fn presence_join(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
     }
 }
 
-async fn presence_leave(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
-    if let Err(e) = ctx
+/// Removes this connection's presence entry in `workspace`; false if that failed.
+pub(crate) async fn forget_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> bool {
+    match ctx
         .state
         .presence
         .leave(&presence_room(workspace), &conn.presence_key)
         .await
     {
-        tracing::warn!(error = %e, "presence leave failed");
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence leave failed");
+            false
+        }
+    }
+}
+
+async fn presence_leave(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
+    if !forget_presence(ctx, conn, workspace).await {
         return;
     }
     // Another tab of the same user keeps it online.

@@ -2,6 +2,8 @@
 //! [`CHANNEL`](super::events::CHANNEL) into emits to this instance's sockets, and the
 //! presence refresher.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -9,11 +11,13 @@ use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::Ctx;
 use super::chat::ChatMessage;
 use super::events::{CHANNEL, Envelope, ServerEvent};
-use super::handlers::refresh_presence;
+use super::handlers::{forget_presence, presence_entry, refresh_presence_many};
+use super::resume::Conn;
 use crate::pubsub::{Delivery, Subscription};
 
 /// Consumes the subscription until `stop`; after a [`Delivery::Gap`] (or a lost
@@ -98,15 +102,14 @@ async fn repair_all(ctx: &Ctx) {
     ctx.chat.repair_all(ctx).await;
 }
 
-fn conn_of(socket: &SocketRef) -> Option<std::sync::Arc<super::resume::Conn>> {
-    socket
-        .extensions
-        .get::<std::sync::Arc<super::resume::Conn>>()
+fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
+    socket.extensions.get::<Arc<Conn>>()
 }
 
 /// Refreshes the presence entry of every joined workspace of every local socket each
 /// third of `REALTIME_PRESENCE_TTL`, so that entries live exactly while their
-/// connection (and its instance) does.
+/// connection (and its instance) does. One call per workspace room: with thousands of
+/// sockets, one round trip per socket kept the presence store busy for the whole tick.
 pub(crate) async fn refresh_presence_loop(ctx: Ctx, io: SocketIo, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(ctx.state.config.realtime_presence_ttl / 3);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,12 +119,22 @@ pub(crate) async fn refresh_presence_loop(ctx: Ctx, io: SocketIo, stop: Cancella
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
+        let mut rooms: HashMap<Uuid, Vec<Arc<Conn>>> = HashMap::new();
         for socket in io.sockets() {
             let Some(conn) = conn_of(&socket) else {
                 continue;
             };
             for workspace in conn.joined() {
-                refresh_presence(&ctx, &conn, workspace).await;
+                rooms.entry(workspace).or_default().push(conn.clone());
+            }
+        }
+        for (workspace, conns) in rooms {
+            let entries: Vec<_> = conns.iter().map(|c| presence_entry(c)).collect();
+            refresh_presence_many(&ctx, workspace, &entries).await;
+            // A socket that left (or disconnected) since the list was made may have
+            // been re-added by this refresh after its own leave: remove it again.
+            for conn in conns.iter().filter(|c| !c.is_joined(workspace)) {
+                forget_presence(&ctx, conn, workspace).await;
             }
         }
     }

@@ -43,6 +43,7 @@ contract_suite!(
     cases: [
         join_is_listed_on_every_instance,
         join_again_refreshes_info_and_ttl,
+        join_many_joins_and_refreshes_every_entry,
         leave_removes_and_is_idempotent,
         entries_expire_without_refresh,
         rooms_are_independent,
@@ -90,6 +91,38 @@ async fn join_again_refreshes_info_and_ttl<F: Fixture>() {
     // Past the first TTL the entry lives on under the refreshed one.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(sorted(&p.b, "room").await, vec![entry("c1", "v2")]);
+}
+
+async fn join_many_joins_and_refreshes_every_entry<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let short = Duration::from_millis(300);
+    p.a.join("room", "c1", Bytes::from_static(b"v1"), short)
+        .await
+        .expect("join c1");
+    p.a.join("room", "gone", Bytes::from_static(b"g"), short)
+        .await
+        .expect("join gone");
+    p.a.join_many("room", &[], HOUR).await.expect("nothing");
+    // More entries than one Redis script call carries.
+    let many: Vec<(String, Bytes)> = (0..1_200)
+        .map(|i| (format!("m{i:04}"), Bytes::from(format!("u{i}"))))
+        .chain([entry("c1", "v2")])
+        .collect();
+    p.b.join_many("room", &many, HOUR).await.expect("join_many");
+    let mut expected = many.clone();
+    expected.push(entry("gone", "g"));
+    expected.sort();
+    assert_eq!(sorted(&p.a, "room").await, expected);
+    // `c1` was refreshed (new info, new TTL); `gone` was not, and expires.
+    let (a, live) = (p.a.clone(), many.len());
+    eventually("the entry not refreshed to expire", || {
+        let a = a.clone();
+        async move { a.list("room").await.expect("list").len() == live }
+    })
+    .await;
+    let mut refreshed = many;
+    refreshed.sort();
+    assert_eq!(sorted(&p.b, "room").await, refreshed);
 }
 
 async fn leave_removes_and_is_idempotent<F: Fixture>() {

@@ -110,18 +110,20 @@ async fn after_its_instance_dies_a_client_resumes_on_the_other_and_presence_expi
         a.send(&wid, &format!("while away {i}"), &i.to_string())
             .await;
     }
-    // Its presence entry expires (no refresh any more).
-    eventually("the dead instance's presence entry expires", || {
+    // Its presence entry expires (no refresh any more), while Ada's, older than one
+    // TTL by then, lives on: her instance refreshes it.
+    let online = eventually("the dead instance's presence entry expires", || {
         let a = &a;
         let wid = wid.clone();
         async move {
             let listed = a
                 .call("presence:list", json!({ "workspace_id": wid }))
                 .await;
-            (listed["users"].as_array().map(Vec::len) == Some(1)).then_some(())
+            (listed["users"].as_array().map(Vec::len) == Some(1)).then_some(listed)
         }
     })
     .await;
+    assert_eq!(online["users"][0]["user_id"], ada.id.as_str(), "{online}");
 
     // Bob reconnects to the surviving instance and resumes.
     let mut b = Sio::connect(&b0, Auth::Token(&bob.token)).await;
