@@ -1,18 +1,19 @@
 //! In-process presence. Serves a single instance.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::Presence;
+use super::{Entry, Presence};
 use crate::backend_error::BackendError;
 
-/// A room's connections → (info, expiry).
-type Room = HashMap<String, (Bytes, Instant)>;
+/// A user's connections → expiry.
+type Conns = HashMap<String, Instant>;
+/// A room's users.
+type Room = HashMap<String, Conns>;
 
 /// Rooms by name.
 #[derive(Default)]
@@ -25,6 +26,19 @@ impl MemoryPresence {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Adds or refreshes `conn`; true when the user had no live connection before.
+fn add(room: &mut Room, user: &str, conn: &str, expires: Instant, now: Instant) -> bool {
+    let conns = room.entry(user.to_owned()).or_default();
+    conns.retain(|_, at| *at > now);
+    let came_online = conns.is_empty();
+    conns.insert(conn.to_owned(), expires);
+    came_online
 }
 
 #[async_trait]
@@ -32,59 +46,69 @@ impl Presence for MemoryPresence {
     async fn join(
         &self,
         room: &str,
+        user: &str,
         conn: &str,
-        info: Bytes,
         ttl: Duration,
-    ) -> Result<(), BackendError> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .entry(room.to_owned())
-            .or_default()
-            .insert(conn.to_owned(), (info, Instant::now() + ttl));
-        Ok(())
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut rooms = self.rooms();
+        let room = rooms.entry(room.to_owned()).or_default();
+        Ok(add(room, user, conn, now + ttl, now))
     }
 
     async fn join_many(
         &self,
         room: &str,
-        entries: &[(String, Bytes)],
+        entries: &[Entry],
         ttl: Duration,
     ) -> Result<(), BackendError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let expires = Instant::now() + ttl;
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let members = rooms.entry(room.to_owned()).or_default();
-        for (conn, info) in entries {
-            members.insert(conn.clone(), (info.clone(), expires));
-        }
-        Ok(())
-    }
-
-    async fn leave(&self, room: &str, conn: &str) -> Result<(), BackendError> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(members) = rooms.get_mut(room) {
-            members.remove(conn);
-            if members.is_empty() {
-                rooms.remove(room);
-            }
-        }
-        Ok(())
-    }
-
-    async fn list(&self, room: &str) -> Result<Vec<(String, Bytes)>, BackendError> {
         let now = Instant::now();
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(members) = rooms.get_mut(room) else {
+        let mut rooms = self.rooms();
+        let room = rooms.entry(room.to_owned()).or_default();
+        for entry in entries {
+            add(room, &entry.user, &entry.conn, now + ttl, now);
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, room: &str, user: &str, conn: &str) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut rooms = self.rooms();
+        let Some(users) = rooms.get_mut(room) else {
+            return Ok(true);
+        };
+        let offline = match users.get_mut(user) {
+            Some(conns) => {
+                conns.remove(conn);
+                conns.retain(|_, at| *at > now);
+                conns.is_empty()
+            }
+            None => true,
+        };
+        if offline {
+            users.remove(user);
+        }
+        if users.is_empty() {
+            rooms.remove(room);
+        }
+        Ok(offline)
+    }
+
+    async fn list(&self, room: &str) -> Result<Vec<String>, BackendError> {
+        let now = Instant::now();
+        let mut rooms = self.rooms();
+        let Some(users) = rooms.get_mut(room) else {
             return Ok(Vec::new());
         };
-        members.retain(|_, (_, expires)| *expires > now);
-        let mut out: Vec<(String, Bytes)> = members
-            .iter()
-            .map(|(conn, (info, _))| (conn.clone(), info.clone()))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        users.retain(|_, conns| {
+            conns.retain(|_, at| *at > now);
+            !conns.is_empty()
+        });
+        let mut out: Vec<String> = users.keys().cloned().collect();
+        out.sort();
         Ok(out)
     }
 

@@ -1,74 +1,93 @@
 //! Presence in Redis (distributed mode): who is online in a room, on any instance.
 //!
-//! Key layout per room: a sorted set `{{prefix}:presence:{room}}:expiry` (connection →
-//! expiry in Redis milliseconds) and a hash `{{prefix}:presence:{room}}:info`
-//! (connection → info); the braces are a Redis Cluster hash tag, so both are in one
-//! slot. Both keys are given a `PEXPIRE` of the latest expiry in the
-//! room, so an abandoned room (its instances died) disappears by itself.
+//! Key layout per room, all under one Redis Cluster hash tag `{{prefix}:presence:{room}}`
+//! (one slot, so a script may use them together):
+//! - `…:users`, a sorted set: user → the latest expiry of its connections, in Redis
+//!   milliseconds; `list` reads the users whose score is in the future;
+//! - `…:u:{user}`, a sorted set per user: connection → expiry.
 //!
-//! Trade-off: `join` and `list` are Lua scripts so that expiry is judged by Redis
-//! `TIME` (instances with skewed clocks agree) and so that pruning expired entries and
-//! reading the live ones is atomic; each call is one round trip (`join_many`: one per
-//! 500 entries). `leave` is a
-//! `MULTI` of `ZREM` + `HDEL`.
+//! Every key gets a `PEXPIRE` at its latest expiry, so an abandoned room (its instances
+//! died) disappears by itself.
+//!
+//! Trade-off: every call is one Lua script (one round trip; `join_many` one per 500
+//! entries), so that expiry is judged by Redis `TIME` (instances with skewed clocks
+//! agree) and so that "did this user just come online / go offline" is answered
+//! atomically with the change. Each costs O(log n) in the room's size: an earlier
+//! layout (one set of connections per room) made `leave` read the whole room to learn
+//! whether the user had another connection, O(n) per leave and O(n²) for a workspace
+//! whose clients all reconnect at once.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
-use super::Presence;
+use super::{Entry, Presence};
 use crate::backend_error::BackendError;
 use crate::redis_client::RedisClient;
 use crate::session::redis::px;
 
-/// Drops expired entries of the room in KEYS[1] (zset) / KEYS[2] (hash) and returns
-/// the current Redis time in ms. Shared prelude of both scripts.
-const PRUNE: &str = r"
+/// The current Redis time in ms, as `now`.
+const NOW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, m in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('HDEL', KEYS[2], m)
-end
 ";
 
-/// ARGV[1] = ttl ms, then conn, info pairs.
+/// KEYS[1] = users, KEYS[1 + i] = the i-th entry's user key; ARGV[1] = ttl ms, then
+/// user, conn per entry. Returns 1 when the first entry's user came online.
 const JOIN: &str = r"
 local exp = now + tonumber(ARGV[1])
-for i = 2, #ARGV - 1, 2 do
-  redis.call('ZADD', KEYS[1], exp, ARGV[i])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local keep = math.max(1, tonumber(last[2]) - now)
-redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('PEXPIRE', KEYS[2], keep)
-return 1
-";
-
-/// Returns {conn, info, conn, info, …} of the live entries.
-const LIST: &str = r"
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-local out = {}
-for _, m in ipairs(live) do
-  local info = redis.call('HGET', KEYS[2], m)
-  if info then
-    table.insert(out, m)
-    table.insert(out, info)
+local first = 0
+for i = 2, #KEYS do
+  local ukey, user, conn = KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1]
+  redis.call('ZREMRANGEBYSCORE', ukey, '-inf', now)
+  local online = redis.call('ZCARD', ukey) > 0
+  redis.call('ZADD', ukey, exp, conn)
+  local top = redis.call('ZRANGE', ukey, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', ukey, math.max(1, tonumber(top[2]) - now))
+  local score = redis.call('ZSCORE', KEYS[1], user)
+  if not score or tonumber(score) < tonumber(top[2]) then
+    redis.call('ZADD', KEYS[1], top[2], user)
+  end
+  if i == 2 and not online then
+    first = 1
   end
 end
-return out
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] then
+  redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(top[2]) - now))
+end
+return first
 ";
 
-/// Entries per `join_many` script call.
+/// KEYS[1] = users, KEYS[2] = the user's key; ARGV[1] = user, ARGV[2] = conn.
+/// Returns 1 when the user has no live connection left.
+const LEAVE: &str = r"
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if not top[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+redis.call('ZADD', KEYS[1], top[2], ARGV[1])
+return 0
+";
+
+/// KEYS[1] = users. Returns the users with a live connection.
+const LIST: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
+/// Entries per `join_many` script call: Redis runs nothing else while one runs.
 const JOIN_MANY_CHUNK: usize = 500;
 
 /// Presence in Redis; shared by every instance on the same server and prefix.
 pub struct RedisPresence {
     client: RedisClient,
     join: redis::Script,
+    leave: redis::Script,
     list: redis::Script,
 }
 
@@ -77,17 +96,18 @@ impl RedisPresence {
     pub fn new(client: RedisClient) -> Self {
         Self {
             client,
-            join: redis::Script::new(&format!("{PRUNE}{JOIN}")),
-            list: redis::Script::new(&format!("{PRUNE}{LIST}")),
+            join: redis::Script::new(&format!("{NOW}{JOIN}")),
+            leave: redis::Script::new(&format!("{NOW}{LEAVE}")),
+            list: redis::Script::new(&format!("{NOW}{LIST}")),
         }
     }
 
-    fn keys(&self, room: &str) -> (String, String) {
-        (
-            // One hash tag per room: the scripts use both keys (one slot on a cluster).
-            self.client.tagged_key(&["presence", room], &["expiry"]),
-            self.client.tagged_key(&["presence", room], &["info"]),
-        )
+    fn users_key(&self, room: &str) -> String {
+        self.client.tagged_key(&["presence", room], &["users"])
+    }
+
+    fn user_key(&self, room: &str, user: &str) -> String {
+        self.client.tagged_key(&["presence", room], &["u", user])
     }
 }
 
@@ -96,69 +116,58 @@ impl Presence for RedisPresence {
     async fn join(
         &self,
         room: &str,
+        user: &str,
         conn: &str,
-        info: Bytes,
         ttl: Duration,
-    ) -> Result<(), BackendError> {
-        let (expiry, infos) = self.keys(room);
+    ) -> Result<bool, BackendError> {
         let mut invocation = self.join.prepare_invoke();
         invocation
-            .key(expiry)
-            .key(infos)
+            .key(self.users_key(room))
+            .key(self.user_key(room, user))
             .arg(px(ttl))
-            .arg(conn)
-            .arg(info.as_ref());
-        self.client.run_script::<i64>(&invocation).await.map(|_| ())
+            .arg(user)
+            .arg(conn);
+        Ok(self.client.run_script::<i64>(&invocation).await? == 1)
     }
 
     async fn join_many(
         &self,
         room: &str,
-        entries: &[(String, Bytes)],
+        entries: &[Entry],
         ttl: Duration,
     ) -> Result<(), BackendError> {
-        let (expiry, infos) = self.keys(room);
-        // Bounded scripts: Redis runs nothing else while one runs.
+        let users = self.users_key(room);
         for chunk in entries.chunks(JOIN_MANY_CHUNK) {
             let mut invocation = self.join.prepare_invoke();
-            invocation.key(&expiry).key(&infos).arg(px(ttl));
-            for (conn, info) in chunk {
-                invocation.arg(conn).arg(info.as_ref());
+            invocation.key(&users).arg(px(ttl));
+            for entry in chunk {
+                invocation
+                    .key(self.user_key(room, &entry.user))
+                    .arg(&entry.user)
+                    .arg(&entry.conn);
             }
             self.client.run_script::<i64>(&invocation).await?;
         }
         Ok(())
     }
 
-    async fn leave(&self, room: &str, conn: &str) -> Result<(), BackendError> {
-        let (expiry, infos) = self.keys(room);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZREM")
-            .arg(expiry)
-            .arg(conn)
-            .ignore()
-            .cmd("HDEL")
-            .arg(infos)
-            .arg(conn)
-            .ignore();
-        self.client.query_pipe::<()>(&pipe).await
+    async fn leave(&self, room: &str, user: &str, conn: &str) -> Result<bool, BackendError> {
+        let mut invocation = self.leave.prepare_invoke();
+        invocation
+            .key(self.users_key(room))
+            .key(self.user_key(room, user))
+            .arg(user)
+            .arg(conn);
+        Ok(self.client.run_script::<i64>(&invocation).await? == 1)
     }
 
-    async fn list(&self, room: &str) -> Result<Vec<(String, Bytes)>, BackendError> {
-        let (expiry, infos) = self.keys(room);
+    async fn list(&self, room: &str) -> Result<Vec<String>, BackendError> {
         let mut invocation = self.list.prepare_invoke();
-        invocation.key(expiry).key(infos);
-        let flat: Vec<Vec<u8>> = self.client.run_script(&invocation).await?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut items = flat.into_iter();
-        while let (Some(conn), Some(info)) = (items.next(), items.next()) {
-            let conn = String::from_utf8(conn)
-                .map_err(|e| BackendError::corrupt("redis", format!("presence member: {e}")))?;
-            out.push((conn, Bytes::from(info)));
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        invocation.key(self.users_key(room));
+        let mut users: Vec<String> = self.client.run_script(&invocation).await?;
+        users.sort();
+        users.dedup();
+        Ok(users)
     }
 
     async fn check(&self) -> Result<(), BackendError> {

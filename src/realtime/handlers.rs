@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -29,6 +28,7 @@ use super::resume::{self, Conn, SyncError};
 use crate::auth::tokens::TokenError;
 use crate::http::authn::cookie_value;
 use crate::http::messages::{self as http_messages, PostMessage};
+use crate::presence::Entry;
 use crate::rate_limit::Quota;
 use crate::store::workspaces;
 
@@ -452,44 +452,32 @@ async fn presence_list(call: Call, req: WorkspaceRequest) -> Reply {
     Ok(json!({ "workspace_id": wid, "users": users }))
 }
 
-/// What a presence entry carries.
-#[derive(Debug, serde::Serialize, Deserialize)]
-struct PresenceInfo {
-    user_id: Uuid,
-}
-
 fn presence_room(workspace: Uuid) -> String {
     Room::Workspace(workspace).to_string()
 }
 
-/// Distinct users with a live entry in `workspace`, in a stable order.
+/// Distinct users with a live connection in `workspace`, in a stable order.
 async fn online_users(
     ctx: &Ctx,
     workspace: Uuid,
 ) -> Result<Vec<Uuid>, crate::backend_error::BackendError> {
-    let entries = ctx.state.presence.list(&presence_room(workspace)).await?;
-    let mut users: Vec<Uuid> = entries
-        .iter()
-        .filter_map(|(_, info)| serde_json::from_slice::<PresenceInfo>(info).ok())
-        .map(|i| i.user_id)
-        .collect();
+    let users = ctx.state.presence.list(&presence_room(workspace)).await?;
+    let mut users: Vec<Uuid> = users.iter().filter_map(|u| u.parse().ok()).collect();
     users.sort();
-    users.dedup();
     Ok(users)
 }
 
-/// The presence entry of `conn`: its key and what it carries.
-pub(crate) fn presence_entry(conn: &Conn) -> (String, Bytes) {
-    let info = serde_json::to_vec(&PresenceInfo {
-        user_id: conn.user_id,
-    })
-    .unwrap_or_default();
-    (conn.presence_key.clone(), Bytes::from(info))
+/// The presence entry of `conn`.
+pub(crate) fn presence_entry(conn: &Conn) -> Entry {
+    Entry {
+        user: conn.user_id.to_string(),
+        conn: conn.presence_key.clone(),
+    }
 }
 
 /// Refreshes the presence entries of several connections of this instance in
 /// `workspace` at once (one round trip per room, not one per connection).
-pub(crate) async fn refresh_presence_many(ctx: &Ctx, workspace: Uuid, entries: &[(String, Bytes)]) {
+pub(crate) async fn refresh_presence_many(ctx: &Ctx, workspace: Uuid, entries: &[Entry]) {
     let ttl = ctx.state.config.realtime_presence_ttl;
     if let Err(e) = ctx
         .state
@@ -501,56 +489,41 @@ pub(crate) async fn refresh_presence_many(ctx: &Ctx, workspace: Uuid, entries: &
     }
 }
 
-/// Adds (or refreshes) this connection's presence entry in `workspace`.
-async fn refresh_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> bool {
-    let (key, info) = presence_entry(conn);
-    let ttl = ctx.state.config.realtime_presence_ttl;
-    match ctx
-        .state
-        .presence
-        .join(&presence_room(workspace), &key, info, ttl)
-        .await
-    {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "presence refresh failed");
-            false
-        }
-    }
-}
-
+/// Adds this connection's presence entry in `workspace`; `presence:update` goes out
+/// only when its user was not online there before (not for every tab).
 async fn presence_join(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
-    if refresh_presence(ctx, conn, workspace).await {
-        publish_presence(ctx, conn.user_id, workspace, true).await;
-    }
-}
-
-/// Removes this connection's presence entry in `workspace`; false if that failed.
-pub(crate) async fn forget_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> bool {
+    let ttl = ctx.state.config.realtime_presence_ttl;
+    let user = conn.user_id.to_string();
     match ctx
         .state
         .presence
-        .leave(&presence_room(workspace), &conn.presence_key)
+        .join(&presence_room(workspace), &user, &conn.presence_key, ttl)
         .await
     {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "presence leave failed");
-            false
-        }
+        Ok(true) => publish_presence(ctx, conn.user_id, workspace, true).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "presence join failed"),
     }
 }
 
+/// Removes this connection's presence entry in `workspace`; `Some(true)` when its
+/// user has no live connection left there, `None` if the backend failed.
+pub(crate) async fn forget_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> Option<bool> {
+    let user = conn.user_id.to_string();
+    ctx.state
+        .presence
+        .leave(&presence_room(workspace), &user, &conn.presence_key)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "presence leave failed"))
+        .ok()
+}
+
+/// Removes this connection's presence entry; `presence:update` (offline) goes out
+/// only when it was its user's last connection in the workspace, on any instance.
 async fn presence_leave(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
-    if !forget_presence(ctx, conn, workspace).await {
-        return;
+    if forget_presence(ctx, conn, workspace).await == Some(true) {
+        publish_presence(ctx, conn.user_id, workspace, false).await;
     }
-    // Another tab of the same user keeps it online.
-    let online = match online_users(ctx, workspace).await {
-        Ok(users) => users.contains(&conn.user_id),
-        Err(_) => false,
-    };
-    publish_presence(ctx, conn.user_id, workspace, online).await;
 }
 
 async fn publish_presence(ctx: &Ctx, user_id: Uuid, workspace: Uuid, online: bool) {

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use shoal::presence::Presence;
 use shoal::presence::memory::MemoryPresence;
 use shoal::presence::redis::RedisPresence;
+use shoal::presence::{Entry, Presence};
 
 use crate::support::{Guard, Memory, Pair, RedisKind, eventually};
 
@@ -42,137 +41,204 @@ contract_suite!(
     backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
     cases: [
         join_is_listed_on_every_instance,
-        join_again_refreshes_info_and_ttl,
+        a_user_comes_online_with_its_first_connection_only,
+        a_user_goes_offline_with_its_last_connection_only,
+        join_again_refreshes_the_ttl,
         join_many_joins_and_refreshes_every_entry,
-        leave_removes_and_is_idempotent,
+        leave_is_idempotent,
         entries_expire_without_refresh,
+        a_user_with_only_expired_connections_comes_online_again,
         rooms_are_independent,
+        concurrent_first_joins_announce_the_user_once,
         check_is_ok,
     ]
 );
 
-async fn sorted(p: &Arc<dyn Presence>, room: &str) -> Vec<(String, Bytes)> {
-    let mut list = p.list(room).await.expect("list");
-    list.sort();
-    list
+fn users(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
 }
 
-fn entry(conn: &str, info: &'static str) -> (String, Bytes) {
-    (conn.to_owned(), Bytes::from_static(info.as_bytes()))
+fn entry(user: &str, conn: &str) -> Entry {
+    Entry {
+        user: user.to_owned(),
+        conn: conn.to_owned(),
+    }
 }
 
 async fn join_is_listed_on_every_instance<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("room", "c1", Bytes::from_static(b"alice"), HOUR)
-        .await
-        .expect("join c1");
-    p.b.join("room", "c2", Bytes::from_static(b"bob"), HOUR)
-        .await
-        .expect("join c2");
-    let expected = vec![entry("c1", "alice"), entry("c2", "bob")];
-    assert_eq!(sorted(&p.a, "room").await, expected);
-    assert_eq!(sorted(&p.b, "room").await, expected);
+    assert!(p.a.join("room", "bob", "c2", HOUR).await.expect("join c2"));
+    assert!(p.b.join("room", "ada", "c1", HOUR).await.expect("join c1"));
+    assert_eq!(
+        p.a.list("room").await.expect("list"),
+        users(&["ada", "bob"])
+    );
+    assert_eq!(
+        p.b.list("room").await.expect("list"),
+        users(&["ada", "bob"])
+    );
 }
 
-async fn join_again_refreshes_info_and_ttl<F: Fixture>() {
+async fn a_user_comes_online_with_its_first_connection_only<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join(
-        "room",
-        "c1",
-        Bytes::from_static(b"v1"),
-        Duration::from_millis(300),
-    )
-    .await
-    .expect("join");
-    p.b.join("room", "c1", Bytes::from_static(b"v2"), HOUR)
+    assert!(p.a.join("room", "ada", "tab1", HOUR).await.expect("tab 1"));
+    // A second tab, on another instance, and a refresh of the first: no change.
+    assert!(!p.b.join("room", "ada", "tab2", HOUR).await.expect("tab 2"));
+    assert!(
+        !p.a.join("room", "ada", "tab1", HOUR)
+            .await
+            .expect("refresh")
+    );
+    assert_eq!(p.b.list("room").await.expect("list"), users(&["ada"]));
+}
+
+async fn a_user_goes_offline_with_its_last_connection_only<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.join("room", "ada", "tab1", HOUR).await.expect("tab 1");
+    p.b.join("room", "ada", "tab2", HOUR).await.expect("tab 2");
+    p.a.join("room", "bob", "c3", HOUR).await.expect("bob");
+    assert!(!p.b.leave("room", "ada", "tab1").await.expect("leave tab 1"));
+    assert_eq!(
+        p.a.list("room").await.expect("list"),
+        users(&["ada", "bob"])
+    );
+    assert!(p.a.leave("room", "ada", "tab2").await.expect("leave tab 2"));
+    assert_eq!(p.b.list("room").await.expect("list"), users(&["bob"]));
+    // Back: online again.
+    assert!(p.b.join("room", "ada", "tab3", HOUR).await.expect("tab 3"));
+}
+
+async fn join_again_refreshes_the_ttl<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    p.a.join("room", "ada", "c1", Duration::from_millis(300))
         .await
-        .expect("refresh");
-    assert_eq!(sorted(&p.a, "room").await, vec![entry("c1", "v2")]);
+        .expect("join");
+    p.b.join("room", "ada", "c1", HOUR).await.expect("refresh");
     // Past the first TTL the entry lives on under the refreshed one.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(sorted(&p.b, "room").await, vec![entry("c1", "v2")]);
+    assert_eq!(p.a.list("room").await.expect("list"), users(&["ada"]));
+    assert!(p.b.leave("room", "ada", "c1").await.expect("leave"));
 }
 
 async fn join_many_joins_and_refreshes_every_entry<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     let short = Duration::from_millis(300);
-    p.a.join("room", "c1", Bytes::from_static(b"v1"), short)
+    p.a.join("room", "u0000", "c0000", short)
         .await
-        .expect("join c1");
-    p.a.join("room", "gone", Bytes::from_static(b"g"), short)
+        .expect("join c0000");
+    p.a.join("room", "gone", "g", short)
         .await
         .expect("join gone");
     p.a.join_many("room", &[], HOUR).await.expect("nothing");
-    // More entries than one Redis script call carries.
-    let many: Vec<(String, Bytes)> = (0..1_200)
-        .map(|i| (format!("m{i:04}"), Bytes::from(format!("u{i}"))))
-        .chain([entry("c1", "v2")])
+    // More entries than one Redis script call carries; two connections per user.
+    let many: Vec<Entry> = (0..1_200)
+        .map(|i| entry(&format!("u{:04}", i / 2), &format!("c{i:04}")))
         .collect();
     p.b.join_many("room", &many, HOUR).await.expect("join_many");
-    let mut expected = many.clone();
-    expected.push(entry("gone", "g"));
-    expected.sort();
-    assert_eq!(sorted(&p.a, "room").await, expected);
-    // `c1` was refreshed (new info, new TTL); `gone` was not, and expires.
-    let (a, live) = (p.a.clone(), many.len());
+    let expected: Vec<String> = (0..600).map(|i| format!("u{i:04}")).collect();
+    let with_gone = {
+        let mut v = expected.clone();
+        v.push("gone".to_owned());
+        v.sort();
+        v
+    };
+    assert_eq!(p.a.list("room").await.expect("list"), with_gone);
+    // `c0000` was refreshed; `gone` was not, and expires.
+    let (a, live) = (p.a.clone(), expected.len());
     eventually("the entry not refreshed to expire", || {
         let a = a.clone();
         async move { a.list("room").await.expect("list").len() == live }
     })
     .await;
-    let mut refreshed = many;
-    refreshed.sort();
-    assert_eq!(sorted(&p.b, "room").await, refreshed);
+    assert_eq!(p.b.list("room").await.expect("list"), expected);
+    // Joined in bulk, left one by one: the user goes offline with its last one.
+    assert!(!p.a.leave("room", "u0599", "c1198").await.expect("leave"));
+    assert!(p.a.leave("room", "u0599", "c1199").await.expect("leave"));
 }
 
-async fn leave_removes_and_is_idempotent<F: Fixture>() {
+async fn leave_is_idempotent<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("room", "c1", Bytes::from_static(b"a"), HOUR)
-        .await
-        .expect("join c1");
-    p.a.join("room", "c2", Bytes::from_static(b"b"), HOUR)
-        .await
-        .expect("join c2");
-    p.b.leave("room", "c1").await.expect("leave");
-    assert_eq!(sorted(&p.a, "room").await, vec![entry("c2", "b")]);
-    p.b.leave("room", "c1").await.expect("leave again");
-    p.a.leave("room", "nobody").await.expect("leave unknown");
-    p.a.leave("empty-room", "nobody")
-        .await
-        .expect("leave unknown room");
-    assert_eq!(sorted(&p.b, "room").await, vec![entry("c2", "b")]);
+    p.a.join("room", "ada", "c1", HOUR).await.expect("join c1");
+    p.a.join("room", "bob", "c2", HOUR).await.expect("join c2");
+    assert!(p.b.leave("room", "ada", "c1").await.expect("leave"));
+    assert!(p.b.leave("room", "ada", "c1").await.expect("leave again"));
+    assert!(
+        p.a.leave("room", "nobody", "c9")
+            .await
+            .expect("leave unknown")
+    );
+    assert!(
+        !p.a.leave("room", "bob", "c9")
+            .await
+            .expect("leave an unknown connection of an online user")
+    );
+    assert!(
+        p.a.leave("empty-room", "ada", "c1")
+            .await
+            .expect("leave unknown room")
+    );
+    assert_eq!(p.b.list("room").await.expect("list"), users(&["bob"]));
 }
 
 async fn entries_expire_without_refresh<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join(
-        "room",
-        "short",
-        Bytes::from_static(b"s"),
-        Duration::from_millis(300),
-    )
-    .await
-    .expect("join short");
-    p.a.join("room", "long", Bytes::from_static(b"l"), HOUR)
+    let short = Duration::from_millis(300);
+    p.a.join("room", "ada", "short", short)
+        .await
+        .expect("join short");
+    p.a.join("room", "bob", "long", HOUR)
         .await
         .expect("join long");
+    // Ada's other connection is short-lived too: she expires with both.
+    p.b.join("room", "ada", "short2", short)
+        .await
+        .expect("join short2");
     let b = p.b.clone();
-    eventually("the short entry to expire", || {
+    eventually("the short entries to expire", || {
         let b = b.clone();
         async move { b.list("room").await.expect("list").len() == 1 }
     })
     .await;
-    assert_eq!(sorted(&p.a, "room").await, vec![entry("long", "l")]);
+    assert_eq!(p.a.list("room").await.expect("list"), users(&["bob"]));
+}
+
+async fn a_user_with_only_expired_connections_comes_online_again<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    // Its instance died: the entry expires without a leave.
+    p.a.join("room", "ada", "dead", Duration::from_millis(200))
+        .await
+        .expect("join");
+    let a = p.a.clone();
+    eventually("the dead instance's entry to expire", || {
+        let a = a.clone();
+        async move { a.list("room").await.expect("list").is_empty() }
+    })
+    .await;
+    assert!(p.b.join("room", "ada", "new", HOUR).await.expect("rejoin"));
 }
 
 async fn rooms_are_independent<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
-    p.a.join("r1", "c1", Bytes::from_static(b"x"), HOUR)
-        .await
-        .expect("join");
+    p.a.join("r1", "ada", "c1", HOUR).await.expect("join");
     assert!(p.b.list("r2").await.expect("list r2").is_empty());
-    p.a.leave("r2", "c1").await.expect("leave elsewhere");
-    assert_eq!(sorted(&p.b, "r1").await, vec![entry("c1", "x")]);
+    assert!(p.b.join("r2", "ada", "c1", HOUR).await.expect("join r2"));
+    assert!(p.a.leave("r2", "ada", "c1").await.expect("leave r2"));
+    assert_eq!(p.b.list("r1").await.expect("list r1"), users(&["ada"]));
+}
+
+async fn concurrent_first_joins_announce_the_user_once<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let joins = (0..20).map(|i| {
+        let backend = if i % 2 == 0 { p.a.clone() } else { p.b.clone() };
+        async move {
+            backend
+                .join("room", "ada", &format!("tab{i}"), HOUR)
+                .await
+                .expect("join")
+        }
+    });
+    let online = futures::future::join_all(joins).await;
+    assert_eq!(online.iter().filter(|o| **o).count(), 1, "{online:?}");
 }
 
 async fn check_is_ok<F: Fixture>() {

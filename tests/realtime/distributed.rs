@@ -6,7 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::common::OwnRedis;
-use crate::harness::{Auth, Cluster, Services, Sio, api, eventually, rest_seqs, user, workspace};
+use crate::harness::{
+    Auth, Cluster, Received, Services, Sio, api, eventually, rest_seqs, user, workspace,
+};
 
 #[tokio::test]
 async fn clients_on_different_instances_see_messages_tasks_typing_and_presence() {
@@ -85,6 +87,55 @@ async fn clients_on_different_instances_see_messages_tasks_typing_and_presence()
         })
         .await;
     assert_eq!(update.data["workspace_id"], wid.as_str());
+}
+
+#[tokio::test]
+async fn a_user_is_announced_online_with_its_first_tab_and_offline_with_its_last() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let app = Cluster::distributed(&services, None, 2, &[]).await;
+    let (b0, b1) = (app.base(0), app.base(1));
+    let (ada, bob) = (user(&app.http, &b0).await, user(&app.http, &b0).await);
+    let wid = workspace(&app.http, &b0, &ada, &[&bob]).await;
+    let mut a = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+    a.join(&wid, None).await;
+    let bob_id = bob.id.clone();
+    let about_bob =
+        move |r: &Received| r.event == "presence:update" && r.data["user_id"] == bob_id.as_str();
+
+    // Bob's first tab, on the other instance: he comes online.
+    let tab1 = Sio::connect(&b1, Auth::Token(&bob.token)).await;
+    tab1.join(&wid, None).await;
+    assert_eq!(a.next_where(&about_bob).await.data["online"], true);
+    // A second tab on Ada's instance, then the first one leaving: still online, and
+    // nobody is told anything. The acks come after the presence changes, and a
+    // message sent after them reaches Ada after anything they published.
+    let tab2 = Sio::connect(&b0, Auth::Token(&bob.token)).await;
+    tab2.join(&wid, None).await;
+    tab1.call("workspace:leave", json!({ "workspace_id": wid }))
+        .await;
+    tab2.send(&wid, "barrier", "b1").await;
+    a.next_message(&wid).await;
+    let told: Vec<_> = a.seen.iter().filter(|r| about_bob(r)).collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    let listed = a
+        .call("presence:list", json!({ "workspace_id": wid }))
+        .await;
+    assert_eq!(
+        listed["users"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+
+    // His last tab goes: offline.
+    tab2.close().await;
+    assert_eq!(a.next_where(&about_bob).await.data["online"], false);
+    let listed = a
+        .call("presence:list", json!({ "workspace_id": wid }))
+        .await;
+    assert_eq!(listed["users"], json!([{ "user_id": ada.id }]));
+    tab1.close().await;
 }
 
 #[tokio::test]
