@@ -21,10 +21,8 @@ cp "$BIN" "$RUN/shoal"; BIN="$RUN/shoal"
 trap 'pkill -TERM -f "$RUN/shoal" 2>/dev/null || true; (cd "$SHARED/peers/node-stack" && RUN_DIR=$RUN/peer scripts/instances.sh stop >/dev/null 2>&1) || true' EXIT
 LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
 PSQL="psql -h 127.0.0.1 -U postgres -qX"
-secret() { head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; }
-SECRETS=(SESSION_SECRET="$(secret)$(secret)" SESSION_ENCRYPTION_KEY="$(secret)$(secret)"
-         JWT_ACCESS_SECRET="$(secret)$(secret)" JWT_REFRESH_SECRET="$(secret)$(secret)")
-ready() { for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+. scripts/lib/bench.sh
+new_secrets
 pid_of_port() { for p in $(pgrep -f "$RUN/shoal" || true); do tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "PORT=$1" && echo "$p"; done; }
 start_shoal() { # PORT ENV...
   local port="$1"; shift

@@ -21,7 +21,7 @@ fi
 BIN="${SHOAL_BIN:-$PWD/target/release/shoal}"; BENCH="${BENCH_BIN:-$PWD/target/release/shoal-bench}"
 RUN="$(mktemp -d)"; cp "$BIN" "$RUN/shoal"; BIN="$RUN/shoal"
 PSQL="psql -h 127.0.0.1 -U postgres -qX"; DB="shoal_conn_bench_$$"; PREFIX="connbench$$"; PORT=5401
-secret() { head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; }
+. scripts/lib/bench.sh
 cleanup() {
   pkill -TERM -f "$RUN/shoal" 2>/dev/null || true
   while pgrep -f "$RUN/shoal" >/dev/null; do sleep 0.2; done

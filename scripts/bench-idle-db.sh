@@ -4,7 +4,7 @@
 set -euo pipefail
 BIN="$1"; DB="idle_claims_$$"; PSQL="psql -h 127.0.0.1 -U postgres -qXAt"
 $PSQL -c "CREATE DATABASE $DB" >/dev/null
-secret() { head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; }
+. "$(dirname "$0")/lib/bench.sh"
 D=$(mktemp -d)
 env HOST=127.0.0.1 PORT=5901 LOG_LEVEL=warn DATA_DIR=$D DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB \
   REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX=idle$$ SESSION_SECRET=$(secret)$(secret) \

@@ -18,7 +18,7 @@ fi
 BIN="${SHOAL_BIN:-$PWD/target/release/shoal}"; BENCH="${BENCH_BIN:-$PWD/target/release/shoal-bench}"
 RUN="$(mktemp -d)"; cp "$BIN" "$RUN/shoal"; BIN="$RUN/shoal"
 PSQL="psql -h 127.0.0.1 -U postgres -qX"; DB="shoal_presence_bench_$$"; PREFIX="prbench$$"
-secret() { head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; }
+. scripts/lib/bench.sh
 cleanup() {
   pkill -TERM -f "$RUN/shoal" 2>/dev/null || true
   while pgrep -f "$RUN/shoal" >/dev/null; do sleep 0.2; done
@@ -28,17 +28,14 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 20000 2>/dev/null || true
 $PSQL -c "CREATE DATABASE $DB"
-SECRETS=(SESSION_SECRET="$(secret)$(secret)" SESSION_ENCRYPTION_KEY="$(secret)$(secret)"
-         JWT_ACCESS_SECRET="$(secret)$(secret)" JWT_REFRESH_SECRET="$(secret)$(secret)")
+new_secrets
 for port in 5401 5402; do
   env RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000 \
     "${SECRETS[@]}" HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn INSTANCE_ID="shoal-$port" JWT_ACCESS_TTL=86400 \
     DATA_DIR="$RUN/data-$port" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" \
     REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="$PREFIX" nohup "$BIN" serve >>"$RUN/shoal-$port.log" 2>&1 &
 done
-for port in 5401 5402; do
-  for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break; sleep 0.2; done
-done
+ready 5401; ready 5402
 node "$SHARED/bench/setup.js" --url http://127.0.0.1:5401 --users 200 --out "$RUN/state.json" >/dev/null
 calls() { redis-cli info commandstats | grep -E "^cmdstat_(evalsha|eval):" | sed 's/^[^=]*=\([0-9]*\),.*/\1/' | paste -sd+ | bc; }
 node scripts/presence-observer.js "$RUN/state.json" http://127.0.0.1:5401 45 >"$OUT/observer.jsonl" &

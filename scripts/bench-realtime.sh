@@ -32,9 +32,8 @@ cp "$BIN" "$RUN/shoal"; BIN="$RUN/shoal"
 PSQL="psql -h 127.0.0.1 -U postgres -qX"
 DB="shoal_rt_bench_$$"; PREFIX="rtbench$$"
 LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
-secret() { head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; }
-SECRETS=(SESSION_SECRET="$(secret)$(secret)" SESSION_ENCRYPTION_KEY="$(secret)$(secret)"
-         JWT_ACCESS_SECRET="$(secret)$(secret)" JWT_REFRESH_SECRET="$(secret)$(secret)")
+. scripts/lib/bench.sh
+new_secrets
 PEER_ENV=(RUN_DIR="$RUN/peer" DATABASE_URL=postgres://postgres@127.0.0.1:5432/peer_rt_bench
           RATE_LIMIT_USER=1000000 RATE_LIMIT_IP=1000000 WORKERS=1)
 stop_shoal() { pkill -TERM -f "$RUN/shoal" 2>/dev/null || true; while pgrep -f "$RUN/shoal" >/dev/null; do sleep 0.2; done; }
@@ -46,7 +45,6 @@ cleanup() {
 }
 trap cleanup EXIT
 machine() { echo "$(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/log.txt"; }
-ready() { for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
 start_shoal() { # PORT: one distributed instance; the access tokens must outlive the run
   ulimit -n 20000 2>/dev/null || true
   env "${LIMITS[@]}" "${SECRETS[@]}" HOST=127.0.0.1 PORT="$1" LOG_LEVEL=warn INSTANCE_ID="shoal-$1" \

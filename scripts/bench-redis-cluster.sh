@@ -24,10 +24,8 @@ cleanup() {
 trap cleanup EXIT
 LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
 PSQL="psql -h 127.0.0.1 -U postgres -qX"
-secret() { head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; }
-SECRETS=(SESSION_SECRET="$(secret)$(secret)" SESSION_ENCRYPTION_KEY="$(secret)$(secret)"
-         JWT_ACCESS_SECRET="$(secret)$(secret)" JWT_REFRESH_SECRET="$(secret)$(secret)")
-ready() { for _ in $(seq 1 150); do curl -fs "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0; sleep 0.2; done; return 1; }
+. scripts/lib/bench.sh
+new_secrets
 machine() { echo "$(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"; }
 run_one() { # NAME REDIS_PIDS ENV...
   local name="$1" redis_pids="$2"; shift 2
