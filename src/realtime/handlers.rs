@@ -161,7 +161,7 @@ async fn authenticate(
 }
 
 /// The per-socket state put there by [`authenticate`].
-fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
+pub(crate) fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
     socket.extensions.get::<Arc<Conn>>()
 }
 
@@ -456,15 +456,14 @@ fn presence_room(workspace: Uuid) -> String {
     Room::Workspace(workspace).to_string()
 }
 
-/// Distinct users with a live connection in `workspace`, in a stable order.
+/// Distinct users with a live connection in `workspace`, in a stable order (the
+/// backend's: sorted ids).
 async fn online_users(
     ctx: &Ctx,
     workspace: Uuid,
 ) -> Result<Vec<Uuid>, crate::backend_error::BackendError> {
     let users = ctx.state.presence.list(&presence_room(workspace)).await?;
-    let mut users: Vec<Uuid> = users.iter().filter_map(|u| u.parse().ok()).collect();
-    users.sort();
-    Ok(users)
+    Ok(users.iter().filter_map(|u| u.parse().ok()).collect())
 }
 
 /// The presence entry of `conn`.

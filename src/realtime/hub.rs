@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use socketioxide::SocketIo;
-use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -16,7 +15,7 @@ use uuid::Uuid;
 use super::Ctx;
 use super::chat::ChatMessage;
 use super::events::{CHANNEL, Envelope, ServerEvent};
-use super::handlers::{forget_presence, presence_entry, refresh_presence_many};
+use super::handlers::{conn_of, forget_presence, presence_entry, refresh_presence_many};
 use super::resume::Conn;
 use crate::pubsub::{Delivery, Subscription};
 
@@ -100,10 +99,6 @@ async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
 
 async fn repair_all(ctx: &Ctx) {
     ctx.chat.repair_all(ctx).await;
-}
-
-fn conn_of(socket: &SocketRef) -> Option<Arc<Conn>> {
-    socket.extensions.get::<Arc<Conn>>()
 }
 
 /// Refreshes the presence entry of every joined workspace of every local socket each
