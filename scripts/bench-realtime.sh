@@ -81,6 +81,9 @@ if in_steps shoal-fanout; then
     echo "== shoal fanout $CLIENTS x $rate msg/s with $tool (rep $rep)" | tee -a "$OUT/log.txt"; machine
     fanout "$tool" "$RUN/shoal.json" "$OUT/shoal-fanout-$tool-$CLIENTS-r$rate-$rep.json" "$rate" \
       http://127.0.0.1:5401 http://127.0.0.1:5402
+    for port in 5401 5402; do # the servers' own view (cumulative over the runs)
+      curl -fsS "http://127.0.0.1:$port/metrics" >"$OUT/shoal-metrics-$port-r$rate-$rep.txt" || true
+    done
   done; done
 fi
 if in_steps shoal-connections; then

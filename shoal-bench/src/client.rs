@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// A loopback server: where to connect and what to call it.
 #[derive(Debug, Clone)]
@@ -84,10 +84,24 @@ impl Target {
     }
 }
 
+/// An event as it arrived: the frame itself (shared with the WebSocket's read
+/// buffer, not copied) and where its JSON array starts.
+pub(crate) struct EventFrame {
+    frame: Utf8Bytes,
+    start: usize,
+}
+
+impl EventFrame {
+    /// The JSON array `["name", args…]`.
+    pub(crate) fn json(&self) -> &str {
+        &self.frame.as_str()[self.start..]
+    }
+}
+
 /// What a connection hands to its owner.
 pub(crate) enum Incoming {
-    /// An event: the JSON array `["name", args…]`.
-    Event(String),
+    /// An event.
+    Event(EventFrame),
     /// An ack for one of our ack ids: the JSON argument array.
     Ack(u64, String),
     /// The server closed the connection (or the Socket.IO session).
@@ -214,7 +228,10 @@ impl Conn {
                 Eio::Ping => self.send_text(proto::PONG.to_owned()).await?,
                 Eio::Close => return Ok(Incoming::Closed),
                 Eio::Message(p) => match proto::decode_sio(p)? {
-                    Sio::Event { json, .. } => return Ok(Incoming::Event(json.to_owned())),
+                    Sio::Event { json, .. } => {
+                        let start = frame.len() - json.len();
+                        return Ok(Incoming::Event(EventFrame { frame, start }));
+                    }
                     Sio::Ack { id, json } => return Ok(Incoming::Ack(id, json.to_owned())),
                     Sio::Disconnect => return Ok(Incoming::Closed),
                     Sio::Connect(_) | Sio::ConnectError(_) => {}
@@ -235,12 +252,12 @@ impl Conn {
     }
 
     /// The next text frame; `None` once the connection is closed.
-    async fn next_text(&mut self) -> Result<Option<String>> {
+    async fn next_text(&mut self) -> Result<Option<Utf8Bytes>> {
         loop {
             match self.ws.next().await {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(t))) => return Ok(Some(t.as_str().to_owned())),
+                Some(Ok(Message::Text(t))) => return Ok(Some(t)),
                 Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Ok(Message::Binary(_))) => bail!("binary frames are not supported"),
                 Some(Ok(_)) => {}
