@@ -186,7 +186,10 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
             let ctx = events_ctx.clone();
             async move {
                 let sid = socket.id;
+                let started = std::time::Instant::now();
                 let reply = handle_event(ctx, socket, &name, data.ok()).await;
+                metrics::histogram!("shoal_realtime_event_duration_seconds", "event" => metric_label(&name))
+                    .record(started.elapsed().as_secs_f64());
                 tracing::debug!(sid = %sid, event = %name.chars().take(64).collect::<String>(), ok = reply.is_ok(), "socket event answered");
                 answer(ack, reply);
             }
@@ -210,6 +213,19 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
             }
         }
     });
+}
+
+/// The `event` label of a client → server event: its name when Shoal handles it, so
+/// that what clients send cannot grow the metric's label set.
+fn metric_label(name: &str) -> &'static str {
+    match name {
+        "workspace:join" => "workspace:join",
+        "workspace:leave" => "workspace:leave",
+        "message:send" => "message:send",
+        "typing" => "typing",
+        "presence:list" => "presence:list",
+        _ => "unknown",
+    }
 }
 
 /// Everything a client → server handler gets.

@@ -82,6 +82,26 @@ async fn a_sent_message_is_acked_after_commit_and_reaches_the_room_once() {
         rest_seqs(&app.http, &base, &bob, &wid).await,
         vec![seq, seq + 1]
     );
+
+    // Each handled event is timed, by event name (three sends, two joins).
+    let metrics = app
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let count = |event: &str| {
+        let key = format!("shoal_realtime_event_duration_seconds_count{{event=\"{event}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .map(str::to_owned)
+    };
+    assert_eq!(count("message:send").as_deref(), Some("3"), "{metrics}");
+    assert_eq!(count("workspace:join").as_deref(), Some("2"), "{metrics}");
 }
 
 #[tokio::test]
