@@ -54,6 +54,13 @@ start_shoal() { # PORT: one distributed instance; the access tokens must outlive
   echo $! >"$RUN/shoal-$1.pid"
 }
 publishers() { echo $(( ($1 + 19) / 20 )); } # Shoal allows 20 events/s per socket
+shoal_ticks() { # CPU time (user + system, clock ticks) of the two instances so far
+  local total=0 p
+  for p in $(cat "$RUN/shoal-5401.pid" "$RUN/shoal-5402.pid" 2>/dev/null); do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
 FANOUT_TOOL="${FANOUT_TOOL:-native}"
 fanout() { # TOOL STATE OUT RATE URL URL: one fan-out run with the given client
   local tool="$1" state="$2" out="$3" rate="$4"; shift 4
@@ -79,8 +86,12 @@ if in_steps shoal-fanout; then
   for rate in $RATES; do for rep in $(seq 1 "$REPS"); do
     tool="$(tool_for shoal)"
     echo "== shoal fanout $CLIENTS x $rate msg/s with $tool (rep $rep)" | tee -a "$OUT/log.txt"; machine
+    ticks0="$(shoal_ticks)"
     fanout "$tool" "$RUN/shoal.json" "$OUT/shoal-fanout-$tool-$CLIENTS-r$rate-$rep.json" "$rate" \
       http://127.0.0.1:5401 http://127.0.0.1:5402
+    # The servers' CPU seconds for the whole run (connect, send, settle), both instances.
+    echo "shoal_cpu_s=$(awk -v t="$(( $(shoal_ticks) - ticks0 ))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}')" \
+      >"$OUT/shoal-cpu-r$rate-$rep.txt"
     for port in 5401 5402; do # the servers' own view (cumulative over the runs)
       curl -fsS "http://127.0.0.1:$port/metrics" >"$OUT/shoal-metrics-$port-r$rate-$rep.txt" || true
     done

@@ -128,12 +128,6 @@ fn main() -> ExitCode {
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Poll the I/O driver every 8 tasks instead of tokio's 61: a fan-out wakes one
-        // task per receiving socket, and with the default a `message:send` arriving
-        // meanwhile (and its PostgreSQL and Redis replies, one wake each) waited behind
-        // up to 61 socket writes per hop. BENCHMARKS.md ("event interval") has the
-        // alternating runs that measured it.
-        .event_interval(8)
         .build()
     {
         Ok(rt) => rt,
