@@ -409,16 +409,4 @@ pub(crate) async fn assert_error(response: Response, status: StatusCode, code: &
     error
 }
 
-/// The numeric value of the Prometheus sample `name{labels}` (labels given as a
-/// list of `key="value"` that must all appear), summed over matching series.
-pub(crate) fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
+pub(crate) use crate::prometheus::metric_value;

@@ -8,5 +8,7 @@ mod helpers;
 mod messages;
 mod operations;
 mod process;
+#[path = "../common/prometheus.rs"]
+mod prometheus;
 mod tasks;
 mod workspaces;

@@ -6,6 +6,7 @@
 //! Each binary uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub(crate) mod prometheus;
 pub(crate) mod redis_keys;
 
 use std::fs::File;

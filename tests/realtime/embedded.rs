@@ -4,6 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::common::prometheus::metric_value;
 use crate::harness::{Auth, Cluster, Sio, api, post_message, rest_seqs, user, workspace};
 
 #[tokio::test]
@@ -94,14 +95,14 @@ async fn a_sent_message_is_acked_after_commit_and_reaches_the_room_once() {
         .await
         .expect("metrics text");
     let count = |event: &str| {
-        let key = format!("shoal_realtime_event_duration_seconds_count{{event=\"{event}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(key.as_str()))
-            .map(str::to_owned)
+        metric_value(
+            &metrics,
+            "shoal_realtime_event_duration_seconds_count",
+            &[&format!("event=\"{event}\"")],
+        )
     };
-    assert_eq!(count("message:send").as_deref(), Some("3"), "{metrics}");
-    assert_eq!(count("workspace:join").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(count("message:send"), 3.0, "{metrics}");
+    assert_eq!(count("workspace:join"), 2.0, "{metrics}");
 }
 
 #[tokio::test]
