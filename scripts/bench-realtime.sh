@@ -13,7 +13,10 @@
 # fanout.js for the peer; "shoal-bench" or "fanout.js" = that one for both), N_SHOAL
 # (19800: one process may hold 20,000 files here, see BENCHMARKS.md), N_PEER (10000),
 # STEPS ("shoal-fanout shoal-connections peer-fanout peer-connections"), SHOAL_DB_QUERY
-# (appended to Shoal's DATABASE_URL, e.g. "?options=-c%20synchronous_commit%3Doff").
+# (appended to Shoal's DATABASE_URL, e.g. "?options=-c%20synchronous_commit%3Doff"),
+# FANOUT_VARIANTS ("default"; with shoal-bench, the fan-out runs of each rep in turn with
+# each of these words: "default" or a flag of `shoal-bench fanout` without its dashes,
+# e.g. "default delayed-acks"; the files of a variant other than default end -VARIANT).
 # Needs: node with `npm ci` done in ../shared/bench and the peer, PostgreSQL and Redis
 # on their standard local ports. Builds the release binaries unless SHOAL_BIN/BENCH_BIN.
 set -euo pipefail
@@ -62,10 +65,11 @@ shoal_ticks() { # CPU time (user + system, clock ticks) of the two instances so 
   echo "$total"
 }
 FANOUT_TOOL="${FANOUT_TOOL:-native}"
-fanout() { # TOOL STATE OUT RATE URL URL: one fan-out run with the given client
+fanout() { # TOOL STATE OUT RATE URL URL [FLAG]: one fan-out run with the given client
   local tool="$1" state="$2" out="$3" rate="$4"; shift 4
   local args=(--state "$state" --url "$1" --url "$2" --clients "$CLIENTS"
               --publishers "$(publishers "$rate")" --rate "$rate" --duration 10)
+  [ -n "${3:-}" ] && args+=("--$3")
   case "$tool" in
     shoal-bench) "$BENCH" fanout "${args[@]}" >"$out" 2>>"$OUT/log.txt" ;;
     fanout.js) node "$SHARED/bench/fanout.js" "${args[@]}" >"$out" 2>>"$OUT/log.txt" ;;
@@ -83,19 +87,22 @@ if in_steps shoal-fanout || in_steps shoal-connections; then
   node "$SHARED/bench/setup.js" --url http://127.0.0.1:5401 --users 200 --out "$RUN/shoal.json" >/dev/null
 fi
 if in_steps shoal-fanout; then
-  for rate in $RATES; do for rep in $(seq 1 "$REPS"); do
-    tool="$(tool_for shoal)"
-    echo "== shoal fanout $CLIENTS x $rate msg/s with $tool (rep $rep)" | tee -a "$OUT/log.txt"; machine
+  tool="$(tool_for shoal)"
+  variants="${FANOUT_VARIANTS:-default}"; [ "$tool" = shoal-bench ] || variants=default
+  for rate in $RATES; do for rep in $(seq 1 "$REPS"); do for variant in $variants; do
+    flag=""; sfx="$rep"
+    [ "$variant" = default ] || { flag="$variant"; sfx="$rep-$variant"; }
+    echo "== shoal fanout $CLIENTS x $rate msg/s with $tool $flag (rep $rep)" | tee -a "$OUT/log.txt"; machine
     ticks0="$(shoal_ticks)"
-    fanout "$tool" "$RUN/shoal.json" "$OUT/shoal-fanout-$tool-$CLIENTS-r$rate-$rep.json" "$rate" \
-      http://127.0.0.1:5401 http://127.0.0.1:5402
+    fanout "$tool" "$RUN/shoal.json" "$OUT/shoal-fanout-$tool-$CLIENTS-r$rate-$sfx.json" "$rate" \
+      http://127.0.0.1:5401 http://127.0.0.1:5402 "$flag"
     # The servers' CPU seconds for the whole run (connect, send, settle), both instances.
     echo "shoal_cpu_s=$(awk -v t="$(( $(shoal_ticks) - ticks0 ))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}')" \
-      >"$OUT/shoal-cpu-r$rate-$rep.txt"
+      >"$OUT/shoal-cpu-r$rate-$sfx.txt"
     for port in 5401 5402; do # the servers' own view (cumulative over the runs)
-      curl -fsS "http://127.0.0.1:$port/metrics" >"$OUT/shoal-metrics-$port-r$rate-$rep.txt" || true
+      curl -fsS "http://127.0.0.1:$port/metrics" >"$OUT/shoal-metrics-$port-r$rate-$sfx.txt" || true
     done
-  done; done
+  done; done; done
 fi
 if in_steps shoal-connections; then
   stop_shoal; start_shoal 5401; ready 5401   # a freshly started process

@@ -25,6 +25,7 @@ use crate::realtime::{self, Realtime};
 use crate::registry::InstanceRecord;
 use crate::state::{AppState, Inner, Lifecycle};
 use crate::store::Db;
+use crate::store::message_writer::MessageWriter;
 use crate::user_directory::UserDirectory;
 use crate::{http, secrets};
 
@@ -82,6 +83,7 @@ impl App {
             instance,
             sessions: Sessions::new(backends.sessions, &secrets, config.session_ttl),
             users: UserDirectory::new(db.clone(), backends.cache),
+            message_writer: MessageWriter::new(db.clone()),
             rate_limiter: backends.rate_limiter,
             connection_limiter: backends.memory_limiter.clone(),
             pubsub: backends.pubsub,

@@ -46,6 +46,8 @@ pub struct Inner {
     pub instance: Instance,
     /// The database.
     pub db: Db,
+    /// Chat messages into the database, in group commits per workspace.
+    pub message_writer: crate::store::message_writer::MessageWriter,
     /// Server-side sessions over the configured session store.
     pub sessions: Sessions,
     /// Cached user look-ups over the configured cache.

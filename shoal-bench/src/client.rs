@@ -241,6 +241,13 @@ impl Conn {
         }
     }
 
+    /// Lets the kernel delay the ACKs of what this connection receives until its
+    /// delayed-ACK timer or a second segment (Linux `TCP_QUICKACK` off; Linux turns
+    /// it on again by itself when that timer fires).
+    pub(crate) fn defer_acks(&self) -> std::io::Result<()> {
+        socket2::SockRef::from(self.ws.get_ref()).set_tcp_quickack(false)
+    }
+
     /// Sends a WebSocket close (best effort, bounded).
     pub(crate) async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;

@@ -48,10 +48,19 @@ pub(crate) struct FanoutArgs {
     /// Seconds allowed for connecting and joining all clients.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=600))]
     connect_time_limit: u32,
+    /// Receivers let their kernel delay TCP ACKs (Linux `TCP_QUICKACK` off), as most
+    /// non-Linux clients do: by default Linux acknowledges every small segment a
+    /// reader drains, a second loopback segment per delivery on these shared cores.
+    #[arg(long)]
+    delayed_acks: bool,
 }
 
 /// Bounds the deliveries one run tracks (memory: a bit and a latency per delivery).
 const MAX_DELIVERIES: u64 = 100_000_000;
+/// How often a receiver turns `TCP_QUICKACK` off again with `--delayed-acks`: Linux
+/// leaves that mode by itself whenever a delayed ACK times out (a pause in the
+/// traffic), so one call at the start would not last through the run.
+const DELAYED_ACKS_REARM: Duration = Duration::from_millis(50);
 /// Per-socket event budget of Shoal (`EVENTS_PER_SECOND` in src/realtime/handlers.rs).
 const SERVER_EVENTS_PER_SOCKET: u32 = 20;
 
@@ -233,6 +242,7 @@ struct Plan {
     messages: usize,
     ack_timeout: Duration,
     connect_timeout: Duration,
+    delayed_acks: bool,
 }
 
 impl Plan {
@@ -284,7 +294,15 @@ async fn receiver(
     // this client a lock and a waker registration each time.
     let stopped = stop.changed();
     tokio::pin!(stopped);
+    let mut acks_deferred_at: Option<Instant> = None;
     loop {
+        if plan.delayed_acks && acks_deferred_at.is_none_or(|t| t.elapsed() >= DELAYED_ACKS_REARM) {
+            if let Err(e) = conn.defer_acks() {
+                stats.error = Some(format!("receiver {idx}: TCP_QUICKACK: {e}"));
+                break;
+            }
+            acks_deferred_at = Some(Instant::now());
+        }
         tokio::select! {
             _ = &mut stopped => break,
             got = conn.recv() => match got {
@@ -517,6 +535,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<()> {
         messages,
         ack_timeout: Duration::from_secs(args.ack_timeout.into()),
         connect_timeout: Duration::from_secs(30),
+        delayed_acks: args.delayed_acks,
     });
     let cpu0 = self_cpu_seconds();
     let t_conn = Instant::now();

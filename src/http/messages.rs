@@ -120,7 +120,11 @@ async fn append_only(
     let client_id = req.client_id.as_deref();
     // Insert first and look the earlier message up only when `client_id` collides:
     // retries are rare, so the usual send costs one round trip (PostgreSQL), not two.
-    match messages::append_committed(&state.db, workspace, user, &req.body, client_id).await {
+    match state
+        .message_writer
+        .append(workspace, user, &req.body, client_id)
+        .await
+    {
         Ok(message) => Ok((message, true)),
         Err(StoreError::Conflict(_)) if client_id.is_some() => {
             let cid = client_id.unwrap_or_default();

@@ -27,6 +27,14 @@ pub fn recorder() -> PrometheusHandle {
                         5.0, 10.0,
                     ],
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            crate::store::message_writer::BATCH_METRIC.into(),
+                        ),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => handle,
@@ -49,6 +57,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .set(lc.http_connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("shoal_http_requests_in_flight")
         .set(lc.in_flight.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("shoal_chat_messages_waiting").set(state.message_writer.waiting() as f64);
     metrics::gauge!("shoal_websocket_connections")
         .set(lc.ws_connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("shoal_process_resident_memory_bytes").set(super::health::rss_bytes() as f64);

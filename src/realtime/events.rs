@@ -201,7 +201,11 @@ pub async fn publish_except(
             return;
         }
     };
-    if let Err(e) = state.pubsub.publish(CHANNEL, payload).await {
+    let started = std::time::Instant::now();
+    let published = state.pubsub.publish(CHANNEL, payload).await;
+    metrics::histogram!("shoal_realtime_publish_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = published {
         metrics::counter!("shoal_realtime_publish_failures_total").increment(1);
         tracing::warn!(error = %e, room = %envelope.room, event = envelope.event.name(), "realtime publish failed");
     }

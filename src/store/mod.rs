@@ -8,6 +8,7 @@ pub mod activity;
 pub mod analytics;
 pub mod dialect;
 pub mod jobs;
+pub mod message_writer;
 pub mod messages;
 pub mod tasks;
 pub mod tokens;

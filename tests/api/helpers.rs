@@ -341,6 +341,11 @@ impl TestApp {
             .await
     }
 
+    /// The instance's `DATA_DIR` (its SQLite database is `shoal.db` there).
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     /// The body of `GET /metrics`.
     pub(crate) async fn metrics(&self) -> String {
         let response = self

@@ -4,7 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_error, assert_invalid, spawn_app};
+use sqlx::Connection as _;
+
+use crate::helpers::{PATIENCE, assert_error, assert_invalid, metric_value, spawn_app};
 
 fn seqs(page: &Value) -> Vec<i64> {
     page["items"]
@@ -234,4 +236,83 @@ async fn concurrent_retries_with_one_client_id_store_one_message() {
         .await
         .expect("page");
     assert_eq!(seqs(&page), [1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_queued_behind_a_busy_database_are_committed_together_without_gaps() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let wid = app.workspace_id(&user).await;
+    // Another writer holds SQLite's write lock: the first message's commit waits
+    // for it, the others queue behind that commit and are then written as one.
+    let url = format!("sqlite://{}/shoal.db", app.data_dir().display());
+    let mut blocker = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("open the instance's database");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("take the write lock");
+    let posts = (0..10).map(|i| {
+        let (app, user, wid) = (&app, &user, &wid);
+        async move {
+            app.post_message(user, wid, &json!({ "body": format!("m{i}") }))
+                .await
+        }
+    });
+    let release = async {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while metric_value(&app.metrics().await, "shoal_chat_messages_waiting", &[]) < 10.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "10 messages never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut blocker)
+            .await
+            .expect("release the write lock");
+    };
+    let (responses, ()) = tokio::join!(futures::future::join_all(posts), release);
+
+    let mut sent = std::collections::BTreeMap::new();
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let message: Value = response.json().await.expect("message");
+        sent.insert(
+            message["seq"].as_i64().expect("seq"),
+            message["body"].clone(),
+        );
+    }
+    assert_eq!(
+        sent.keys().copied().collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<i64>>()
+    );
+    let page: Value = app
+        .get(&user, &format!("/api/workspaces/{wid}/messages"))
+        .await
+        .json()
+        .await
+        .expect("page");
+    let stored: std::collections::BTreeMap<i64, Value> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|m| (m["seq"].as_i64().expect("seq"), m["body"].clone()))
+        .collect();
+    assert_eq!(stored, sent, "what was acknowledged is what is stored");
+    // Written together: one statement stamps its messages with one instant (to the
+    // microsecond), which separate commits one after another cannot share.
+    let mut per_instant = std::collections::HashMap::<&str, usize>::new();
+    for m in page["items"].as_array().expect("items") {
+        *per_instant
+            .entry(m["created_at"].as_str().expect("created_at"))
+            .or_default() += 1;
+    }
+    let together = per_instant.values().copied().max().unwrap_or(0);
+    assert!(
+        together >= 9,
+        "the messages queued behind the lock went in one commit: {per_instant:?}"
+    );
 }

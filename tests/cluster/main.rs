@@ -8,6 +8,8 @@
 //! - [`sessions`]: one login used on every instance; logout everywhere; sessions
 //!   encrypted at rest with `SESSION_TTL` as their Redis expiry.
 //! - [`cache`]: a profile change on one instance is seen at once on the others.
+//! - [`chat_commits`]: messages waiting for a commit go in one; `seq` gap-free across
+//!   instances.
 //! - [`rate_limit`]: one budget spent across all instances.
 //! - [`analytics`]: the opt-out is shared.
 //! - [`registry`]: `/health/cluster` lists every live instance and forgets dead ones.
@@ -19,6 +21,7 @@
 
 mod analytics;
 mod cache;
+mod chat_commits;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
