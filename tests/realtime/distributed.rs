@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::OwnRedis;
+use crate::common::{OwnRedis, admin_sql};
 use crate::harness::{
     Auth, Cluster, Received, Services, Sio, api, eventually, rest_seqs, user, workspace,
 };
@@ -409,4 +409,65 @@ async fn commit_unpublished(
     }
     tx.commit().await.expect("commit");
     out
+}
+
+/// `message:send` while the database is away: every send gets an error ack (no hang,
+/// and nothing reaches the room), also when several wait for the same commit; once
+/// the database is back the next message takes the next `seq` (the refused sends
+/// spent none).
+#[tokio::test]
+async fn sends_while_the_database_is_down_are_refused_and_spend_no_seq() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let app = Cluster::distributed(&services, None, 1, &[]).await;
+    let b0 = app.base(0);
+    let (ada, bob) = (user(&app.http, &b0).await, user(&app.http, &b0).await);
+    let wid = workspace(&app.http, &b0, &ada, &[&bob]).await;
+    let a = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+    let mut b = Sio::connect(&b0, Auth::Token(&bob.token)).await;
+    a.join(&wid, None).await;
+    b.join(&wid, None).await;
+    assert_eq!(a.send(&wid, "before", "s1").await["seq"], 1);
+    b.message_with_seq(&wid, 1).await;
+
+    let url = app.env_value("DATABASE_URL").expect("db url");
+    let db = url.rsplit('/').next().expect("a database name").to_owned();
+    admin_sql(
+        &services.admin_url,
+        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"),
+    )
+    .await;
+    admin_sql(
+        &services.admin_url,
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
+    )
+    .await;
+    let sends = (0..5).map(|i| {
+        a.call(
+            "message:send",
+            json!({ "workspace_id": wid, "body": format!("during {i}"), "client_id": format!("d{i}") }),
+        )
+    });
+    let acks = futures::future::join_all(sends).await;
+    admin_sql(
+        &services.admin_url,
+        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"),
+    )
+    .await;
+    for ack in &acks {
+        assert_eq!(ack["ok"], false, "{ack}");
+        assert_eq!(ack["error"]["code"], "service_unavailable", "{ack}");
+    }
+
+    eventually("the instance to be ready again", || async {
+        (app.ready_status(0).await == Some(StatusCode::OK)).then_some(())
+    })
+    .await;
+    assert_eq!(a.send(&wid, "after", "s2").await["seq"], 2);
+    b.message_with_seq(&wid, 2).await;
+    assert_eq!(b.seen_seqs(&wid), [1, 2]);
+    assert_eq!(rest_seqs(&app.http, &b0, &bob, &wid).await, [1, 2]);
+    b.close().await;
+    a.close().await;
 }
