@@ -10,24 +10,22 @@
 //! spell lasts. So the messages of one workspace that are waiting on this instance
 //! are written together: one statement, one commit, `seq`s `n+1 ..= n+k` in the
 //! order they arrived. A batch forms only while a commit is in flight; a message
-//! that finds nothing in flight is written alone with exactly the statement it had
-//! before (plus a task hand-off). Measured (BENCHMARKS.md): one workspace fell
+//! that finds nothing in flight is a batch of one (the same single round trip as
+//! before, plus a task hand-off). Measured (BENCHMARKS.md): one workspace fell
 //! behind between 1,000 and 1,500 msg/s before, and takes 4,000 with it.
 //!
 //! Written here rather than taken from a crate: what is batched is this schema's
 //! counter-and-insert, and the batching is a map and a task.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::messages::{self, Message};
+use super::messages::{self, Message, NewMessage};
 use super::{Db, StoreError};
-use crate::clock;
 
 /// At most this many messages go into one statement: 5 or 7 parameters each, far below
 /// the engines' limits, and a bounded statement (16 KiB bodies) however long the
@@ -153,18 +151,15 @@ impl MessageWriter {
     }
 
     async fn write_batch(&self, workspace: Uuid, batch: Vec<Pending>) {
-        if batch.len() == 1 {
-            for p in batch {
-                let result = self.append_one(workspace, &p).await;
-                let _ = p.reply.send(result);
-            }
-            return;
-        }
-        match append_batch(&self.db, workspace, &batch).await {
+        match self.commit(workspace, &batch).await {
             Ok(written) => {
-                metrics::histogram!(BATCH_METRIC).record(written.len() as f64);
                 for (p, message) in batch.into_iter().zip(written) {
                     let _ = p.reply.send(Ok(message));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(p) = batch.into_iter().next() {
+                    let _ = p.reply.send(Err(e));
                 }
             }
             // Every message would fail the same way: do not try each of them against
@@ -184,26 +179,32 @@ impl MessageWriter {
             // whole statement: each message gets its own answer, written alone.
             Err(_) => {
                 for p in batch {
-                    let result = self.append_one(workspace, &p).await;
-                    let _ = p.reply.send(result);
+                    let result = self.commit(workspace, std::slice::from_ref(&p)).await;
+                    let one = result.and_then(|written| {
+                        written
+                            .into_iter()
+                            .next()
+                            .ok_or(StoreError::Internal(sqlx::Error::RowNotFound))
+                    });
+                    let _ = p.reply.send(one);
                 }
             }
         }
     }
 
-    async fn append_one(&self, workspace: Uuid, p: &Pending) -> Result<Message, StoreError> {
-        let result = messages::append_committed(
-            &self.db,
-            workspace,
-            p.user,
-            &p.body,
-            p.client_id.as_deref(),
-        )
-        .await;
-        if result.is_ok() {
-            metrics::histogram!(BATCH_METRIC).record(1.0);
-        }
-        result
+    /// One commit of `batch` (see [`messages::append_committed`]), counted.
+    async fn commit(&self, workspace: Uuid, batch: &[Pending]) -> Result<Vec<Message>, StoreError> {
+        let new: Vec<NewMessage<'_>> = batch
+            .iter()
+            .map(|p| NewMessage {
+                user: p.user,
+                body: &p.body,
+                client_id: p.client_id.as_deref(),
+            })
+            .collect();
+        let written = messages::append_committed(&self.db, workspace, &new).await?;
+        metrics::histogram!(BATCH_METRIC).record(written.len() as f64);
+        Ok(written)
     }
 }
 
@@ -239,125 +240,5 @@ impl Drop for QueueGuard<'_> {
             let orphans = self.writer.lock().remove(&self.workspace);
             drop(orphans);
         }
-    }
-}
-
-fn ordinal(i: usize) -> i64 {
-    // A batch holds at most MAX_BATCH messages.
-    i64::try_from(i).unwrap_or(i64::MAX)
-}
-
-/// Appends `batch` (two or more messages) to the workspace's chat in one commit, with
-/// consecutive `seq`s in batch order, and returns them in that order. All or nothing.
-async fn append_batch(
-    db: &Db,
-    workspace: Uuid,
-    batch: &[Pending],
-) -> Result<Vec<Message>, StoreError> {
-    let n = ordinal(batch.len());
-    let now = clock::now_micros();
-    let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
-    let wid = workspace.to_string();
-    let base: i64 = if db.dialect().writable_ctes() {
-        // One statement, one round trip: the counter UPDATE holds the row lock until
-        // the statement's own commit, as for a single message.
-        let sql = format!(
-            "WITH s AS (UPDATE workspaces SET last_message_seq = last_message_seq + $2 \
-             WHERE id = $1 RETURNING last_message_seq - $2 AS base) \
-             INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
-             SELECT v.id, $1, v.user_id, v.body, v.client_id, s.base + v.ord, $3 \
-             FROM s CROSS JOIN (VALUES {}) AS v(ord, id, user_id, body, client_id) \
-             RETURNING seq",
-            placeholders(batch.len(), 4, 5)
-        );
-        let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
-            .bind(wid)
-            .bind(n)
-            .bind(now);
-        for (i, (p, id)) in batch.iter().zip(&ids).enumerate() {
-            query = query
-                .bind(ordinal(i) + 1)
-                .bind(id.to_string())
-                .bind(p.user.to_string())
-                .bind(p.body.clone())
-                .bind(p.client_id.clone());
-        }
-        let seqs = query.fetch_all(db.writer()).await?;
-        // No row: the workspace is gone (as `append_committed` reports it).
-        match seqs.iter().min() {
-            Some(first) if seqs.len() == batch.len() => first - 1,
-            _ => return Err(StoreError::Internal(sqlx::Error::RowNotFound)),
-        }
-    } else {
-        // SQLite: no UPDATE inside WITH, and no column names for a VALUES list; two
-        // statements in one transaction (one commit) on the single writer connection.
-        let mut tx = db.begin().await?;
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE workspaces SET last_message_seq = last_message_seq + $2 WHERE id = $1 \
-             RETURNING last_message_seq",
-        )
-        .bind(wid.clone())
-        .bind(n)
-        .fetch_one(&mut *tx)
-        .await?;
-        let base = last - n;
-        let sql = format!(
-            "INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
-             VALUES {}",
-            placeholders(batch.len(), 1, 7)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (i, (p, id)) in batch.iter().zip(&ids).enumerate() {
-            query = query
-                .bind(id.to_string())
-                .bind(wid.clone())
-                .bind(p.user.to_string())
-                .bind(p.body.clone())
-                .bind(p.client_id.clone())
-                .bind(base + ordinal(i) + 1)
-                .bind(now);
-        }
-        query.execute(&mut *tx).await?;
-        tx.commit().await?;
-        base
-    };
-    Ok(batch
-        .iter()
-        .zip(ids)
-        .enumerate()
-        .map(|(i, (p, id))| Message {
-            id,
-            workspace_id: workspace,
-            user_id: p.user,
-            body: p.body.clone(),
-            client_id: p.client_id.clone(),
-            seq: base + ordinal(i) + 1,
-            created_at: clock::rfc3339(now),
-        })
-        .collect())
-}
-
-/// `($first, …), (…), …`: `rows` tuples of `width` numbered placeholders.
-fn placeholders(rows: usize, first: usize, width: usize) -> String {
-    let mut out = String::new();
-    for row in 0..rows {
-        out.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..width {
-            let sep = if col == 0 { "" } else { ", " };
-            let _ = write!(out, "{sep}${}", first + row * width + col);
-        }
-        out.push(')');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placeholders;
-
-    #[test]
-    fn placeholders_number_rows_after_the_fixed_parameters() {
-        assert_eq!(placeholders(1, 4, 2), "($4, $5)");
-        assert_eq!(placeholders(2, 1, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 }

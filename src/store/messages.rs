@@ -1,8 +1,10 @@
 //! Chat messages, numbered per workspace by a gap-free, strictly increasing `seq`.
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::{Any, Executor, Row};
 use uuid::Uuid;
 
 use super::{Db, StoreError, uuid_col};
@@ -60,97 +62,125 @@ pub async fn find_by_client_id<'e>(
     Ok(row.as_ref().map(message).transpose()?)
 }
 
-/// The message as [`append`] and [`append_committed`] wrote it.
-fn written(
-    id: Uuid,
-    workspace: Uuid,
-    user: Uuid,
-    body: &str,
-    client_id: Option<&str>,
-    seq: i64,
-    at_micros: i64,
-) -> Message {
-    Message {
-        id,
-        workspace_id: workspace,
-        user_id: user,
-        body: body.to_owned(),
-        client_id: client_id.map(str::to_owned),
-        seq,
-        created_at: clock::rfc3339(at_micros),
-    }
+/// A message to append: who sends what.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// Author.
+    pub user: Uuid,
+    /// Text.
+    pub body: &'a str,
+    /// The sender's own id for the message.
+    pub client_id: Option<&'a str>,
 }
 
-/// Appends a message with the workspace's next `seq` (run in a write transaction: the
-/// counter row stays locked until commit, which is what keeps `seq` gap-free).
-pub async fn append(
-    conn: &mut AnyConnection,
-    workspace: Uuid,
-    user: Uuid,
-    body: &str,
-    client_id: Option<&str>,
-) -> Result<Message, StoreError> {
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE workspaces SET last_message_seq = last_message_seq + 1 WHERE id = $1 \
-         RETURNING last_message_seq",
-    )
-    .bind(workspace.to_string())
-    .fetch_one(&mut *conn)
-    .await?;
-    let id = Uuid::now_v7();
-    let now = clock::now_micros();
-    sqlx::query(
-        "INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id.to_string())
-    .bind(workspace.to_string())
-    .bind(user.to_string())
-    .bind(body)
-    .bind(client_id)
-    .bind(seq)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(written(id, workspace, user, body, client_id, seq, now))
-}
-
-/// Appends a message and commits it, in one round trip where the engine allows (see
-/// [`super::Dialect::writable_ctes`]: the counter `UPDATE` locks the workspace row until
-/// the statement's own commit, exactly as the transaction of [`append`] does).
-/// A `client_id` already used by this user is a [`StoreError::Conflict`], and nothing
-/// is written (no `seq` is spent).
+/// Appends `batch` (one message or more) to the workspace's chat and commits it: one
+/// commit, consecutive `seq`s in batch order, all or nothing; the messages in that
+/// order. The counter `UPDATE` locks the workspace row until the commit, which is
+/// what keeps `seq` gap-free (and what serialises one workspace's commits: see
+/// [`super::message_writer`]). A `client_id` already used by its user is a
+/// [`StoreError::Conflict`], and nothing is written (no `seq` is spent).
 pub async fn append_committed(
     db: &Db,
     workspace: Uuid,
-    user: Uuid,
-    body: &str,
-    client_id: Option<&str>,
-) -> Result<Message, StoreError> {
-    if !db.dialect().writable_ctes() {
-        let mut tx = db.begin().await?;
-        let message = append(&mut tx, workspace, user, body, client_id).await?;
-        tx.commit().await?;
-        return Ok(message);
-    }
-    let id = Uuid::now_v7();
+    batch: &[NewMessage<'_>],
+) -> Result<Vec<Message>, StoreError> {
+    // usize -> i64: a batch is tiny next to i64::MAX.
+    let ordinal = |i: usize| i64::try_from(i).unwrap_or(i64::MAX);
+    let n = ordinal(batch.len());
     let now = clock::now_micros();
-    let seq: i64 = sqlx::query_scalar(
-        "WITH s AS (UPDATE workspaces SET last_message_seq = last_message_seq + 1 \
-         WHERE id = $1 RETURNING last_message_seq) \
-         INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
-         SELECT $2, $1, $3, $4, $5, s.last_message_seq, $6 FROM s RETURNING seq",
-    )
-    .bind(workspace.to_string())
-    .bind(id.to_string())
-    .bind(user.to_string())
-    .bind(body)
-    .bind(client_id)
-    .bind(now)
-    .fetch_optional(db.writer())
-    .await?
-    .ok_or_else(|| StoreError::Internal(sqlx::Error::RowNotFound))?;
-    Ok(written(id, workspace, user, body, client_id, seq, now))
+    let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+    let wid = workspace.to_string();
+    let base: i64 = if db.dialect().writable_ctes() {
+        // One statement, one round trip (see `Dialect::writable_ctes`): the UPDATE in
+        // the WITH holds the row lock until the statement's own commit.
+        let sql = format!(
+            "WITH s AS (UPDATE workspaces SET last_message_seq = last_message_seq + $2 \
+             WHERE id = $1 RETURNING last_message_seq - $2 AS base) \
+             INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
+             SELECT v.id, $1, v.user_id, v.body, v.client_id, s.base + v.ord, $3 \
+             FROM s CROSS JOIN (VALUES {}) AS v(ord, id, user_id, body, client_id) \
+             RETURNING seq",
+            placeholders(batch.len(), 4, 5)
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .bind(wid)
+            .bind(n)
+            .bind(now);
+        for (i, (m, id)) in batch.iter().zip(&ids).enumerate() {
+            query = query
+                .bind(ordinal(i) + 1)
+                .bind(id.to_string())
+                .bind(m.user.to_string())
+                .bind(m.body)
+                .bind(m.client_id);
+        }
+        let seqs = query.fetch_all(db.writer()).await?;
+        // No row: the workspace is gone.
+        match seqs.iter().min() {
+            Some(first) if seqs.len() == batch.len() => first - 1,
+            _ => return Err(StoreError::Internal(sqlx::Error::RowNotFound)),
+        }
+    } else {
+        // SQLite: no UPDATE inside WITH, and no column names for a VALUES list; two
+        // statements in one transaction (one commit) on the single writer connection.
+        let mut tx = db.begin().await?;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE workspaces SET last_message_seq = last_message_seq + $2 WHERE id = $1 \
+             RETURNING last_message_seq",
+        )
+        .bind(wid.clone())
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?;
+        let base = last - n;
+        let sql = format!(
+            "INSERT INTO messages (id, workspace_id, user_id, body, client_id, seq, created_at) \
+             VALUES {}",
+            placeholders(batch.len(), 1, 7)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, (m, id)) in batch.iter().zip(&ids).enumerate() {
+            query = query
+                .bind(id.to_string())
+                .bind(wid.clone())
+                .bind(m.user.to_string())
+                .bind(m.body)
+                .bind(m.client_id)
+                .bind(base + ordinal(i) + 1)
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        base
+    };
+    Ok(batch
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (m, id))| Message {
+            id,
+            workspace_id: workspace,
+            user_id: m.user,
+            body: m.body.to_owned(),
+            client_id: m.client_id.map(str::to_owned),
+            seq: base + ordinal(i) + 1,
+            created_at: clock::rfc3339(now),
+        })
+        .collect())
+}
+
+/// `($first, …), (…), …`: `rows` tuples of `width` numbered placeholders.
+fn placeholders(rows: usize, first: usize, width: usize) -> String {
+    let mut out = String::new();
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            let sep = if col == 0 { "" } else { ", " };
+            let _ = write!(out, "{sep}${}", first + row * width + col);
+        }
+        out.push(')');
+    }
+    out
 }
 
 /// Newest first: at most `limit` messages with `seq < before`.
@@ -191,4 +221,15 @@ pub async fn list_after<'e>(
         .fetch_all(ex)
         .await?;
     Ok(rows.iter().map(message).collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_number_rows_after_the_fixed_parameters() {
+        assert_eq!(placeholders(1, 4, 2), "($4, $5)");
+        assert_eq!(placeholders(2, 1, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 }

@@ -11,8 +11,8 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
 pub(crate) use crate::common::{
-    Node, OwnRedis, PATIENCE, PrefixCleanup, Services, TestDb, admin_sql, eventually, free_port,
-    redis_connection, token,
+    Node, OwnRedis, PATIENCE, PrefixCleanup, Services, TestDb, eventually, free_port,
+    redis_connection, set_database_reachable, token,
 };
 
 /// Every test user's password.

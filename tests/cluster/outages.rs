@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Cluster, OwnRedis, PATIENCE, Services, Spec, admin_sql, call, eventually, with_cookie,
+    Cluster, OwnRedis, PATIENCE, Services, Spec, call, eventually, set_database_reachable,
+    with_cookie,
 };
 
 /// Waits until `/health/ready` on instance `i` is 503 naming `reason`.
@@ -120,27 +121,13 @@ async fn instances_survive_a_database_outage_and_recover_by_themselves() {
     let (status, body) = call(create("Before")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let db = cluster.db.name.clone();
-    admin_sql(
-        &services.admin_url,
-        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"),
-    )
-    .await;
-    admin_sql(
-        &services.admin_url,
-        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
-    )
-    .await;
+    set_database_reachable(&services.admin_url, &cluster.db.name, false).await;
 
     let body = wait_not_ready(&cluster, 0, "database_down").await;
     assert_eq!(body["checks"]["database"]["status"], "down", "{body}");
     let (during_status, during_body) = call(create("During")).await;
 
-    admin_sql(
-        &services.admin_url,
-        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"),
-    )
-    .await;
+    set_database_reachable(&services.admin_url, &cluster.db.name, true).await;
     wait_ready_again(&cluster, 0).await;
     let (status, body) = call(create("After")).await;
     assert_eq!(

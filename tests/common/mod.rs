@@ -150,6 +150,25 @@ pub(crate) async fn admin_sql(admin_url: &str, sql: String) {
     let _ = conn.close().await;
 }
 
+/// A database outage for `db`: PostgreSQL refuses new connections to it and its open
+/// ones are terminated (`reachable = false`), or it accepts them again.
+pub(crate) async fn set_database_reachable(admin_url: &str, db: &str, reachable: bool) {
+    admin_sql(
+        admin_url,
+        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {reachable}"),
+    )
+    .await;
+    if !reachable {
+        admin_sql(
+            admin_url,
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+            ),
+        )
+        .await;
+    }
+}
+
 /// A database of its own for one test, dropped (`WITH (FORCE)`) at the end.
 #[derive(Debug)]
 pub(crate) struct TestDb {

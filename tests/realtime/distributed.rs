@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{OwnRedis, admin_sql};
+use crate::common::{OwnRedis, set_database_reachable};
 use crate::harness::{
     Auth, Cluster, Received, Services, Sio, api, eventually, rest_seqs, user, workspace,
 };
@@ -433,16 +433,7 @@ async fn sends_while_the_database_is_down_are_refused_and_spend_no_seq() {
 
     let url = app.env_value("DATABASE_URL").expect("db url");
     let db = url.rsplit('/').next().expect("a database name").to_owned();
-    admin_sql(
-        &services.admin_url,
-        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"),
-    )
-    .await;
-    admin_sql(
-        &services.admin_url,
-        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
-    )
-    .await;
+    set_database_reachable(&services.admin_url, &db, false).await;
     let sends = (0..5).map(|i| {
         a.call(
             "message:send",
@@ -450,11 +441,7 @@ async fn sends_while_the_database_is_down_are_refused_and_spend_no_seq() {
         )
     });
     let acks = futures::future::join_all(sends).await;
-    admin_sql(
-        &services.admin_url,
-        format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"),
-    )
-    .await;
+    set_database_reachable(&services.admin_url, &db, true).await;
     for ack in &acks {
         assert_eq!(ack["ok"], false, "{ack}");
         assert_eq!(ack["error"]["code"], "service_unavailable", "{ack}");
