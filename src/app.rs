@@ -1,5 +1,5 @@
 //! The lifecycle coordinator: start-up in order (config → DB + migrations → Redis →
-//! backends → listener → ready) and shut-down in reverse (DESIGN §2, §7).
+//! backends → listener → ready) and shut-down in reverse (docs/architecture.md, docs/operations.md).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -19,13 +19,13 @@ use crate::auth::sessions::Sessions;
 use crate::auth::tokens::TokenKeys;
 use crate::backends::Backends;
 use crate::config::Config;
+use crate::db::Db;
+use crate::db::message_writer::MessageWriter;
 use crate::instance::Instance;
 use crate::listener::{PeerAddr, TrackedListener};
 use crate::realtime::{self, Realtime};
 use crate::registry::InstanceRecord;
-use crate::state::{AppState, Inner, Lifecycle};
-use crate::store::Db;
-use crate::store::message_writer::MessageWriter;
+use crate::state::{AppParts, AppState, Lifecycle};
 use crate::user_directory::UserDirectory;
 use crate::{http, secrets};
 
@@ -58,18 +58,27 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // First: backends register their metric handles against the recorder.
         let metrics = http::metrics::recorder();
-        let instance = Instance::new(config.instance_id.as_deref());
-        let secrets = match &config.secrets {
+        let instance = Instance::new(config.server.instance_id.as_deref());
+        let secrets = match &config.auth.secrets {
             Some(s) => s.clone(),
-            None => secrets::load_or_generate(&config.data_dir)?,
+            None => secrets::load_or_generate(&config.server.data_dir)?,
         };
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let backends = Backends::connect(&config, &db).await?;
         let passwords = Passwords::new().await.context("password hasher")?;
 
-        let tcp = crate::listener::bind(config.host, config.port, config.reuse_port)
-            .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+        let tcp = crate::listener::bind(
+            config.server.host,
+            config.server.port,
+            config.server.reuse_port,
+        )
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                config.server.host, config.server.port
+            )
+        })?;
         let addr = tcp.local_addr()?;
         let lifecycle = Lifecycle::default();
         let close_listener = CancellationToken::new();
@@ -79,9 +88,9 @@ impl App {
             close_listener.clone(),
         );
 
-        let state = AppState::new(Inner {
+        let state = AppState::new(AppParts {
             instance,
-            sessions: Sessions::new(backends.sessions, &secrets, config.session_ttl),
+            sessions: Sessions::new(backends.sessions, &secrets, config.auth.session_ttl),
             users: UserDirectory::new(db.clone(), backends.cache),
             message_writer: MessageWriter::new(db.clone()),
             rate_limiter: backends.rate_limiter,
@@ -90,7 +99,11 @@ impl App {
             presence: backends.presence,
             registry: backends.registry,
             opt_out: backends.opt_out,
-            tokens: TokenKeys::new(&secrets, config.jwt_access_ttl, config.jwt_refresh_ttl),
+            tokens: TokenKeys::new(
+                &secrets,
+                config.auth.jwt_access_ttl,
+                config.auth.jwt_refresh_ttl,
+            ),
             passwords,
             lifecycle,
             metrics,
@@ -162,7 +175,7 @@ impl App {
         // Job workers stop claiming as soon as shutdown begins (not after the HTTP
         // drain) and get `SHUTDOWN_TIMEOUT` to finish or release their jobs.
         let stop_jobs = shutdown.child_token();
-        let workers = state.config.queue_workers.then(|| {
+        let workers = state.config.queue.workers.then(|| {
             background.spawn(
                 crate::jobs::scheduler::run(state.clone(), stop_jobs.clone())
                     .instrument(span.clone()),
@@ -170,7 +183,7 @@ impl App {
             tokio::spawn(
                 crate::jobs::worker::run(
                     state.clone(),
-                    crate::jobs::Registry::standard(&state.config),
+                    crate::jobs::JobHandlers::standard(&state.config),
                     stop_jobs.clone(),
                 )
                 .instrument(span.clone()),
@@ -204,7 +217,7 @@ impl App {
                 close_listener.cancel();
                 // Sockets next: their clients reconnect elsewhere (this instance
                 // refuses handshakes now) and resume by `seq`.
-                sockets.close(state.config.shutdown_timeout / 3).await;
+                sockets.close(state.config.shutdown.timeout / 3).await;
                 keepalive_grace(&state).await;
                 tracing::info!("shutdown: draining in-flight requests");
             }
@@ -220,7 +233,7 @@ impl App {
             .await;
 
         let mut server = std::pin::pin!(server.into_future());
-        let timeout = state.config.shutdown_timeout;
+        let timeout = state.config.shutdown.timeout;
         let stopped = tokio::select! {
             result = &mut server => {
                 result.context("server failed")?;
@@ -257,7 +270,7 @@ impl App {
 /// `SHUTDOWN_KEEPALIVE_GRACE`): returns once none is open or the grace has passed,
 /// after which the server closes what is idle and finishes what is in flight.
 async fn keepalive_grace(state: &AppState) {
-    let grace = state.config.shutdown_keepalive_grace;
+    let grace = state.config.shutdown.keepalive_grace;
     let until = tokio::time::Instant::now() + grace;
     let open = || state.lifecycle.http_connections.load(Ordering::Relaxed);
     // A poll, not an event: connections close on their own tasks, and a tenth of a
@@ -276,7 +289,7 @@ async fn keepalive_grace(state: &AppState) {
 /// Announces this instance in the registry every `REGISTRY_HEARTBEAT`; the entry
 /// expires after three missed beats.
 async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
-    let period = state.config.registry_heartbeat;
+    let period = state.config.cluster.registry_heartbeat;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut since = std::time::Instant::now();

@@ -1,5 +1,5 @@
 //! The backend resolver: the one place that looks at the configuration to choose
-//! in-process or Redis implementations of the capabilities (DESIGN §1). Nothing
+//! in-process or Redis implementations of the capabilities (docs/architecture.md). Nothing
 //! else in the code base asks which mode it is in.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::config::{CacheProvider, Config};
+use crate::db::Db;
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
@@ -29,7 +30,6 @@ use crate::registry::redis::RedisRegistry;
 use crate::session::SessionStore;
 use crate::session::redis::RedisSessionStore;
 use crate::session::sql::SqlSessionStore;
-use crate::store::Db;
 
 /// Every capability, behind its trait.
 pub struct Backends {
@@ -51,7 +51,7 @@ pub struct Backends {
     pub redis: Option<RedisClient>,
     /// The in-process limiter, which needs periodic pruning: in embedded mode the
     /// request limiter itself; in both modes the one for budgets of one connection
-    /// (see [`crate::state::Inner::connection_limiter`]).
+    /// (see [`crate::state::AppParts::connection_limiter`]).
     pub memory_limiter: Arc<MemoryRateLimiter>,
     /// The SQL session store, whose expired rows need purging (embedded mode).
     pub sql_sessions: Option<Arc<SqlSessionStore>>,
@@ -60,12 +60,12 @@ pub struct Backends {
 impl Backends {
     /// Builds the backends the configuration asks for.
     pub async fn connect(config: &Config, db: &Db) -> anyhow::Result<Self> {
-        let Some(target) = &config.redis else {
+        let Some(target) = &config.redis.target else {
             let limiter = Arc::new(MemoryRateLimiter::new());
             let sessions = Arc::new(SqlSessionStore::new(db.clone()));
             return Ok(Self {
                 sessions: sessions.clone(),
-                cache: Arc::new(MemoryCache::new(config.cache_max_size, config.cache_ttl)),
+                cache: Arc::new(MemoryCache::new(config.cache.max_size, config.cache.ttl)),
                 rate_limiter: limiter.clone(),
                 pubsub: Arc::new(MemoryPubSub::new()),
                 presence: Arc::new(MemoryPresence::new()),
@@ -76,19 +76,19 @@ impl Backends {
                 sql_sessions: Some(sessions),
             });
         };
-        let client = RedisClient::connect(target, &config.redis_key_prefix)
+        let client = RedisClient::connect(target, &config.redis.key_prefix)
             .await
             .context("cannot connect to Redis")?;
         let pubsub = RedisPubSub::connect(&client)
             .await
             .context("cannot open the Redis subscription connection")?;
-        let cache: Arc<dyn Cache> = match config.cache_provider {
+        let cache: Arc<dyn Cache> = match config.cache.provider {
             CacheProvider::Redis => Arc::new(
                 RedisCache::new(
                     client.clone(),
                     pubsub.clone(),
-                    config.cache_max_size,
-                    config.cache_ttl,
+                    config.cache.max_size,
+                    config.cache.ttl,
                 )
                 .await
                 .context("cannot start the Redis cache")?,
@@ -96,7 +96,7 @@ impl Backends {
             // Allowed for experiments; with several instances a memory cache serves
             // stale users after a change elsewhere until its TTL passes.
             CacheProvider::Memory => {
-                Arc::new(MemoryCache::new(config.cache_max_size, config.cache_ttl))
+                Arc::new(MemoryCache::new(config.cache.max_size, config.cache.ttl))
             }
         };
         let sessions = RedisSessionStore::start(client.clone(), pubsub.clone())

@@ -79,31 +79,25 @@ enum JobsAction {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
-    /// No-op job benchmark: runs workers in this process on the configured database.
-    Bench {
-        /// Jobs in the throughput phase.
-        #[arg(long, default_value_t = 10_000)]
-        count: usize,
-        /// Jobs per enqueue transaction.
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        /// Single jobs on an idle queue, for enqueue-to-start latency.
-        #[arg(long, default_value_t = 200)]
-        idle: usize,
-        /// Only no-op jobs exist; the flag is accepted for clarity.
-        #[arg(long)]
-        noop: bool,
-    },
 }
 
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Validate the configuration and print it, secrets masked.
     Check,
+    /// Print every configuration key with its default and meaning (Markdown).
+    Keys,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Config {
+        action: ConfigAction::Keys,
+    }) = cli.command
+    {
+        print!("{}", shoal::config::keys_table());
+        return ExitCode::SUCCESS;
+    }
     let mut config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -122,8 +116,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // One id for the logs and the app alike.
-    let instance = shoal::instance::Instance::new(config.instance_id.as_deref());
-    config.instance_id = Some(instance.id.clone());
+    let instance = shoal::instance::Instance::new(config.server.instance_id.as_deref());
+    config.server.instance_id = Some(instance.id.clone());
     shoal::telemetry::init(&config);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -139,10 +133,10 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Serve {
             no_workers: true, ..
-        }) => config.queue_workers = false,
+        }) => config.queue.workers = false,
         Some(Command::Worker) => {
-            config.serve_api = false;
-            config.queue_workers = true;
+            config.server.serve_api = false;
+            config.queue.workers = true;
         }
         _ => {}
     }
@@ -152,12 +146,12 @@ fn main() -> ExitCode {
         workers: Some(n), ..
     }) = &cli.command
     {
-        config.cluster_workers = *n;
+        config.cluster.workers = *n;
     }
     let is_worker = std::env::var_os(shoal::supervisor::WORKER_ENV).is_some();
-    config.reuse_port = is_worker;
+    config.server.reuse_port = is_worker;
     let supervise = !is_worker
-        && config.cluster_workers > 1
+        && config.cluster.workers > 1
         && matches!(cli.command, None | Some(Command::Serve { .. }));
     let result = runtime.block_on(async move {
         match cli.command {
@@ -180,7 +174,7 @@ fn main() -> ExitCode {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let db = shoal::store::Db::connect(&config).await?;
+    let db = shoal::db::Db::connect(&config).await?;
     db.migrate().await?;
     db.close().await;
     tracing::info!("migrations applied");
@@ -192,7 +186,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // Start-up and signal lines carry the instance id like every other line.
     let span = tracing::info_span!(
         "shoal",
-        instance_id = config.instance_id.as_deref().unwrap_or_default()
+        instance_id = config.server.instance_id.as_deref().unwrap_or_default()
     );
     let app = App::build(config).instrument(span.clone()).await?;
     let token = app.shutdown_token();
@@ -213,13 +207,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
     use shoal::jobs::admin;
-    if let JobsAction::Bench {
-        count, batch, idle, ..
-    } = action
-    {
-        return jobs_bench(config, count, batch, idle).await;
-    }
-    let db = shoal::store::Db::connect(&config).await?;
+    let db = shoal::db::Db::connect(&config).await?;
     db.migrate().await?;
     let outcome = match action {
         JobsAction::List { state, limit } => admin::list(&db, &state, limit).await.map(|lines| {
@@ -241,31 +229,7 @@ async fn jobs(config: Config, action: JobsAction) -> anyhow::Result<()> {
                     println!("{id}");
                 }
             }),
-        JobsAction::Bench { .. } => Ok(()),
     };
     db.close().await;
     outcome
-}
-
-/// Runs an application with workers in this process (no port exposed beyond
-/// loopback) and measures no-op jobs against it.
-async fn jobs_bench(config: Config, count: usize, batch: usize, idle: usize) -> anyhow::Result<()> {
-    let (kind, concurrency) = (config.database_kind, config.queue_concurrency);
-    let r = shoal::jobs::admin::run_bench(config, count, batch, idle, std::time::Duration::ZERO)
-        .await?;
-    println!(
-        "jobs bench: database={kind:?} concurrency={concurrency} count={} batch={batch}",
-        r.count
-    );
-    println!("enqueue rate:        {:>10.0} jobs/s", r.enqueue_per_sec);
-    println!("completion rate:     {:>10.0} jobs/s", r.complete_per_sec);
-    println!(
-        "start delay loaded:  p50 {:>8.2} ms  p99 {:>8.2} ms",
-        r.loaded_start_ms.0, r.loaded_start_ms.1
-    );
-    println!(
-        "start delay idle:    p50 {:>8.2} ms  p99 {:>8.2} ms  ({idle} single jobs)",
-        r.idle_start_ms.0, r.idle_start_ms.1
-    );
-    Ok(())
 }

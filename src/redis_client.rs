@@ -51,10 +51,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The Redis client shared by every Redis backend of one instance.
 #[derive(Clone)]
 pub struct RedisClient {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
-struct Inner {
+struct Shared {
     /// The command connection. Behind a lock only so that a Sentinel failover can swap
     /// it; commands clone it (an `Arc`) out and never hold the lock across an await.
     conn: RwLock<Commands>,
@@ -174,7 +174,7 @@ impl RedisClient {
             }
         };
         let this = RedisClient {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Shared {
                 conn: RwLock::new(conn),
                 source,
                 prefix: prefix.to_owned(),
@@ -454,6 +454,11 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(COMMAND_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500))
+}
+
+/// Milliseconds for `PX`, at least 1 (Redis rejects 0).
+pub(crate) fn px(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Bounds `fut` by [`COMMAND_TIMEOUT`] and maps both failure kinds to [`BackendError`].

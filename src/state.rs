@@ -11,35 +11,35 @@ use crate::auth::password::Passwords;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
+use crate::db::Db;
 use crate::instance::Instance;
 use crate::presence::Presence;
 use crate::pubsub::PubSub;
 use crate::rate_limit::RateLimiter;
 use crate::redis_client::RedisClient;
 use crate::registry::InstanceRegistry;
-use crate::store::Db;
 use crate::user_directory::UserDirectory;
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState(Arc<AppParts>);
 
 impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
         &self.0
     }
 }
 
 impl AppState {
     /// Wraps the parts.
-    pub fn new(inner: Inner) -> Self {
+    pub fn new(inner: AppParts) -> Self {
         Self(Arc::new(inner))
     }
 }
 
 /// Everything a handler may need.
-pub struct Inner {
+pub struct AppParts {
     /// The validated configuration.
     pub config: Config,
     /// Who this process is.
@@ -47,7 +47,7 @@ pub struct Inner {
     /// The database.
     pub db: Db,
     /// Chat messages into the database, in group commits per workspace.
-    pub message_writer: crate::store::message_writer::MessageWriter,
+    pub message_writer: crate::db::message_writer::MessageWriter,
     /// Server-side sessions over the configured session store.
     pub sessions: Sessions,
     /// Cached user look-ups over the configured cache.
@@ -91,7 +91,7 @@ pub struct Lifecycle {
     /// Open Socket.IO connections.
     pub ws_connections: AtomicU64,
     /// Request latencies since the last heartbeat (the dashboard's rate and p99).
-    pub requests: crate::http::dashboard::RequestWindow,
+    pub requests: crate::request_window::RequestWindow,
 }
 
 impl Lifecycle {

@@ -1,5 +1,5 @@
 //! `shoal serve --workers N` (or `CLUSTER_WORKERS=N`): one supervisor process runs N
-//! worker processes of this same binary on one port (DESIGN §7).
+//! worker processes of this same binary on one port (docs/operations.md).
 //!
 //! The workers bind the port with SO_REUSEPORT and the kernel spreads new
 //! connections over them; each is an ordinary instance (its own id, registry entry,
@@ -89,20 +89,20 @@ impl Workers {
 /// Runs `config.cluster_workers` workers until a signal (exit code 0 when every
 /// worker drained cleanly) or a crash loop (exit code 1).
 pub async fn run(config: &Config) -> anyhow::Result<std::process::ExitCode> {
-    let n = config.cluster_workers as usize;
+    let n = config.cluster.workers as usize;
     // PORT=0: pick one port for all of them and keep it reserved meanwhile.
-    let (_reservation, port) = if config.port == 0 {
-        let (socket, port) =
-            crate::listener::reserve_port(config.host).context("reserve a port for the workers")?;
+    let (_reservation, port) = if config.server.port == 0 {
+        let (socket, port) = crate::listener::reserve_port(config.server.host)
+            .context("reserve a port for the workers")?;
         (Some(socket), port)
     } else {
-        (None, config.port)
+        (None, config.server.port)
     };
     let mut workers = Workers {
         program: std::env::current_exe().context("find the shoal binary")?,
         port,
         instance_id: std::env::var("INSTANCE_ID").ok(),
-        queue_workers: config.queue_workers,
+        queue_workers: config.queue.workers,
         pids: vec![None; n],
     };
     let mut events: FuturesUnordered<BoxFuture<'static, Event>> = FuturesUnordered::new();
@@ -144,16 +144,16 @@ pub async fn run(config: &Config) -> anyhow::Result<std::process::ExitCode> {
                     let now = Instant::now();
                     while restarts
                         .front()
-                        .is_some_and(|t| now.duration_since(*t) > config.cluster_restart_window)
+                        .is_some_and(|t| now.duration_since(*t) > config.cluster.restart_window)
                     {
                         restarts.pop_front();
                     }
-                    if restarts.len() >= config.cluster_max_restarts as usize {
+                    if restarts.len() >= config.cluster.max_restarts as usize {
                         tracing::error!(
                             worker = i,
                             ?status,
                             restarts = restarts.len(),
-                            window_secs = config.cluster_restart_window.as_secs(),
+                            window_secs = config.cluster.restart_window.as_secs(),
                             "worker keeps dying: giving up, stopping the others"
                         );
                         stopping = true;
@@ -165,10 +165,10 @@ pub async fn run(config: &Config) -> anyhow::Result<std::process::ExitCode> {
                     tracing::warn!(
                         worker = i,
                         ?status,
-                        delay_ms = config.cluster_restart_delay.as_millis() as u64,
+                        delay_ms = config.cluster.restart_delay.as_millis() as u64,
                         "worker died; restarting it"
                     );
-                    let delay = config.cluster_restart_delay;
+                    let delay = config.cluster.restart_delay;
                     events.push(Box::pin(async move {
                         tokio::time::sleep(delay).await;
                         Event::Restart(i)

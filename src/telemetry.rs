@@ -8,11 +8,11 @@ use crate::config::{Config, LogFormat};
 
 /// Installs the global subscriber; a second call (tests) is a no-op.
 pub fn init(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match config.log_format {
+    let _ = match config.log.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

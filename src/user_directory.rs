@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::backend_error::BackendError;
 use crate::cache::Cache;
-use crate::store::users::User;
-use crate::store::{Db, users};
+use crate::db::users::User;
+use crate::db::{Db, users};
 
 /// Cached user look-ups.
 #[derive(Clone)]

@@ -453,7 +453,7 @@ async fn publisher(
                         && ack.get("id").is_some()
                         && ack.get("seq").is_some()
                     {
-                        // DESIGN §5: the ack is `{id, seq}` (Shoal adds `ok: true`); the
+                        // docs/realtime.md: the ack is `{id, seq}` (Shoal adds `ok: true`); the
                         // kit's fanout.js counts the same.
                         shared.acked[m].store(true, Ordering::Release);
                         stats.acked += 1;

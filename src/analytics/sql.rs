@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::OptOutStore;
 use crate::backend_error::BackendError;
 use crate::clock;
-use crate::store::Db;
+use crate::db::Db;
 
 /// Opt-outs in the database.
 pub struct SqlOptOutStore {

@@ -39,8 +39,7 @@ use super::memory::MemoryCache;
 use super::{Cache, Counters, Loaded};
 use crate::backend_error::BackendError;
 use crate::pubsub::redis::RedisPubSub;
-use crate::redis_client::RedisClient;
-use crate::session::redis::px;
+use crate::redis_client::{RedisClient, px};
 
 pub use super::invalidation::ACK_TIMEOUT;
 

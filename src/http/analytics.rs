@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::authn::Auth;
+use super::caller::Auth;
 use super::error::{ApiResult, FieldError};
 use super::json::{Checks, Json, Validate};
+use crate::db::analytics;
 use crate::state::AppState;
-use crate::store::analytics;
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -52,7 +52,7 @@ pub async fn request_context(
         .unwrap_or_else(|| "unmatched".to_owned());
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut()
-        .insert(BodyLimit(state.config.body_limit));
+        .insert(BodyLimit(state.config.server.body_limit));
 
     let span = tracing::info_span!(
         "request",
@@ -65,7 +65,7 @@ pub async fn request_context(
     // client goes away mid-request, and the count must still come down.
     let _in_flight = InFlight::enter(&state);
     let started = Instant::now();
-    let result = tokio::time::timeout(state.config.request_timeout, next.run(req))
+    let result = tokio::time::timeout(state.config.server.request_timeout, next.run(req))
         .instrument(span.clone())
         .await;
     let mut response = match result {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::backend_error::{BackendError, BackendErrorKind};
-use crate::store::StoreError;
+use crate::db::StoreError;
 
 /// One failing field of a 422.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

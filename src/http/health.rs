@@ -1,4 +1,4 @@
-//! Liveness, readiness, health and the cluster view (DESIGN §7).
+//! Liveness, readiness, health and the cluster view (docs/operations.md).
 //!
 //! `/health/live` only proves the process answers. `/health/ready` is 200 only when
 //! migrations are applied, every dependency answers within `HEALTH_CHECK_TIMEOUT`
@@ -84,7 +84,7 @@ async fn timed<F: Future<Output = Result<(), BackendError>>>(
     f: F,
 ) -> Check {
     let started = Instant::now();
-    let result = tokio::time::timeout(state.config.health_check_timeout, f).await;
+    let result = tokio::time::timeout(state.config.server.health_check_timeout, f).await;
     let elapsed = started.elapsed();
     metrics::gauge!("shoal_dependency_check_seconds", "dependency" => dependency)
         .set(elapsed.as_secs_f64());
@@ -105,7 +105,7 @@ async fn timed<F: Future<Output = Result<(), BackendError>>>(
             response_time_ms,
             error: Some(format!(
                 "no answer within {} ms",
-                state.config.health_check_timeout.as_millis()
+                state.config.server.health_check_timeout.as_millis()
             )),
         },
     }
@@ -151,7 +151,7 @@ async fn run_checks(state: &AppState) -> Checks {
     // The queue lives in the database: its check is that the claim index answers
     // (a missing `jobs` table, a locked one), not the database ping again.
     let queue = timed(state, "queue", async {
-        crate::store::jobs::count_in_state(state.db.pool(), "running")
+        crate::db::jobs::count_in_state(state.db.pool(), "running")
             .await
             .map(|_| ())
             .map_err(|e| BackendError::unavailable("queue", e))

@@ -1,4 +1,4 @@
-//! Exports, jobs and queue statistics (DESIGN §4 "Exports", §6; docs/jobs.md).
+//! Exports, jobs and queue statistics (docs/api.md, docs/jobs.md).
 //!
 //! Who may see what:
 //! - a job that belongs to a workspace (an export) is visible to the members of that
@@ -23,16 +23,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authn::Auth;
+use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::{Json, Path};
 use super::workspaces::require_member;
+use crate::db::StoreError;
+use crate::db::jobs::{self as job_rows, JobRow};
+use crate::db::workspaces;
 use crate::jobs::export::{ExportPayload, WorkspaceCsv};
 use crate::jobs::{self, Enqueue, Status};
 use crate::state::AppState;
-use crate::store::StoreError;
-use crate::store::jobs::{self as store, JobRow};
-use crate::store::workspaces;
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -50,7 +50,7 @@ pub struct Accepted {
     pub job_id: Uuid,
 }
 
-/// A job (DESIGN §4).
+/// A job (docs/api.md).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Job {
     /// UUIDv7.
@@ -130,7 +130,7 @@ async fn start_export(
 
 /// The job, if the caller may see it (see the module doc); else 404.
 async fn visible_job(state: &AppState, id: Uuid, user: Uuid) -> ApiResult<JobRow> {
-    let job = store::get(state.db.pool(), id)
+    let job = job_rows::get(state.db.pool(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
     let allowed = match job.workspace_id {
@@ -174,7 +174,7 @@ async fn get_result(
             message: format!("the job is {}; poll GET /api/jobs/{id}", status.as_str()),
         });
     }
-    let (content_type, body) = store::get_result(state.db.pool(), id)
+    let (content_type, body) = job_rows::get_result(state.db.pool(), id)
         .await?
         .ok_or(ApiError::NotFound("result"))?;
     let disposition = format!("attachment; filename=\"export-{id}.csv\"");
@@ -211,7 +211,7 @@ pub struct TypeDepth {
 
 /// Queue depth by status and type, for the admin route and `/metrics`.
 pub async fn depth(state: &AppState) -> Result<QueueStats, StoreError> {
-    let rows = store::depth(state.db.pool()).await?;
+    let rows = job_rows::depth(state.db.pool()).await?;
     let mut by_state: BTreeMap<String, i64> = ["queued", "running", "succeeded", "failed", "dead"]
         .iter()
         .map(|s| ((*s).to_owned(), 0))
@@ -230,7 +230,7 @@ pub async fn depth(state: &AppState) -> Result<QueueStats, StoreError> {
 
 fn is_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     use secrecy::ExposeSecret;
-    let Some(expected) = &state.config.admin_token else {
+    let Some(expected) = &state.config.server.admin_token else {
         return Err(ApiError::NotFound("route"));
     };
     let given = headers

@@ -8,11 +8,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::authn::Auth;
+use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::{Checks, Json, Validate};
+use crate::db::users::{self, User};
 use crate::state::AppState;
-use crate::store::users::{self, User};
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -30,7 +30,7 @@ pub fn recorder() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         metrics_exporter_prometheus::Matcher::Full(
-                            crate::store::message_writer::BATCH_METRIC.into(),
+                            crate::db::message_writer::BATCH_METRIC.into(),
                         ),
                         &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
                     )
@@ -51,7 +51,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let (in_use, idle) = state.db.pool_usage();
     metrics::gauge!("shoal_db_pool_connections", "state" => "in_use").set(f64::from(in_use));
     metrics::gauge!("shoal_db_pool_connections", "state" => "idle").set(f64::from(idle));
-    metrics::gauge!("shoal_db_pool_max_connections").set(f64::from(state.config.db_pool_max));
+    metrics::gauge!("shoal_db_pool_max_connections").set(f64::from(state.config.database.pool_max));
     let lc = &state.lifecycle;
     metrics::gauge!("shoal_http_connections")
         .set(lc.http_connections.load(Ordering::Relaxed) as f64);

@@ -4,9 +4,9 @@
 //! CORS → panic catcher → body limit → routing; on `/api/*` resources also
 //! authentication → rate limiting.
 
+pub mod accounts;
 pub mod analytics;
-pub mod auth;
-pub mod authn;
+pub mod caller;
 pub mod context;
 pub mod dashboard;
 pub mod drain;
@@ -82,7 +82,7 @@ impl Modify for Security {
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let api = OpenApiRouter::new()
-        .merge(auth::router())
+        .merge(accounts::router())
         .merge(me::router())
         .merge(workspaces::router())
         .merge(tasks::router())
@@ -93,7 +93,7 @@ pub fn router(state: AppState) -> Router {
 
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         // `shoal worker`: health and metrics only.
-        .merge(if state.config.serve_api {
+        .merge(if state.config.server.serve_api {
             api
         } else {
             OpenApiRouter::new()
@@ -121,13 +121,13 @@ pub fn router(state: AppState) -> Router {
         .merge(Scalar::with_url("/docs", openapi))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(DefaultBodyLimit::max(state.config.server.body_limit))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("handler panicked".into()).into_response()
             },
         ));
-    if let Some(cors) = cors(&state.config.cors_origins) {
+    if let Some(cors) = cors(&state.config.server.cors_origins) {
         router = router.layer(cors);
     }
     router
@@ -143,7 +143,7 @@ async fn api_gate(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match authn::identify(&state, req).await {
+    match caller::identify(&state, req).await {
         Ok(req) => rate_limit::limit(&state, req, next).await,
         Err(refused) => refused,
     }

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::authn::Caller;
+use super::caller::Caller;
 use super::error::ApiError;
 use crate::config::IpNet;
 use crate::rate_limit::{Decision, Quota};
@@ -25,24 +25,24 @@ pub async fn limit(state: &AppState, req: Request, next: Next) -> Response {
         .extensions()
         .get::<ConnectInfo<crate::listener::PeerAddr>>()
         .map(|c| c.0.0.ip());
-    let ip = client_ip(&state.config.trusted_proxies, peer, req.headers());
+    let ip = client_ip(&state.config.server.trusted_proxies, peer, req.headers());
     let (scope, key, quota) = if req.uri().path().starts_with("/api/auth/") {
         (
             "auth",
             format!("rl:auth:{ip}"),
-            Quota::per_minute(state.config.rate_limit_auth_per_min),
+            Quota::per_minute(state.config.rate_limit.auth_per_min),
         )
     } else if let Some(Caller::User(p)) = req.extensions().get::<Caller>() {
         (
             "user",
             format!("rl:user:{}", p.user_id),
-            Quota::per_minute(state.config.rate_limit_user_per_min),
+            Quota::per_minute(state.config.rate_limit.user_per_min),
         )
     } else {
         (
             "ip",
             format!("rl:ip:{ip}"),
-            Quota::per_minute(state.config.rate_limit_ip_per_min),
+            Quota::per_minute(state.config.rate_limit.ip_per_min),
         )
     };
     match state.rate_limiter.check(&key, quota).await {

@@ -12,17 +12,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authn::Auth;
+use super::caller::Auth;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::json::{Checks, Json, Path, Query, Validate};
 use super::workspaces::{Page, require_member};
 use crate::clock;
-use crate::realtime::events::{Notification, TaskDeleted};
-use crate::realtime::{self, Room, ServerEvent};
+use crate::db::activity::{self, Activity};
+use crate::db::tasks::{self, Filter, Status, Task, TaskFields};
+use crate::db::{StoreError, cursor, workspaces};
+use crate::events::{self, Room, ServerEvent};
+use crate::events::{Notification, TaskDeleted};
 use crate::state::AppState;
-use crate::store::activity::{self, Activity};
-use crate::store::tasks::{self, Filter, Status, Task, TaskFields};
-use crate::store::{StoreError, cursor, workspaces};
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -180,7 +180,7 @@ async fn create_task(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
-    realtime::publish(
+    events::publish(
         &state,
         Room::Workspace(wid),
         ServerEvent::TaskCreated(task.clone()),
@@ -344,7 +344,7 @@ async fn patch_task(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
-    realtime::publish(
+    events::publish(
         &state,
         Room::Workspace(wid),
         ServerEvent::TaskUpdated(task.clone()),
@@ -397,7 +397,7 @@ async fn delete_task(
         id,
         workspace_id: wid,
     };
-    realtime::publish(
+    events::publish(
         &state,
         Room::Workspace(wid),
         ServerEvent::TaskDeleted(deleted),
@@ -424,7 +424,7 @@ async fn notify_assignee(state: &AppState, task: &Task, previous: Option<Uuid>, 
         title: task.title.clone(),
         created_at: clock::rfc3339(clock::now_micros()),
     };
-    realtime::publish(
+    events::publish(
         state,
         Room::User(assignee),
         ServerEvent::Notification(notification),

@@ -9,12 +9,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authn::Auth;
+use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::{Checks, Json, Path, Validate};
+use crate::db::workspaces::{self, Member, Role, Workspace};
+use crate::db::{StoreError, users};
 use crate::state::AppState;
-use crate::store::workspaces::{self, Member, Role, Workspace};
-use crate::store::{StoreError, users};
+use crate::usecase::membership::{self, AccessError};
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,9 +39,12 @@ pub(crate) async fn require_member(
     workspace: Uuid,
     user: Uuid,
 ) -> ApiResult<Role> {
-    workspaces::role_of(state.db.pool(), workspace, user)
-        .await?
-        .ok_or(ApiError::NotFound("workspace"))
+    membership::require_member(state, workspace, user)
+        .await
+        .map_err(|e| match e {
+            AccessError::NotFound => ApiError::NotFound("workspace"),
+            AccessError::Store(e) => e.into(),
+        })
 }
 
 /// A new workspace.
@@ -100,7 +104,7 @@ impl Validate for AddMember {
     fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
         Checks::default()
             .check(
-                super::auth::plausible_email(&self.email),
+                super::accounts::plausible_email(&self.email),
                 "email",
                 "must be an e-mail address",
             )

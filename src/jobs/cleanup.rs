@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Handler, JobContext, JobError};
 use crate::clock;
-use crate::store::jobs as store;
+use crate::db::jobs as job_rows;
 
 /// How long finished jobs and export results are kept.
 pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 86_400);
@@ -29,7 +29,7 @@ impl Handler for Nightly {
     async fn run(&self, ctx: &JobContext, _: NightlyPayload) -> Result<(), JobError> {
         let keep = i64::try_from(KEEP_FINISHED.as_micros()).unwrap_or(i64::MAX);
         let [sessions, tokens, families, jobs] =
-            store::purge_expired(&ctx.state.db, clock::now_micros() - keep).await?;
+            job_rows::purge_expired(&ctx.state.db, clock::now_micros() - keep).await?;
         tracing::info!(sessions, tokens, families, jobs, "nightly clean-up done");
         Ok(())
     }

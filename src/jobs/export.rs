@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Handler, JobContext, JobError};
-use crate::store::jobs as store;
+use crate::db::jobs as job_rows;
 
 /// The content type of the stored result.
 pub const CONTENT_TYPE: &str = "text/csv; charset=utf-8";
@@ -33,18 +33,18 @@ impl Handler for WorkspaceCsv {
     type Payload = ExportPayload;
 
     async fn run(&self, ctx: &JobContext, payload: ExportPayload) -> Result<(), JobError> {
-        let rows = store::export_tasks(ctx.state.db.pool(), payload.workspace_id).await?;
+        let rows = job_rows::export_tasks(ctx.state.db.pool(), payload.workspace_id).await?;
         let body = render(&rows).map_err(|e| JobError::Fatal(format!("csv: {e}")))?;
         let mut tx = ctx.state.db.begin().await?;
-        store::put_result(&mut tx, ctx.id, payload.workspace_id, CONTENT_TYPE, &body).await?;
+        job_rows::put_result(&mut tx, ctx.id, payload.workspace_id, CONTENT_TYPE, &body).await?;
         ctx.complete_in(&mut tx).await?;
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        tx.commit().await.map_err(crate::db::StoreError::from)?;
         Ok(())
     }
 }
 
 /// The CSV: a header, then one record per task in creation order.
-pub fn render(rows: &[store::ExportRow]) -> Result<String, csv::Error> {
+pub fn render(rows: &[job_rows::ExportRow]) -> Result<String, csv::Error> {
     let mut out = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn tricky_fields_are_quoted_per_rfc_4180() {
-        let row = store::ExportRow {
+        let row = job_rows::ExportRow {
             id: "t1".into(),
             title: "a, \"quoted\"\nline".into(),
             description: None,

@@ -1,18 +1,18 @@
-//! Durable background jobs (DESIGN §6, docs/jobs.md): a queue of our own in the
+//! Durable background jobs (docs/jobs.md): a queue of our own in the
 //! database, not apalis.
 //!
 //! apalis 1.0 was evaluated: its SQLite and PostgreSQL storages own their
 //! connections and schema, so an enqueue cannot join the caller's sqlx `Any`
 //! transaction (an export requested in a rolled-back transaction must never run), and
 //! apalis-cron schedules per process, not once per cluster. Both are the heart of
-//! this issue, so the queue is a `jobs` table (the zero2prod pattern): claims are
+//! the queue's contract, so the queue is a `jobs` table (the zero2prod pattern): claims are
 //! `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` on
 //! PostgreSQL and the same statement through the single writer connection on
 //! SQLite. Cron parsing comes from the `croner` crate; leases, backoff and the state
 //! machine are ours (below and in [`worker`]).
 //!
 //! # Layout
-//! - this file: the [`Handler`] trait, the [`Registry`] of handlers by type name, the
+//! - this file: the [`Handler`] trait, the [`JobHandlers`] of handlers by type name, the
 //!   state machine ([`Status`], [`after_failure`], [`backoff`]) and [`enqueue`].
 //! - [`worker`]: the per-instance worker pool: claim, run, heartbeat, reap, drain.
 //! - [`scheduler`]: recurring jobs, once per tick cluster-wide.
@@ -39,9 +39,9 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::db::StoreError;
+use crate::db::jobs::{self as job_rows, NewJob};
 use crate::state::AppState;
-use crate::store::StoreError;
-use crate::store::jobs::{self as store, NewJob};
 
 /// The pub/sub channel on which an enqueue wakes idle workers on every instance.
 pub const WAKE_CHANNEL: &str = "jobs:wake";
@@ -66,7 +66,7 @@ impl From<StoreError> for JobError {
     }
 }
 
-/// A job type: a name and a typed payload. Register it in a [`Registry`].
+/// A job type: a name and a typed payload. Register it in a [`JobHandlers`].
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// The type name stored with the job (`export.workspace_csv`).
@@ -104,7 +104,7 @@ impl JobContext {
     /// [`JobError::LeaseLost`] when another worker owns the job: the handler must then
     /// roll back (dropping the transaction does).
     pub async fn complete_in(&self, conn: &mut AnyConnection) -> Result<(), JobError> {
-        if store::succeed(conn, self.id, &self.owner).await? {
+        if job_rows::succeed(conn, self.id, &self.owner).await? {
             self.completed.store(true, Ordering::SeqCst);
             Ok(())
         } else {
@@ -136,18 +136,18 @@ impl<H: Handler> ErasedHandler for Typed<H> {
 
 /// Handlers by type name.
 #[derive(Clone, Default)]
-pub struct Registry {
+pub struct JobHandlers {
     handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
 }
 
-impl Registry {
+impl JobHandlers {
     /// Every production job type, plus the test types when `QUEUE_TEST_HANDLERS`.
     pub fn standard(config: &Config) -> Self {
-        let mut registry = Registry::default()
+        let mut registry = JobHandlers::default()
             .with(export::WorkspaceCsv)
             .with(cleanup::Nightly)
             .with(testing::Noop);
-        if config.queue_test_handlers {
+        if config.queue.test_handlers {
             registry = registry.with(testing::Script);
         }
         registry
@@ -228,12 +228,12 @@ pub async fn enqueue_raw(
         run_at: options.run_at.unwrap_or_else(crate::clock::now_micros),
         max_attempts: options
             .max_attempts
-            .unwrap_or_else(|| i32::try_from(config.queue_max_retries).unwrap_or(i32::MAX - 1) + 1),
+            .unwrap_or_else(|| i32::try_from(config.queue.max_retries).unwrap_or(i32::MAX - 1) + 1),
         idempotency_key: options.idempotency_key,
         requested_by: options.requested_by,
         workspace_id: options.workspace_id,
     };
-    let (id, created) = store::insert(conn, &job).await?;
+    let (id, created) = job_rows::insert(conn, &job).await?;
     Ok(Enqueued { id, created })
 }
 

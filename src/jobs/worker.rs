@@ -31,12 +31,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{AfterFailure, JobContext, JobError, Registry, Status, WAKE_CHANNEL, after_failure};
+use super::{AfterFailure, JobContext, JobError, JobHandlers, Status, WAKE_CHANNEL, after_failure};
 use crate::clock;
+use crate::db::jobs::{self as job_rows, Claimed};
+use crate::events::{JobCompleted, Room, ServerEvent, publish};
 use crate::pubsub::Subscription;
-use crate::realtime::events::{JobCompleted, Room, ServerEvent, publish};
 use crate::state::AppState;
-use crate::store::jobs::{self as store, Claimed};
 
 /// Claim size, as a multiple of `QUEUE_CONCURRENCY`.
 const CLAIM_FACTOR: usize = 4;
@@ -44,12 +44,12 @@ const CLAIM_FACTOR: usize = 4;
 const MAX_CLAIM: usize = 256;
 
 /// Runs the pool until `stop` is cancelled, then drains (see the module doc).
-pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
+pub async fn run(state: AppState, registry: JobHandlers, stop: CancellationToken) {
     // Unique per pool, not just per instance: a restarted process with the same
     // INSTANCE_ID must not inherit its predecessor's leases.
     let owner = format!("{}/{:08x}", state.instance.id, rand::random::<u32>());
     let registry = Arc::new(registry);
-    let concurrency = usize::try_from(state.config.queue_concurrency)
+    let concurrency = usize::try_from(state.config.queue.concurrency)
         .unwrap_or(1)
         .max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
@@ -88,8 +88,8 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
             () = stop.cancelled() => break,
         };
         if buffer.is_empty() {
-            let lease_until = clock::now_micros() + micros(state.config.queue_lease);
-            match store::claim(&state.db, &owner, batch, lease_until).await {
+            let lease_until = clock::now_micros() + micros(state.config.queue.lease);
+            match job_rows::claim(&state.db, &owner, batch, lease_until).await {
                 Ok(claimed) => buffer.extend(claimed),
                 Err(e) => tracing::warn!(error = %e, "job claim failed"),
             }
@@ -103,8 +103,8 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
             let wake_ups =
                 wake.is_some() && state.redis.is_some() && state.pubsub.check().await.is_ok();
             let delay = idle_poll(
-                state.config.queue_poll_interval,
-                state.config.queue_idle_poll_max,
+                state.config.queue.poll_interval,
+                state.config.queue.idle_poll_max,
                 empty_claims,
                 wake_ups,
             );
@@ -132,7 +132,7 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
     }
     if !buffer.is_empty() {
         let ids: Vec<uuid::Uuid> = buffer.iter().map(|j| j.id).collect();
-        if let Err(e) = store::release(&state.db, &owner, &ids).await {
+        if let Err(e) = job_rows::release(&state.db, &owner, &ids).await {
             tracing::warn!(error = %e, "shutdown: claimed jobs not released; their leases expire");
         }
     }
@@ -140,7 +140,8 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
     running.close();
     let budget = state
         .config
-        .shutdown_timeout
+        .shutdown
+        .timeout
         .saturating_sub(Duration::from_secs(1))
         .max(Duration::from_millis(500));
     drop(finished);
@@ -149,7 +150,7 @@ pub async fn run(state: AppState, registry: Registry, stop: CancellationToken) {
         let _ = finisher.await;
     });
     if drained.await.is_err() {
-        match store::release_all(&state.db, &owner).await {
+        match job_rows::release_all(&state.db, &owner).await {
             Ok(n) => tracing::warn!(
                 released = n,
                 "shutdown: jobs still running; leases released"
@@ -209,7 +210,7 @@ async fn wait(
 
 /// Extends this pool's leases and re-queues expired ones, every `QUEUE_LEASE / 3`.
 async fn lease_keeper(state: AppState, owner: String, stop: CancellationToken) {
-    let lease = state.config.queue_lease;
+    let lease = state.config.queue.lease;
     let mut ticker = tokio::time::interval(lease / 3);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -218,10 +219,10 @@ async fn lease_keeper(state: AppState, owner: String, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let until = clock::now_micros() + micros(lease);
-        if let Err(e) = store::heartbeat(&state.db, &owner, until).await {
+        if let Err(e) = job_rows::heartbeat(&state.db, &owner, until).await {
             tracing::warn!(error = %e, "job lease heartbeat failed");
         }
-        match store::reap_expired(&state.db).await {
+        match job_rows::reap_expired(&state.db).await {
             Ok((0, 0)) => {}
             Ok((requeued, dead)) => {
                 tracing::warn!(requeued, dead, "jobs whose worker stopped were taken back")
@@ -234,7 +235,7 @@ async fn lease_keeper(state: AppState, owner: String, stop: CancellationToken) {
 /// Runs one claimed job to its next state.
 async fn execute(
     state: AppState,
-    registry: Arc<Registry>,
+    registry: Arc<JobHandlers>,
     owner: String,
     job: Claimed,
     permit: OwnedSemaphorePermit,
@@ -277,7 +278,7 @@ async fn execute(
                 &error,
                 job.attempts,
                 job.max_attempts,
-                state.config.queue_backoff_base,
+                state.config.queue.backoff_base,
                 rand::random::<f64>(),
             );
             let (run_at, status) = match next {
@@ -288,7 +289,7 @@ async fn execute(
             };
             let message = error.to_string();
             tracing::warn!(id = %job.id, r#type = %job.kind, attempt = job.attempts, error = %message, next = status.as_str(), "job attempt failed");
-            match store::fail(&state.db, job.id, &owner, &message, run_at).await {
+            match job_rows::fail(&state.db, job.id, &owner, &message, run_at).await {
                 Ok(true) => Some(status),
                 Ok(false) => None,
                 Err(e) => {
@@ -328,7 +329,7 @@ async fn finisher(state: AppState, owner: String, mut rx: mpsc::Receiver<Finishe
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
-        let recorded = match store::succeed_many(&state.db, &owner, &ids).await {
+        let recorded = match job_rows::succeed_many(&state.db, &owner, &ids).await {
             Ok(r) => r,
             Err(e) => {
                 // The leases run out and other workers run them again: at least once.

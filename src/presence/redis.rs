@@ -23,8 +23,7 @@ use async_trait::async_trait;
 
 use super::{Entry, Presence};
 use crate::backend_error::BackendError;
-use crate::redis_client::RedisClient;
-use crate::session::redis::px;
+use crate::redis_client::{RedisClient, px};
 
 /// The current Redis time in ms, as `now`.
 const NOW: &str = r"

@@ -17,7 +17,7 @@
 //! resubscription: the manager only reconnects when a command fails, gives no signal
 //! we could turn into `Gap`, and is bound to one address, which Sentinel failover
 //! breaks. (socketioxide-redis stopped delivering after a restart for exactly such
-//! reasons, see CRATES.md.)
+//! reasons, see docs/architecture.md, "Crates".)
 //!
 //! Guarantees: at-most-once; per publisher, messages arrive in publish order (Redis
 //! delivers in the order it executes the `PUBLISH`es). A subscriber that falls more than

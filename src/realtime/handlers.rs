@@ -1,5 +1,5 @@
 //! Socket.IO handlers: handshake authentication, then the client → server events of
-//! DESIGN §5, each answered through its ack with `{ok: true, …}` or
+//! docs/realtime.md, each answered through its ack with `{ok: true, …}` or
 //! `{ok: false, error: {code, message}}`.
 //!
 //! Every event is first charged to the socket's budget (`rl:socket:{sid}`, through
@@ -22,15 +22,14 @@ use socketioxide::socket::DisconnectReason;
 use uuid::Uuid;
 
 use super::Ctx;
-use super::chat::Member;
-use super::events::{self, PresenceUpdate, Room, ServerEvent, Typing};
+use super::fanout::Member;
+use super::presence::{online_users, presence_join, presence_leave};
 use super::resume::{self, Conn, SyncError};
-use crate::auth::tokens::TokenError;
-use crate::http::authn::cookie_value;
-use crate::http::messages::{self as http_messages, PostMessage};
-use crate::presence::Entry;
+use crate::events::{self, Room, ServerEvent, Typing};
 use crate::rate_limit::Quota;
-use crate::store::workspaces;
+use crate::usecase::chat::{self, InputError, Membership, NewMessage, PostError};
+use crate::usecase::identity::{self, Credential, IdentityError, cookie_value};
+use crate::usecase::membership::{self, AccessError};
 
 /// Events one socket may send per second (a burst of as many is allowed).
 const EVENTS_PER_SECOND: u32 = 20;
@@ -122,36 +121,23 @@ async fn authenticate(
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let unavailable = |e: crate::backend_error::BackendError| {
-        tracing::warn!(error = %e, "session store unavailable during a Socket.IO handshake");
-        HandshakeRefused("service_unavailable")
-    };
-    let user_id = if let Some(token) = token {
-        let claims = match state.tokens.verify_access(token) {
-            Ok(c) => c,
-            Err(TokenError::Expired) => return Err(HandshakeRefused("token_expired")),
-            Err(TokenError::Invalid) => return Err(HandshakeRefused("invalid_token")),
-        };
-        match state
-            .sessions
-            .load(&claims.sid)
-            .await
-            .map_err(unavailable)?
-        {
-            Some(record) if record.user_id == claims.sub => record.user_id,
-            _ => return Err(HandshakeRefused("session_expired")),
-        }
+    let credential = if let Some(token) = token {
+        Credential::AccessToken(token)
     } else if let Some(cookie) = cookie_value(
         &socket.req_parts().headers,
-        &state.config.session_cookie_name,
+        &state.config.auth.session_cookie_name,
     ) {
-        let key = state.sessions.key_for_cookie(cookie);
-        match state.sessions.load(&key).await.map_err(unavailable)? {
-            Some(record) => record.user_id,
-            None => return Err(HandshakeRefused("session_expired")),
-        }
+        Credential::SessionCookie(cookie)
     } else {
         return Err(HandshakeRefused("unauthorized"));
+    };
+    let user_id = match identity::authenticate(state, credential).await {
+        Ok(principal) => principal.user_id,
+        Err(IdentityError::Refused(refused)) => return Err(HandshakeRefused(refused.code())),
+        Err(IdentityError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "session store unavailable during a Socket.IO handshake");
+            return Err(HandshakeRefused("service_unavailable"));
+        }
     };
     let presence_key = format!("{}:{}", state.instance.id, socket.id);
     let conn = Arc::new(Conn::new(user_id, presence_key));
@@ -207,7 +193,7 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
             if let Some(conn) = conn_of(&socket) {
                 for workspace in conn.joined() {
                     conn.end(workspace);
-                    ctx.chat.leave(workspace, socket.id).await;
+                    ctx.fanout.leave(workspace, socket.id).await;
                     presence_leave(&ctx, &conn, workspace).await;
                 }
             }
@@ -295,10 +281,10 @@ async fn charge(ctx: &Ctx, socket: &SocketRef) -> Result<(), Refusal> {
 /// Membership check: a non-member (or an unknown workspace) gets `not_found`, as over
 /// HTTP, so workspace ids do not leak.
 async fn require_member(call: &Call, workspace: Uuid) -> Result<(), Refusal> {
-    match workspaces::role_of(call.ctx.state.db.pool(), workspace, call.conn.user_id).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(Refusal::not_found()),
-        Err(e) => {
+    match membership::require_member(&call.ctx.state, workspace, call.conn.user_id).await {
+        Ok(_) => Ok(()),
+        Err(AccessError::NotFound) => Err(Refusal::not_found()),
+        Err(AccessError::Store(e)) => {
             tracing::warn!(error = %e, "membership check failed");
             Err(Refusal::unavailable())
         }
@@ -329,7 +315,7 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
     };
     let generation = call
         .ctx
-        .chat
+        .fanout
         .enter(wid, member, req.since_seq.unwrap_or(0))
         .await;
     call.socket.join(room.clone());
@@ -345,7 +331,7 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
     .await
     {
         Ok(report) => {
-            call.ctx.chat.settle(&call.ctx, wid).await;
+            call.ctx.fanout.settle(&call.ctx, wid).await;
             Ok(json!({
                 "workspace_id": wid,
                 "recovered": report.recovered,
@@ -360,7 +346,7 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
         Err(e) => {
             tracing::warn!(error = %e, sid = %call.socket.id, %wid, "workspace:join catch-up failed");
             call.conn.end(wid);
-            call.ctx.chat.leave(wid, call.socket.id).await;
+            call.ctx.fanout.leave(wid, call.socket.id).await;
             call.socket.leave(room);
             presence_leave(&call.ctx, &call.conn, wid).await;
             if matches!(e, SyncError::Emit) {
@@ -380,7 +366,7 @@ struct WorkspaceRequest {
 async fn leave(call: Call, req: WorkspaceRequest) -> Reply {
     let wid = req.workspace_id;
     if call.conn.end(wid) {
-        call.ctx.chat.leave(wid, call.socket.id).await;
+        call.ctx.fanout.leave(wid, call.socket.id).await;
         call.socket.leave(Room::Workspace(wid).to_string());
         presence_leave(&call.ctx, &call.conn, wid).await;
     }
@@ -397,40 +383,38 @@ struct SendRequest {
 /// `message:send {workspace_id, body, client_id}` → `{id, seq}` once committed. A
 /// retry with the same `client_id` answers the original `id` and `seq`.
 async fn send_message(call: Call, req: SendRequest) -> Reply {
-    let max = call.ctx.state.config.realtime_max_message_bytes;
-    if req.body.len() > max {
-        return Err(Refusal::new(
-            "payload_too_large",
-            format!("body is larger than {max} bytes"),
-        ));
-    }
-    if req.body.trim().is_empty() {
-        return Err(Refusal::new("validation_failed", "body: must not be empty"));
-    }
-    if req
-        .client_id
-        .as_ref()
-        .is_some_and(|c| c.is_empty() || c.chars().count() > 64)
-    {
-        return Err(Refusal::new(
-            "validation_failed",
-            "client_id: must be 1 to 64 characters",
-        ));
-    }
-    // A socket that joined the workspace passed this check at its join (and sockets
-    // are not evicted on membership removal, docs/realtime.md): asking the database
-    // again on every message would be one more round trip in the send path.
-    if !call.conn.is_joined(req.workspace_id) {
-        require_member(&call, req.workspace_id).await?;
-    }
-    let post = PostMessage {
-        body: req.body,
-        client_id: req.client_id,
+    let max = call.ctx.state.config.realtime.max_message_bytes;
+    let message = NewMessage::parse(req.body, req.client_id, max).map_err(|errors| {
+        // The body's rule comes first; a too large body has its own code.
+        match errors.first() {
+            Some(e @ InputError::BodyTooLarge { max }) => Refusal::new(
+                "payload_too_large",
+                format!("{}: larger than {max} bytes", e.field()),
+            ),
+            Some(e) => Refusal::new("validation_failed", format!("{}: {e}", e.field())),
+            None => Refusal::new("validation_failed", "invalid message"),
+        }
+    })?;
+    let membership = if call.conn.is_joined(req.workspace_id) {
+        Membership::CheckedAtJoin
+    } else {
+        Membership::Check
     };
-    match http_messages::append(&call.ctx.state, req.workspace_id, call.conn.user_id, &post).await {
-        Ok((message, _created)) => Ok(json!({ "id": message.id, "seq": message.seq })),
-        Err(e) => {
-            tracing::warn!(error = ?e, "message:send failed");
+    let author = call.conn.user_id;
+    match chat::post(
+        &call.ctx.state,
+        req.workspace_id,
+        author,
+        message,
+        membership,
+    )
+    .await
+    {
+        Ok(posted) => Ok(json!({ "id": posted.message.id, "seq": posted.message.seq })),
+        Err(PostError::NotFound) => Err(Refusal::not_found()),
+        Err(PostError::Conflict) => Err(Refusal::new("conflict", PostError::Conflict.to_string())),
+        Err(PostError::Store(e)) => {
+            tracing::warn!(error = %e, "message:send failed");
             Err(Refusal::unavailable())
         }
     }
@@ -466,86 +450,4 @@ async fn presence_list(call: Call, req: WorkspaceRequest) -> Reply {
     })?;
     let users: Vec<Value> = users.into_iter().map(|u| json!({ "user_id": u })).collect();
     Ok(json!({ "workspace_id": wid, "users": users }))
-}
-
-fn presence_room(workspace: Uuid) -> String {
-    Room::Workspace(workspace).to_string()
-}
-
-/// Distinct users with a live connection in `workspace`, in a stable order (the
-/// backend's: sorted ids).
-async fn online_users(
-    ctx: &Ctx,
-    workspace: Uuid,
-) -> Result<Vec<Uuid>, crate::backend_error::BackendError> {
-    let users = ctx.state.presence.list(&presence_room(workspace)).await?;
-    Ok(users.iter().filter_map(|u| u.parse().ok()).collect())
-}
-
-/// The presence entry of `conn`.
-pub(crate) fn presence_entry(conn: &Conn) -> Entry {
-    Entry {
-        user: conn.user_id.to_string(),
-        conn: conn.presence_key.clone(),
-    }
-}
-
-/// Refreshes the presence entries of several connections of this instance in
-/// `workspace` at once (one round trip per room, not one per connection).
-pub(crate) async fn refresh_presence_many(ctx: &Ctx, workspace: Uuid, entries: &[Entry]) {
-    let ttl = ctx.state.config.realtime_presence_ttl;
-    if let Err(e) = ctx
-        .state
-        .presence
-        .join_many(&presence_room(workspace), entries, ttl)
-        .await
-    {
-        tracing::warn!(error = %e, "presence refresh failed");
-    }
-}
-
-/// Adds this connection's presence entry in `workspace`; `presence:update` goes out
-/// only when its user was not online there before (not for every tab).
-async fn presence_join(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
-    let ttl = ctx.state.config.realtime_presence_ttl;
-    let user = conn.user_id.to_string();
-    match ctx
-        .state
-        .presence
-        .join(&presence_room(workspace), &user, &conn.presence_key, ttl)
-        .await
-    {
-        Ok(true) => publish_presence(ctx, conn.user_id, workspace, true).await,
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "presence join failed"),
-    }
-}
-
-/// Removes this connection's presence entry in `workspace`; `Some(true)` when its
-/// user has no live connection left there, `None` if the backend failed.
-pub(crate) async fn forget_presence(ctx: &Ctx, conn: &Conn, workspace: Uuid) -> Option<bool> {
-    let user = conn.user_id.to_string();
-    ctx.state
-        .presence
-        .leave(&presence_room(workspace), &user, &conn.presence_key)
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "presence leave failed"))
-        .ok()
-}
-
-/// Removes this connection's presence entry; `presence:update` (offline) goes out
-/// only when it was its user's last connection in the workspace, on any instance.
-async fn presence_leave(ctx: &Ctx, conn: &Conn, workspace: Uuid) {
-    if forget_presence(ctx, conn, workspace).await == Some(true) {
-        publish_presence(ctx, conn.user_id, workspace, false).await;
-    }
-}
-
-async fn publish_presence(ctx: &Ctx, user_id: Uuid, workspace: Uuid, online: bool) {
-    let event = ServerEvent::PresenceUpdate(PresenceUpdate {
-        workspace_id: workspace,
-        user_id,
-        online,
-    });
-    events::publish(&ctx.state, Room::Workspace(workspace), event).await;
 }

@@ -1,5 +1,5 @@
 //! The hub: the one subscriber per instance that turns what arrives on
-//! [`CHANNEL`](super::events::CHANNEL) into emits to this instance's sockets, and the
+//! [`CHANNEL`](crate::events::CHANNEL) into emits to this instance's sockets, and the
 //! presence refresher.
 
 use std::collections::HashMap;
@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use socketioxide::SocketIo;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
+use socketioxide::{BroadcastError, SocketIo};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Ctx;
-use super::chat::ChatMessage;
-use super::events::{CHANNEL, Envelope, ServerEvent};
-use super::handlers::{conn_of, forget_presence, presence_entry, refresh_presence_many};
+use super::fanout::ChatMessage;
+use super::handlers::conn_of;
+use super::presence::{forget_presence, presence_entry, refresh_presence_many};
 use super::resume::Conn;
+use crate::events::{CHANNEL, Envelope, ServerEvent};
 use crate::pubsub::{Delivery, Subscription};
 
 /// Consumes the subscription until `stop`; after a [`Delivery::Gap`] (or a lost
@@ -74,12 +76,12 @@ async fn resubscribe(ctx: &Ctx, stop: &CancellationToken) -> Option<Subscription
 }
 
 /// Emits one event to the local sockets of its room: a chat message through its
-/// room's cursor ([`super::chat`]), anything else as one broadcast (serialised once),
+/// room's cursor ([`super::fanout`]), anything else as one broadcast (serialised once),
 /// at most once (a full socket buffer drops it).
 async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
     if let ServerEvent::MessageNew(message) = &envelope.event {
         if let Some(encoded) = ChatMessage::encode(message) {
-            ctx.chat.deliver(ctx, encoded).await;
+            ctx.fanout.deliver(ctx, encoded).await;
         }
         return;
     }
@@ -94,11 +96,11 @@ async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
         Some(socket) => socket.broadcast().to(envelope.room),
         None => io.to(envelope.room),
     };
-    let _ = envelope.event.broadcast(operators).await;
+    let _ = broadcast(&envelope.event, operators).await;
 }
 
 async fn repair_all(ctx: &Ctx) {
-    ctx.chat.repair_all(ctx).await;
+    ctx.fanout.repair_all(ctx).await;
 }
 
 /// Refreshes the presence entry of every joined workspace of every local socket each
@@ -106,7 +108,7 @@ async fn repair_all(ctx: &Ctx) {
 /// connection (and its instance) does. One call per workspace room: with thousands of
 /// sockets, one round trip per socket kept the presence store busy for the whole tick.
 pub(crate) async fn refresh_presence_loop(ctx: Ctx, io: SocketIo, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(ctx.state.config.realtime_presence_ttl / 3);
+    let mut ticker = tokio::time::interval(ctx.state.config.realtime.presence_ttl / 3);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
@@ -132,5 +134,19 @@ pub(crate) async fn refresh_presence_loop(ctx: Ctx, io: SocketIo, stop: Cancella
                 forget_presence(&ctx, conn, workspace).await;
             }
         }
+    }
+}
+
+/// Emits `event` to the local sockets `to` selects, serialised once.
+async fn broadcast(event: &ServerEvent, to: BroadcastOperators) -> Result<(), BroadcastError> {
+    let name = event.name();
+    match event {
+        ServerEvent::MessageNew(d) => to.emit(name, d).await,
+        ServerEvent::TaskCreated(d) | ServerEvent::TaskUpdated(d) => to.emit(name, d).await,
+        ServerEvent::TaskDeleted(d) => to.emit(name, d).await,
+        ServerEvent::Notification(d) => to.emit(name, d).await,
+        ServerEvent::PresenceUpdate(d) => to.emit(name, d).await,
+        ServerEvent::Typing(d) => to.emit(name, d).await,
+        ServerEvent::JobCompleted(d) => to.emit(name, d).await,
     }
 }

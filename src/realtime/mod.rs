@@ -1,5 +1,5 @@
 //! Realtime: Socket.IO v4 (socketioxide) on the HTTP port, path `/socket.io/`
-//! (DESIGN §5; guarantees and limits in `docs/realtime.md`).
+//! (guarantees and limits in `docs/realtime.md`).
 //!
 //! # Architecture: broker + hub, not a Socket.IO adapter
 //!
@@ -10,17 +10,17 @@
 //! over `socketioxide-redis` because:
 //!
 //! - that adapter stopped delivering across instances for good after a Redis restart
-//!   (`CRATES.md`); our `RedisPubSub` resubscribes by itself, reports readiness 503
+//!   (docs/architecture.md, "Crates"); our `RedisPubSub` resubscribes by itself, reports readiness 503
 //!   while the subscription is down, and says [`Delivery::Gap`](crate::pubsub::Delivery::Gap)
 //!   when it is back — which the hub turns into a catch-up from the database;
 //! - emits must pass through per-socket logic anyway: a `message:new` is delivered
 //!   only in `seq` order, without duplicates, after a resume ([`resume`]), which a
 //!   broadcast adapter cannot do;
 //! - embedded mode takes the very same path over the in-process `MemoryPubSub`, so
-//!   both modes behave alike (DESIGN §1) and the handlers never ask which mode runs.
+//!   both modes behave alike (docs/architecture.md) and the handlers never ask which mode runs.
 //!
-//! Every event is published ONCE ([`events::publish`]) on one channel,
-//! [`events::CHANNEL`]; each instance receives all events and keeps those for rooms
+//! Every event is published ONCE ([`crate::events::publish`]) on one channel,
+//! [`crate::events::CHANNEL`]; each instance receives all events and keeps those for rooms
 //! it has sockets in. One channel means one subscription, one gap signal, and no
 //! subscribe/unsubscribe churn as sockets join and leave workspaces; the price is
 //! that every instance decodes every event, which is fine for the tens of instances
@@ -29,17 +29,18 @@
 //!
 //! # Layout
 //!
-//! - [`events`]: server → client events, rooms, the one publish function.
 //! - [`handlers`]: handshake authentication and client → server events with acks.
-//! - [`chat`]: live fan-out of `message:new`, one cursor per room and instance.
+//! - [`fanout`]: live fan-out of `message:new`, one cursor per room and instance.
 //! - [`resume`]: per-socket `seq` cursors while joining, replay on join, repair after
 //!   a gap.
+//! - [`presence`]: this instance's presence entries, `presence:update` on the first
+//!   and last connection of a user.
 //! - [`hub`]: the subscriber task and the presence refresher.
 
-pub(crate) mod chat;
-pub mod events;
+pub(crate) mod fanout;
 pub(crate) mod handlers;
 pub(crate) mod hub;
+pub(crate) mod presence;
 pub mod resume;
 
 use std::time::Duration;
@@ -53,8 +54,6 @@ use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-pub use events::{Room, ServerEvent, publish};
 
 use crate::pubsub::Subscription;
 use crate::state::AppState;
@@ -70,7 +69,7 @@ pub(crate) struct Ctx {
     /// Owns the background repairs, so that shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     /// The chat rooms of this instance (live `message:new` fan-out).
-    pub(crate) chat: std::sync::Arc<chat::ChatRooms>,
+    pub(crate) fanout: std::sync::Arc<fanout::ChatRooms>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -85,7 +84,7 @@ impl Realtime {
     /// Builds the Socket.IO layer and subscribes to the realtime channel (before the
     /// listener serves, so nothing published after start-up is missed).
     pub async fn build(state: &AppState) -> anyhow::Result<(SocketIoLayer, Self)> {
-        let max_message = state.config.realtime_max_message_bytes;
+        let max_message = state.config.realtime.max_message_bytes;
         // Frames up to twice the body limit (JSON escaping) plus room for the event
         // envelope are read and answered with `payload_too_large`; bigger ones close
         // the connection in the engine without reaching any handler.
@@ -107,12 +106,12 @@ impl Realtime {
         let ctx = Ctx {
             state: state.clone(),
             tasks: TaskTracker::new(),
-            chat: std::sync::Arc::default(),
+            fanout: std::sync::Arc::default(),
         };
         handlers::register(&io, ctx.clone());
         let subscription = state
             .pubsub
-            .subscribe(events::CHANNEL)
+            .subscribe(crate::events::CHANNEL)
             .await
             .context("subscribing to the realtime channel")?;
         Ok((

@@ -1,6 +1,6 @@
 //! Offset recovery for chat messages: per socket and per joined workspace, the `seq`
 //! of the last `message:new` delivered while the socket is *joining* (not yet merged
-//! into its room's live group, see [`super::chat`]), and the catch-up from the
+//! into its room's live group, see [`super::fanout`]), and the catch-up from the
 //! database that fills any hole (after `workspace:join {since_seq}`, a `seq` jump in
 //! its delivery, or a pub/sub [`Gap`](crate::pubsub::Delivery::Gap)).
 //!
@@ -19,7 +19,7 @@
 //! - A catch-up reads at most [`REPLAY_LIMIT`] messages; beyond that it skips to the
 //!   head and reports `recovered: false` so that the client reloads over REST.
 //! - Once caught up and level with its room, the socket goes *live*: from then on the
-//!   room's one cursor stands for it ([`super::chat`]).
+//!   room's one cursor stands for it ([`super::fanout`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +30,9 @@ use socketioxide::extract::SocketRef;
 use uuid::Uuid;
 
 use super::Ctx;
-use super::chat::{ChatMessage, Member};
-use crate::store::StoreError;
-use crate::store::messages;
+use super::fanout::{ChatMessage, Member};
+use crate::db::StoreError;
+use crate::db::messages;
 
 /// The most messages one catch-up replays (a `workspace:join {since_seq}` or a repair
 /// after a pub/sub gap). Beyond it the client is told `recovered: false`.
@@ -128,7 +128,7 @@ impl Conn {
     }
 
     /// Starts (or restarts) following `workspace` after `since`, pending; called by
-    /// [`super::chat::ChatRooms::enter`] under the room lock, before [`sync`] runs with
+    /// [`super::fanout::ChatRooms::enter`] under the room lock, before [`sync`] runs with
     /// the returned generation.
     pub(crate) fn begin(&self, workspace: Uuid, since: i64) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -370,7 +370,7 @@ pub(crate) fn spawn_repair(
             tokio::time::sleep(delay).await;
             if !conn.is_pending(workspace, generation) {
                 conn.finish_catch_up(workspace, generation);
-                ctx.chat.settle(&ctx, workspace).await;
+                ctx.fanout.settle(&ctx, workspace).await;
                 return;
             }
         }
@@ -383,7 +383,7 @@ pub(crate) fn spawn_repair(
                         &serde_json::json!({ "workspace_id": workspace, "last_seq": report.last_seq }),
                     );
                 }
-                ctx.chat.settle(&ctx, workspace).await;
+                ctx.fanout.settle(&ctx, workspace).await;
             }
             Err(SyncError::Superseded) => {}
             Err(e) => {

@@ -19,8 +19,7 @@ use async_trait::async_trait;
 
 use super::{InstanceRecord, InstanceRegistry};
 use crate::backend_error::BackendError;
-use crate::redis_client::RedisClient;
-use crate::session::redis::px;
+use crate::redis_client::{RedisClient, px};
 
 /// KEYS[1] = zset, KEYS[2] = record key; ARGV[1] = id, ARGV[2] = JSON, ARGV[3] = ttl ms.
 const HEARTBEAT: &str = r"

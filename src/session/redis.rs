@@ -35,7 +35,7 @@ use crate::backend_error::BackendError;
 use crate::cache::Counters;
 use crate::cache::invalidation::{Invalidations, NearCache};
 use crate::pubsub::redis::RedisPubSub;
-use crate::redis_client::RedisClient;
+use crate::redis_client::{RedisClient, px};
 
 /// The longest a session stays in an instance's near cache without being read from
 /// Redis again. Invalidation makes changes visible at once; this only bounds how long
@@ -98,11 +98,6 @@ impl RedisSessionStore {
     fn key(&self, key: &str) -> String {
         self.client.key(&["session", key])
     }
-}
-
-/// Milliseconds for `PX`, at least 1 (Redis rejects 0).
-pub(crate) fn px(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[async_trait]

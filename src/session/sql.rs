@@ -2,7 +2,7 @@
 //! file. Expired rows are ignored on read and removed by [`SqlSessionStore::purge_expired`].
 //!
 //! Reads are served from an in-process cache in front of the table. That is only
-//! correct because this store serves a single instance (embedded mode, DESIGN §1):
+//! correct because this store serves a single instance (embedded mode, docs/architecture.md):
 //! every write to a session goes through this same object, which updates the cache
 //! first. It takes the database off the hot path of every authenticated request
 //! (measured: a SQLite query per request cost more CPU in thread hand-offs than the
@@ -17,7 +17,7 @@ use sqlx::Row;
 use super::SessionStore;
 use crate::backend_error::BackendError;
 use crate::clock;
-use crate::store::Db;
+use crate::db::Db;
 
 /// A cached session: its sealed value and expiry (µs since the epoch); `None` records
 /// a key known to have no session, so unknown cookies do not reach the database twice.

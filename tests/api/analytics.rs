@@ -1,4 +1,4 @@
-//! Analytics opt-out and event intake (DESIGN §4 Analytics).
+//! Analytics opt-out and event intake (docs/api.md).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

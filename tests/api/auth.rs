@@ -1,4 +1,4 @@
-//! Accounts, login, sessions and tokens (DESIGN §4 Auth).
+//! Accounts, login, sessions and tokens (docs/api.md).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! The error contract everywhere (DESIGN §4): JSON bodies with a request id, the
+//! The error contract everywhere (docs/api.md): JSON bodies with a request id, the
 //! right status, ids on every response, body limits, content types, rate limits.
 
 use reqwest::StatusCode;

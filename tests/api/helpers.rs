@@ -2,8 +2,6 @@
 //! SQLite database under a fresh temporary `DATA_DIR`, and returns a [`TestApp`]
 //! with typed helpers that read like a user's session.
 
-use std::time::Duration;
-
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Response, StatusCode};
 use serde::Deserialize;
@@ -12,11 +10,7 @@ use shoal::app::{App, Stopped};
 use shoal::config::Config;
 use tokio_util::sync::CancellationToken;
 
-/// Generous upper bound for anything awaited (never a timing assertion).
-pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A password every test user has.
-pub(crate) const PASSWORD: &str = "correct horse battery staple";
+pub(crate) use shoal_testkit::{PASSWORD, PATIENCE, cookie_client, plain_client};
 
 /// A running application.
 pub(crate) struct TestApp {
@@ -60,23 +54,6 @@ pub(crate) struct TestUser {
     pub(crate) cookie_client: Client,
     /// The session cookie as sent back: `shoal_session=…`.
     pub(crate) session_cookie: String,
-}
-
-/// A plain client: no cookie store, no system proxy.
-pub(crate) fn plain_client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .build()
-        .expect("build a reqwest client")
-}
-
-/// A client that keeps cookies.
-pub(crate) fn cookie_client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .cookie_store(true)
-        .build()
-        .expect("build a cookie-store reqwest client")
 }
 
 /// A unique e-mail address for this test.
@@ -414,4 +391,4 @@ pub(crate) async fn assert_error(response: Response, status: StatusCode, code: &
     error
 }
 
-pub(crate) use crate::prometheus::metric_value;
+pub(crate) use shoal_testkit::metric_value;

@@ -8,7 +8,5 @@ mod helpers;
 mod messages;
 mod operations;
 mod process;
-#[path = "../common/prometheus.rs"]
-mod prometheus;
 mod tasks;
 mod workspaces;

@@ -1,5 +1,5 @@
 //! Chat over REST: per-workspace sequence numbers, idempotent retries, paging
-//! backwards (DESIGN §4 Chat).
+//! backwards (docs/api.md).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

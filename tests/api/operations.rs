@@ -1,4 +1,4 @@
-//! Health, readiness, the cluster view, metrics and API docs (DESIGN §7, §4).
+//! Health, readiness, the cluster view, metrics and API docs (docs/operations.md, docs/api.md).
 
 use std::time::Duration;
 

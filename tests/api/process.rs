@@ -1,16 +1,16 @@
 //! The real `shoal` binary as a child process: configuration errors, the CLI,
-//! restarts, and SIGTERM with a request in flight (DESIGN §3, §7).
+//! restarts, and SIGTERM with a request in flight (docs/configuration.md, docs/operations.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+use shoal_testkit::{Node, free_port};
 
 use crate::helpers::{PASSWORD, PATIENCE, cookie_client, plain_client, unique_email};
 
@@ -24,88 +24,23 @@ fn shoal(dir: &Path) -> Command {
     command
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A running `shoal serve`; killed on drop, whatever happened in the test.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-impl Server {
-    /// Starts the binary on a fresh port over `data_dir` and waits until it is ready.
-    async fn start(data_dir: &Path) -> Server {
-        let port = free_port();
-        let log = data_dir.join(format!("shoal-{port}.log"));
-        let log_file = std::fs::File::create(&log).expect("create the log file");
-        let child = shoal(data_dir)
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATA_DIR", data_dir)
-            .env("LOG_FORMAT", "json")
-            .env("RATE_LIMIT_AUTH_PER_MIN", "1000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn shoal");
-        let mut server = Server { child, port, log };
-        server.wait_until_ready().await;
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls `/health/ready` (bounded) until it answers 200.
-    async fn wait_until_ready(&mut self) {
-        let client = fresh_client();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("shoal exited early with {status}:\n{}", self.logs());
-            }
-            if let Ok(r) = client.get(self.url("/health/ready")).send().await
-                && r.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "shoal did not become ready:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().expect("the child is running");
-        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("send SIGTERM");
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn wait(&mut self) -> ExitStatus {
-        match tokio::time::timeout(PATIENCE, self.child.wait()).await {
-            Ok(status) => status.expect("wait for shoal"),
-            Err(_) => panic!("shoal did not exit:\n{}", self.logs()),
-        }
-    }
+/// Starts `shoal serve` on a fresh port over `data_dir` and waits until it is ready.
+async fn start_server(data_dir: &Path) -> Node {
+    let port = free_port().to_string();
+    let dir = data_dir.display().to_string();
+    let env: Vec<(String, String)> = [
+        ("PORT", port.as_str()),
+        ("HOST", "127.0.0.1"),
+        ("DATA_DIR", dir.as_str()),
+        ("LOG_FORMAT", "json"),
+        ("RATE_LIMIT_AUTH_PER_MIN", "1000"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let mut server = Node::spawn(&format!("shoal-{port}"), &env, data_dir, data_dir);
+    server.wait_ready(&fresh_client()).await;
+    server
 }
 
 /// A client that opens a new connection for every request (no pooled keep-alive
@@ -249,7 +184,7 @@ async fn migrate_creates_a_data_dir_that_does_not_exist_yet() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_session_survives_a_restart() {
     let dir = tempfile::TempDir::new().expect("tempdir");
-    let mut server = Server::start(dir.path()).await;
+    let mut server = start_server(dir.path()).await;
     let email = unique_email();
     let client = cookie_client();
     let registered = client
@@ -282,11 +217,11 @@ async fn the_session_survives_a_restart() {
         .expect("access token")
         .to_owned();
 
-    server.sigterm();
-    let status = server.wait().await;
-    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.logs());
+    server.terminate();
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.log_text());
     drop(server);
-    let server = Server::start(dir.path()).await;
+    let server = start_server(dir.path()).await;
 
     let plain = plain_client();
     let by_cookie = plain
@@ -310,7 +245,7 @@ async fn the_session_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     let dir = tempfile::TempDir::new().expect("tempdir");
-    let mut server = Server::start(dir.path()).await;
+    let mut server = start_server(dir.path()).await;
     let client = plain_client();
     let email = unique_email();
     let registered = client
@@ -372,7 +307,7 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    server.sigterm();
+    server.terminate();
 
     // New requests are turned away: refused connections, or 503 while draining.
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -403,21 +338,21 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     assert!(
         response.starts_with("HTTP/1.1 201"),
         "response: {response}\n{}",
-        server.logs()
+        server.log_text()
     );
     assert!(
         response.contains("Started before SIGTERM"),
         "response: {response}"
     );
 
-    let status = server.wait().await;
-    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.logs());
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_are_json_lines_with_the_instance_id() {
     let dir = tempfile::TempDir::new().expect("tempdir");
-    let mut server = Server::start(dir.path()).await;
+    let mut server = start_server(dir.path()).await;
     let response = plain_client()
         .get(server.url("/health/live"))
         .send()
@@ -431,10 +366,10 @@ async fn logs_are_json_lines_with_the_instance_id() {
         .expect("ascii")
         .to_owned();
 
-    server.sigterm();
-    assert_eq!(server.wait().await.code(), Some(0));
+    server.terminate();
+    assert_eq!(server.wait_exit().await.code(), Some(0));
 
-    let logs = server.logs();
+    let logs = server.log_text();
     let lines: Vec<Value> = logs
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -486,7 +421,7 @@ async fn get_on(stream: &mut tokio::net::TcpStream, port: u16, path: &str) -> Op
 #[tokio::test(flavor = "multi_thread")]
 async fn a_draining_instance_refuses_new_connections_and_closes_kept_alive_ones_after_an_answer() {
     let dir = tempfile::TempDir::new().expect("tempdir");
-    let mut server = Server::start(dir.path()).await;
+    let mut server = start_server(dir.path()).await;
     let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("connect");
@@ -496,7 +431,7 @@ async fn a_draining_instance_refuses_new_connections_and_closes_kept_alive_ones_
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(!head.contains("connection: close"), "kept alive: {head}");
 
-    server.sigterm();
+    server.terminate();
 
     // The same connection: every request on it is answered; the first answer given
     // while draining (a 200 whose check began before SIGTERM, or the 503) says
@@ -504,10 +439,10 @@ async fn a_draining_instance_refuses_new_connections_and_closes_kept_alive_ones_
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let Some(head) = get_on(&mut kept, server.port, "/health/ready").await else {
-            let status = server.wait().await;
+            let status = server.wait_exit().await;
             panic!(
                 "the kept-alive connection was closed without an answer ({status:?}):\n{}",
-                server.logs()
+                server.log_text()
             );
         };
         assert!(
@@ -548,6 +483,6 @@ async fn a_draining_instance_refuses_new_connections_and_closes_kept_alive_ones_
             }
         }
     }
-    let status = server.wait().await;
-    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.logs());
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.log_text());
 }

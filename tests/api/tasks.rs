@@ -1,4 +1,4 @@
-//! Tasks, optimistic concurrency, and the activity feed (DESIGN §4 Tasks).
+//! Tasks, optimistic concurrency, and the activity feed (docs/api.md).
 
 use std::collections::HashSet;
 

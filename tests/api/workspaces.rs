@@ -1,4 +1,4 @@
-//! Workspaces, members, and the tenant boundary (DESIGN §4 Workspaces).
+//! Workspaces, members, and the tenant boundary (docs/api.md).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 //! Chat messages on PostgreSQL: one workspace's messages take their `seq` under the
 //! workspace row's lock, so they commit one after another; the messages that wait
-//! for a commit on an instance are written together (src/store/message_writer.rs),
+//! for a commit on an instance are written together (src/db/message_writer.rs),
 //! and `seq` stays gap-free and unique across instances.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::prometheus::metric_value;
-use crate::harness::{Cluster, Login, PATIENCE, Services, Spec, call, eventually, with_cookie};
+use crate::harness::{Cluster, Login, Services, Spec, call, eventually, with_cookie};
+use shoal_testkit::prometheus::metric_value;
 
 async fn metrics(cluster: &Cluster, node: usize) -> String {
     cluster
@@ -55,7 +55,7 @@ async fn messages_waiting_for_a_commit_are_written_together_with_gapless_seqs() 
 
     // Hold the workspace row (as a slow commit of another instance would): the first
     // message's commit waits for it, and the next ones queue behind that commit.
-    let mut blocker = cluster.db.connect().await;
+    let mut blocker = cluster.db().connect().await;
     sqlx::query("BEGIN")
         .execute(&mut blocker)
         .await
@@ -77,14 +77,10 @@ async fn messages_waiting_for_a_commit_are_written_together_with_gapless_seqs() 
             .collect();
     let sends = futures::future::join_all(sends);
     let release = async {
-        eventually(
-            "all 10 messages waiting on instance 1",
-            PATIENCE,
-            || async {
-                let text = metrics(&cluster, 0).await;
-                (metric_value(&text, "shoal_chat_messages_waiting", &[]) == 10.0).then_some(())
-            },
-        )
+        eventually("all 10 messages waiting on instance 1", || async {
+            let text = metrics(&cluster, 0).await;
+            (metric_value(&text, "shoal_chat_messages_waiting", &[]) == 10.0).then_some(())
+        })
         .await;
         sqlx::query("COMMIT")
             .execute(&mut blocker)
@@ -149,7 +145,7 @@ async fn messages_waiting_for_a_commit_are_written_together_with_gapless_seqs() 
     let stored: Vec<i64> =
         sqlx::query_scalar("SELECT seq FROM messages WHERE workspace_id = $1 ORDER BY seq")
             .bind(&wid)
-            .fetch_all(&mut cluster.db.connect().await)
+            .fetch_all(&mut cluster.db().connect().await)
             .await
             .expect("read the messages");
     assert_eq!(stored, (1..=29).collect::<Vec<i64>>());

@@ -10,7 +10,7 @@ use shoal::config::Config;
 use shoal::state::AppState;
 
 use crate::harness::{
-    Services, TestDb, login_at, plain_client, register_at, token, with_bearer, with_cookie,
+    Services, TestDb, login, plain_client, register, token, with_bearer, with_cookie,
 };
 
 /// Redis round trips and database acquisitions spent by `request`.
@@ -96,8 +96,8 @@ async fn measure(services: &Services, redis: (&str, String)) {
     let scenario = async {
         // The same user helpers as the cluster tests, pointed at this one instance.
         let http = plain_client();
-        let account = register_at(&http, &base, "Ada").await;
-        let login = login_at(&http, &base, &account).await;
+        let account = register(&http, &base, "Ada").await;
+        let login = login(&http, &base, &account).await;
 
         let me = || http.get(format!("{base}/api/me"));
         // Warm the caches: the session comes from Redis (GET + PTTL, one pipeline)
@@ -137,7 +137,7 @@ async fn measure(services: &Services, redis: (&str, String)) {
 async fn cleanup(redis_url: &str, prefix: &str) {
     let (url, prefix) = (redis_url.to_owned(), prefix.to_owned());
     let _ = tokio::task::spawn_blocking(move || {
-        crate::common::redis_keys::delete_prefix(&url, &prefix);
+        shoal_testkit::redis_keys::delete_prefix(&url, &prefix);
     })
     .await;
 }

@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{Cluster, PATIENCE, Services, Spec, call, eventually, send, with_cookie};
+use crate::harness::{Cluster, Services, Spec, call, eventually, send, with_cookie};
 
 #[tokio::test]
 async fn an_export_asked_for_on_one_instance_is_read_from_another() {
@@ -47,7 +47,7 @@ async fn an_export_asked_for_on_one_instance_is_read_from_another() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let job = body["job_id"].as_str().expect("a job id").to_owned();
 
-    let finished = eventually("the export to succeed", PATIENCE, || async {
+    let finished = eventually("the export to succeed", || async {
         let (status, body) = call(with_cookie(
             cluster.get(1, &format!("/api/jobs/{job}")),
             &login,

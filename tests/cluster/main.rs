@@ -1,10 +1,10 @@
-//! Cluster tests (DESIGN §8, issue 3): several real `shoal` processes on one
+//! Cluster tests (docs/distributed.md): several real `shoal` processes on one
 //! PostgreSQL database and one Redis, used as one service.
 //!
 //! # Layout
-//! - [`harness`]: service discovery (loud skip locally, failure under `CI=true`), a
-//!   database and a Redis key prefix per test, `shoal` child processes that are
-//!   SIGKILLed on drop, a `redis-server` the test owns, and user helpers.
+//! - [`harness`]: the suite's own checks (a login on every instance, logout
+//!   everywhere, a shared budget) over the test kit (`testkit/`), which starts the
+//!   instances, services and owned Redis servers.
 //! - [`sessions`]: one login used on every instance; logout everywhere; sessions
 //!   encrypted at rest with `SESSION_TTL` as their Redis expiry.
 //! - [`cache`]: a profile change on one instance is seen at once on the others.
@@ -22,8 +22,6 @@
 mod analytics;
 mod cache;
 mod chat_commits;
-#[path = "../common/mod.rs"]
-mod common;
 mod harness;
 mod hot_path;
 mod jobs;
@@ -31,7 +29,5 @@ mod migrations;
 mod on_redis_cluster;
 mod outages;
 mod rate_limit;
-#[path = "../common/redis_cluster.rs"]
-mod redis_cluster;
 mod registry;
 mod sessions;

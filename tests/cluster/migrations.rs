@@ -42,11 +42,11 @@ async fn twenty_instances_started_at_once_on_an_empty_database_migrate_it_once()
         cluster.spawn_node();
     }
     // 20 debug builds on two cores take a while to start; readiness is the event.
-    cluster.wait_all_ready(Duration::from_secs(120)).await;
+    cluster.wait_all_ready().await;
 
     let expected = migration_files();
     assert!(!expected.is_empty(), "there are PostgreSQL migrations");
-    let mut conn = cluster.db.connect().await;
+    let mut conn = cluster.db().connect().await;
     let rows = sqlx::query("SELECT version, success FROM _sqlx_migrations ORDER BY version")
         .fetch_all(&mut conn)
         .await
@@ -99,7 +99,7 @@ async fn an_unreachable_database_stops_start_up_after_the_retries() {
         log.contains("cannot connect to the database"),
         "stderr names the problem:\n{log}"
     );
-    // DB_CONNECT_RETRIES counts the attempts after the first (DESIGN §3, config docs).
+    // DB_CONNECT_RETRIES counts the attempts after the first (docs/configuration.md).
     assert!(
         log.contains("after 3 attempts"),
         "stderr counts the attempts:\n{log}"

@@ -8,15 +8,15 @@ use std::collections::BTreeSet;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::missing_service;
 use crate::harness::{
     Cluster, Services, Spec, assert_limited, assert_logged_out_on, call, me_on, send,
     spend_user_budget, with_cookie,
 };
+use shoal_testkit::missing_service;
 
 /// The test cluster's seed URLs, or `None` after saying why there is none.
 pub(crate) async fn redis_cluster() -> Option<Vec<String>> {
-    match tokio::task::spawn_blocking(crate::redis_cluster::redis_cluster_nodes)
+    match tokio::task::spawn_blocking(shoal_testkit::redis_cluster::redis_cluster_nodes)
         .await
         .expect("start the test Redis Cluster")
     {

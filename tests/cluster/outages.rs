@@ -9,15 +9,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Cluster, OwnRedis, PATIENCE, Services, Spec, call, eventually, set_database_reachable,
-    with_cookie,
+    Cluster, OwnRedis, Services, Spec, call, eventually, set_database_reachable, with_cookie,
 };
 
 /// Waits until `/health/ready` on instance `i` is 503 naming `reason`.
 async fn wait_not_ready(cluster: &Cluster, i: usize, reason: &str) -> Value {
     eventually(
         &format!("/health/ready on instance {} to report {reason}", i + 1),
-        PATIENCE,
         || async {
             let (status, body) = call(cluster.get(i, "/health/ready")).await;
             let named = body["reasons"]
@@ -33,7 +31,6 @@ async fn wait_not_ready(cluster: &Cluster, i: usize, reason: &str) -> Value {
 async fn wait_ready_again(cluster: &Cluster, i: usize) {
     eventually(
         &format!("/health/ready on instance {} to return to 200", i + 1),
-        PATIENCE,
         || async {
             let (status, _) = call(cluster.get(i, "/health/ready")).await;
             (status == StatusCode::OK).then_some(())
@@ -121,13 +118,13 @@ async fn instances_survive_a_database_outage_and_recover_by_themselves() {
     let (status, body) = call(create("Before")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    set_database_reachable(&services.admin_url, &cluster.db.name, false).await;
+    set_database_reachable(&services.admin_url, &cluster.db().name, false).await;
 
     let body = wait_not_ready(&cluster, 0, "database_down").await;
     assert_eq!(body["checks"]["database"]["status"], "down", "{body}");
     let (during_status, during_body) = call(create("During")).await;
 
-    set_database_reachable(&services.admin_url, &cluster.db.name, true).await;
+    set_database_reachable(&services.admin_url, &cluster.db().name, true).await;
     wait_ready_again(&cluster, 0).await;
     let (status, body) = call(create("After")).await;
     assert_eq!(

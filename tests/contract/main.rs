@@ -1,5 +1,5 @@
 //! Contract tests: ONE suite per capability trait, written once as generic async
-//! functions and run against every implementation (DESIGN §8, STYLE 5).
+//! functions and run against every implementation (docs/contributing.md).
 //!
 //! Each case takes a fixture type that builds two "instances" of a backend sharing
 //! one state: for the in-process backends both are the same object (they serve a
@@ -33,10 +33,6 @@ macro_rules! contract_suite {
     };
 }
 
-#[path = "../common/redis_cluster.rs"]
-mod redis_cluster;
-#[path = "../common/redis_keys.rs"]
-mod redis_keys;
 mod support;
 
 mod analytics;

@@ -208,7 +208,7 @@ async fn survive_restart(query: &str) {
     );
     b.check().await.expect("ready before the outage");
 
-    server.kill().await;
+    server.kill();
     eventually("check() to report the outage", || async {
         b.check().await.is_err()
     })
@@ -221,7 +221,7 @@ async fn survive_restart(query: &str) {
     );
 
     server
-        .spawn()
+        .restart()
         .await
         .expect("restart redis-server on the same port");
     assert_eq!(

@@ -2,22 +2,17 @@
 //! and `shoal` child processes on it (SIGKILLed on drop).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use shoal::app::App;
 use shoal::config::Config;
+use shoal::db::Db;
+use shoal::db::jobs::{self as job_rows, JobRow};
 use shoal::state::AppState;
-use shoal::store::Db;
-use shoal::store::jobs::{self as store, JobRow};
-use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub(crate) use crate::common::PATIENCE;
-use crate::common::{TestDb, missing_service};
+pub(crate) use shoal_testkit::{Node, PATIENCE, eventually};
+use shoal_testkit::{Services, TestDb};
 
 /// The database engine of a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,24 +41,7 @@ impl TestDatabase {
                 _pg: None,
             }),
             Engine::Postgres => {
-                let admin = std::env::var("SHOAL_TEST_DATABASE_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                let probe =
-                    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin))
-                        .await;
-                match probe {
-                    Ok(Ok(conn)) => {
-                        let _ = conn.close().await;
-                    }
-                    Ok(Err(e)) => {
-                        missing_service(&format!("PostgreSQL is not reachable at {admin} ({e})"));
-                        return None;
-                    }
-                    Err(_) => {
-                        missing_service(&format!("PostgreSQL at {admin} did not answer in 5 s"));
-                        return None;
-                    }
-                }
+                let admin = Services::postgres().await?;
                 let pg = TestDb::create(&admin).await;
                 Some(TestDatabase {
                     url: pg.url.clone(),
@@ -175,18 +153,9 @@ impl Drop for TestApp {
     }
 }
 
-/// Polls `probe` until it returns `Some` (bounded by [`PATIENCE`]).
-pub(crate) async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    crate::common::eventually(what, PATIENCE, probe).await
-}
-
 /// The job, read from `db`.
 pub(crate) async fn job(db: &Db, id: Uuid) -> JobRow {
-    store::get(db.pool(), id)
+    job_rows::get(db.pool(), id)
         .await
         .expect("read")
         .expect("the job exists")
@@ -217,68 +186,8 @@ pub(crate) async fn enqueue(
     job.id
 }
 
-/// A `shoal` child process, SIGKILLed on drop.
-pub(crate) struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Runs `shoal {args}` with exactly `env` as its configuration.
-    pub(crate) fn spawn(args: &[&str], env: &[(String, String)], dir: &Path, name: &str) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-        for key in shoal::config::KEYS {
-            cmd.env_remove(key);
-        }
-        cmd.env_remove("SHOAL_CONFIG");
-        cmd.args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("INSTANCE_ID", name)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
-        Proc {
-            child: Some(cmd.spawn().expect("spawn shoal")),
-            log,
-        }
-    }
-
-    /// Waits for a short-lived command to exit 0 (bounded).
-    pub(crate) async fn success(mut self) {
-        let mut child = self.child.take().expect("running");
-        let status =
-            tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait()))
-                .await
-                .expect("the command ends in time")
-                .expect("join")
-                .expect("wait");
-        assert!(
-            status.success(),
-            "shoal failed ({status}): {}",
-            self.log_text()
-        );
-    }
-
-    /// Its stderr so far.
-    pub(crate) fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL and reap.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `shoal {args}` (a worker, a CLI command) with its working directory and log in
+/// `dir`, SIGKILLed on drop.
+pub(crate) fn run_shoal(args: &[&str], env: &[(String, String)], dir: &Path, name: &str) -> Node {
+    Node::run(name, args, env, dir, dir)
 }

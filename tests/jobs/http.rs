@@ -3,9 +3,11 @@
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shoal::realtime::events::{CHANNEL, Envelope, ServerEvent};
+use shoal::events::{CHANNEL, Envelope, ServerEvent};
 
 use crate::engines;
+use shoal_testkit::plain_client;
+
 use crate::harness::{Engine, TestApp, TestDatabase, eventually};
 
 engines!(
@@ -15,36 +17,15 @@ engines!(
     queue_stats_are_for_operators_and_in_metrics,
 );
 
-const PASSWORD: &str = "correct horse battery staple";
-
 fn client() -> Client {
-    Client::builder().no_proxy().build().unwrap()
+    plain_client()
 }
 
 /// Registers and logs in a fresh user: (user id, access token).
 async fn user(app: &TestApp) -> (String, String) {
-    let http = client();
-    let email = format!("u-{}@example.com", uuid::Uuid::new_v4().simple());
-    let r = http
-        .post(app.url("/api/auth/register"))
-        .json(&json!({ "email": email, "password": PASSWORD, "display_name": "U" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let body: Value = http
-        .post(app.url("/api/auth/login"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        body["user"]["id"].as_str().unwrap().to_owned(),
-        body["access_token"].as_str().unwrap().to_owned(),
-    )
+    let base = app.url("");
+    let user = shoal_testkit::user(&client(), &base).await;
+    (user.id, user.token)
 }
 
 async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {

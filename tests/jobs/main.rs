@@ -1,4 +1,4 @@
-//! Job queue tests (issue 5, docs/jobs.md): ONE binary, every case run on SQLite and
+//! Job queue tests (docs/jobs.md): ONE binary, every case run on SQLite and
 //! on PostgreSQL (a database of its own per test; a loud skip when PostgreSQL is
 //! not reachable, a failure under `CI=true`).
 //!
@@ -13,8 +13,6 @@
 //! - [`process`]: real processes: a SIGKILLed worker's job finished once by
 //!   another; 1,000 jobs over three workers, each run exactly once.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod harness;
 mod http;
 mod process;

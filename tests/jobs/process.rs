@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 
 use serde_json::json;
+use shoal::db::jobs as job_rows;
 use shoal::jobs::Enqueue;
-use shoal::store::jobs as store;
 
 use crate::engines;
-use crate::harness::{Engine, Proc, TestDatabase, enqueue, eventually, until_state};
+use crate::harness::{Engine, Node, TestDatabase, enqueue, eventually, run_shoal, until_state};
 
 engines!(
     a_sigkilled_workers_job_is_finished_once_by_another,
@@ -30,12 +30,12 @@ async fn a_sigkilled_workers_job_is_finished_once_by_another(engine: Engine) {
         Enqueue::default(),
     )
     .await;
-    let mut a = Proc::spawn(&["worker"], &env, tdb.dir.path(), "worker-a");
+    let mut a = run_shoal(&["worker"], &env, tdb.dir.path(), "worker-a");
     let held = until_state(&db, id, "running").await;
     assert_eq!(held.attempts, 1);
     a.kill();
 
-    let b = Proc::spawn(&["worker"], &env, tdb.dir.path(), "worker-b");
+    let b = run_shoal(&["worker"], &env, tdb.dir.path(), "worker-b");
     let done = until_state(&db, id, "succeeded").await;
     assert_eq!(done.attempts, 2, "{}", b.log_text());
     let ran = std::fs::read_to_string(&effects).unwrap();
@@ -51,16 +51,16 @@ async fn a_thousand_jobs_from_three_instances_run_exactly_once(engine: Engine) {
     let (db, _) = tdb.db().await;
     let env = tdb.env(&[("QUEUE_CONCURRENCY", "4")]);
     let effects = tdb.path("effects");
-    let workers: Vec<Proc> = (0..3)
-        .map(|i| Proc::spawn(&["worker"], &env, tdb.dir.path(), &format!("worker-{i}")))
+    let workers: Vec<Node> = (0..3)
+        .map(|i| run_shoal(&["worker"], &env, tdb.dir.path(), &format!("worker-{i}")))
         .collect();
     let payload = json!({ "append_to": effects }).to_string();
     let counts = [334, 333, 333];
-    let enqueuers: Vec<Proc> = counts
+    let enqueuers: Vec<Node> = counts
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            Proc::spawn(
+            run_shoal(
                 &[
                     "jobs",
                     "enqueue",
@@ -82,7 +82,7 @@ async fn a_thousand_jobs_from_three_instances_run_exactly_once(engine: Engine) {
     }
     eventually("1,000 jobs to succeed", || async {
         // The nightly clean-up's catch-up run is in the table too: count ours.
-        let depth = store::depth(db.pool()).await.unwrap();
+        let depth = job_rows::depth(db.pool()).await.unwrap();
         let n = depth
             .iter()
             .find(|(state, kind, _)| state == "succeeded" && kind == "test.script")

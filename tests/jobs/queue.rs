@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use shoal::clock;
+use shoal::db::jobs as job_rows;
 use shoal::jobs::{self, Enqueue, Status};
-use shoal::store::jobs as store;
 
 use crate::engines;
 use crate::harness::{Engine, TestApp, TestDatabase, enqueue, job, until_state};
@@ -59,7 +59,7 @@ async fn rolled_back_enqueue_never_runs(engine: Engine) {
 
     until_state(db, committed.id, "succeeded").await;
     assert!(
-        store::get(db.pool(), rolled_back.id)
+        job_rows::get(db.pool(), rolled_back.id)
             .await
             .unwrap()
             .is_none()
@@ -96,7 +96,10 @@ async fn idempotency_key_yields_one_job(engine: Engine) {
     assert!(first.created);
     assert!(!again.created && !later.created);
     assert_eq!((again.id, later.id), (first.id, first.id));
-    assert_eq!(store::count_in_state(db.pool(), "queued").await.unwrap(), 1);
+    assert_eq!(
+        job_rows::count_in_state(db.pool(), "queued").await.unwrap(),
+        1
+    );
 }
 
 async fn claims_follow_priority_then_run_at(engine: Engine) {
@@ -123,16 +126,21 @@ async fn claims_follow_priority_then_run_at(engine: Engine) {
     };
     let scheduled = enqueue(&db, &config, "noop", json!({}), later).await;
     let lease = clock::now_micros() + 60_000_000;
-    let ids = |c: Vec<store::Claimed>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let ids = |c: Vec<job_rows::Claimed>| c.into_iter().map(|c| c.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store::claim(&db, "t", 1, lease).await.unwrap()),
+        ids(job_rows::claim(&db, "t", 1, lease).await.unwrap()),
         vec![high]
     );
     assert_eq!(
-        ids(store::claim(&db, "t", 1, lease).await.unwrap()),
+        ids(job_rows::claim(&db, "t", 1, lease).await.unwrap()),
         vec![low]
     );
-    assert!(store::claim(&db, "t", 10, lease).await.unwrap().is_empty());
+    assert!(
+        job_rows::claim(&db, "t", 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let held = job(&db, high).await;
     assert_eq!((held.state.as_str(), held.attempts), ("running", 1));
     assert_eq!(job(&db, scheduled).await.state, "queued");
@@ -261,7 +269,7 @@ async fn an_expired_lease_is_taken_back_and_run_again(engine: Engine) {
     )
     .await;
     // A worker that claimed it and vanished: its lease is already over.
-    let claimed = store::claim(&db, "vanished-worker", 1, clock::now_micros() - 1)
+    let claimed = job_rows::claim(&db, "vanished-worker", 1, clock::now_micros() - 1)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -330,7 +338,9 @@ async fn a_cron_tick_is_enqueued_once_across_instances(engine: Engine) {
         jobs::scheduler::enqueue_due(&a.state, now).await.unwrap(),
         0
     );
-    let queued = store::list(a.state.db.pool(), "queued", 100).await.unwrap();
+    let queued = job_rows::list(a.state.db.pool(), "queued", 100)
+        .await
+        .unwrap();
     assert_eq!(queued.len(), jobs::scheduler::SCHEDULES.len());
     assert_eq!(queued[0].kind, "cleanup.nightly");
     a.stop().await;
@@ -347,11 +357,11 @@ async fn dead_jobs_can_be_listed_and_retried(engine: Engine) {
         jobs::admin::retry(&db, id).await.is_err(),
         "only dead jobs are retried"
     );
-    let claimed = store::claim(&db, "w", 1, clock::now_micros() + 60_000_000)
+    let claimed = job_rows::claim(&db, "w", 1, clock::now_micros() + 60_000_000)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    assert!(store::fail(&db, id, "w", "gave up", None).await.unwrap());
+    assert!(job_rows::fail(&db, id, "w", "gave up", None).await.unwrap());
     let listed = jobs::admin::list(&db, "dead", 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].contains(&id.to_string()) && listed[0].contains("gave up"));

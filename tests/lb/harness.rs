@@ -1,47 +1,24 @@
 //! The harness: a whole local cluster — N real `shoal` processes behind a real nginx —
 //! started, rolled and stopped by `scripts/local-cluster.sh`, the very script
 //! docs/scaling.md tells users to run; one PostgreSQL database and one Redis prefix
-//! per test. REST helpers and service discovery come from the realtime suite's
-//! harness; [`Chat`] is a Socket.IO client whose operations fail softly, because here
-//! the instance under a client is expected to go away.
+//! per test. Users, services and the Socket.IO client come from the test kit
+//! (`shoal_testkit`); here the instance under a client is expected to go away, so
+//! the tests use its `try_` calls, which fail softly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use futures::FutureExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::Client;
-use rust_socketio::asynchronous::{Client as SioClient, ClientBuilder, ReconnectSettings};
-use rust_socketio::{Payload, TransportType};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub(crate) use crate::common::{PrefixCleanup, TestDb, missing_service};
-pub(crate) use crate::rt::{
-    PATIENCE, Services, User, api, eventually, free_port, plain_client, rest_seqs, token, user,
+pub(crate) use shoal_testkit::{
+    Auth, PATIENCE, PrefixCleanup, Services, Sio, TestDb, User, api, apply, command, eventually,
+    free_port, missing_service, plain_client, post_message, rest_seqs, shoal_bin, token, user,
     workspace,
 };
-
-const SECRETS: [(&str, &str); 4] = [
-    (
-        "SESSION_SECRET",
-        "lb-test-session-secret-0123456789abcdef0123",
-    ),
-    (
-        "SESSION_ENCRYPTION_KEY",
-        "lb-test-encryption-key-0123456789abcdef0123",
-    ),
-    (
-        "JWT_ACCESS_SECRET",
-        "lb-test-jwt-access-secret-0123456789abcdef0",
-    ),
-    (
-        "JWT_REFRESH_SECRET",
-        "lb-test-jwt-refresh-secret-0123456789abcdef",
-    ),
-];
 
 /// `nginx` on the PATH (Debian's package), or a loud skip / CI failure.
 pub(crate) fn nginx_available() -> bool {
@@ -59,46 +36,18 @@ pub(crate) fn nginx_available() -> bool {
 
 /// The base environment of every instance (the script passes it through).
 pub(crate) fn base_env(db_url: &str, redis_url: &str, prefix: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        ("HOST", "127.0.0.1"),
-        ("LOG_FORMAT", "json"),
-        ("LOG_LEVEL", "info"),
-        ("RATE_LIMIT_AUTH_PER_MIN", "100000"),
-        ("RATE_LIMIT_IP_PER_MIN", "100000"),
-        ("RATE_LIMIT_USER_PER_MIN", "100000"),
-        ("SHUTDOWN_TIMEOUT", "10"),
-        ("REGISTRY_HEARTBEAT", "1"),
-        ("HEALTH_CHECK_TIMEOUT", "500"),
-        ("DB_POOL_MIN", "1"),
-        ("DB_POOL_MAX", "4"),
-    ]
-    .iter()
-    .chain(SECRETS.iter())
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    env.push(("DATABASE_URL".into(), db_url.to_owned()));
-    env.push(("REDIS_URL".into(), redis_url.to_owned()));
-    env.push(("REDIS_KEY_PREFIX".into(), prefix.to_owned()));
+    let mut env = shoal_testkit::base_env();
+    apply(
+        &mut env,
+        &[
+            ("DATABASE_URL", db_url),
+            ("REDIS_URL", redis_url),
+            ("REDIS_KEY_PREFIX", prefix),
+            ("DB_POOL_MIN", "1"),
+            ("DB_POOL_MAX", "4"),
+        ],
+    );
     env
-}
-
-/// Replaces or adds `overrides` in `env`.
-pub(crate) fn apply(env: &mut Vec<(String, String)>, overrides: &[(&str, &str)]) {
-    for (key, value) in overrides {
-        env.retain(|(k, _)| k != key);
-        env.push(((*key).to_owned(), (*value).to_owned()));
-    }
-}
-
-/// A process environment with none of Shoal's keys but `env`.
-pub(crate) fn command(program: impl AsRef<std::ffi::OsStr>, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(program);
-    for key in shoal::config::KEYS {
-        cmd.env_remove(key);
-    }
-    cmd.env_remove("SHOAL_CONFIG");
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    cmd
 }
 
 /// Instances plus nginx, run by `scripts/local-cluster.sh`; `down` when dropped.
@@ -140,7 +89,7 @@ impl LocalCluster {
             .join(" ");
         env.extend([
             ("RUN_DIR".into(), run_dir.path().display().to_string()),
-            ("SHOAL_BIN".into(), env!("CARGO_BIN_EXE_shoal").to_owned()),
+            ("SHOAL_BIN".into(), shoal_bin().display().to_string()),
             ("PORTS".into(), ports_list),
             ("NGINX_PORT".into(), nginx_port.to_string()),
         ]);
@@ -249,170 +198,23 @@ impl Drop for LocalCluster {
 
 // ---------------------------------------------------------------- Socket.IO
 
-/// One received server → client event.
-#[derive(Debug, Clone)]
-pub(crate) struct Received {
-    /// The event name; `$connect`, `$error`, `$close`, `$dropped` for the lifecycle.
-    pub(crate) event: String,
-    pub(crate) data: Value,
-}
-
-fn payload_value(payload: Payload) -> Value {
-    match payload {
-        Payload::Text(mut values) => {
-            let first = if values.is_empty() {
-                Value::Null
-            } else {
-                values.remove(0)
-            };
-            match first {
-                Value::Array(mut inner) if !inner.is_empty() => inner.remove(0),
-                other => other,
-            }
-        }
-        #[allow(deprecated)]
-        Payload::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
-        Payload::Binary(_) => Value::Null,
-    }
-}
-
-/// A Socket.IO client (WebSocket transport) whose calls return `None` instead of
-/// panicking when the instance under it goes away; the caller reconnects.
-pub(crate) struct Chat {
-    client: SioClient,
-    events: mpsc::UnboundedReceiver<Received>,
-}
-
-impl Chat {
-    /// Connects through `base` with a Bearer token and waits for the namespace
-    /// CONNECT; `None` on a refusal or a dropped transport.
-    pub(crate) async fn connect(base: &str, token: &str) -> Option<Chat> {
-        let (tx, events) = mpsc::unbounded_channel::<Received>();
-        let push = |tx: &mpsc::UnboundedSender<Received>, name: &'static str| {
-            let tx = tx.clone();
-            move |payload: Payload, _c: SioClient| {
-                let _ = tx.send(Received {
-                    event: name.into(),
-                    data: payload_value(payload),
-                });
-                async {}.boxed()
-            }
-        };
-        let any_tx = tx.clone();
-        let dropped_tx = tx.clone();
-        let client = ClientBuilder::new(format!("{base}/"))
-            .namespace("/")
-            .transport_type(TransportType::Websocket)
-            // One attempt on a dropped transport, only to learn it dropped (the
-            // `$dropped` event); the test then reconnects by hand, through nginx,
-            // and rejoins, like an app would.
-            .reconnect(true)
-            .reconnect_on_disconnect(false)
-            .max_reconnect_attempts(1)
-            .reconnect_delay(10, 20)
-            .on_reconnect(move || {
-                let _ = dropped_tx.send(Received {
-                    event: "$dropped".into(),
-                    data: Value::Null,
-                });
-                async { ReconnectSettings::new() }.boxed()
-            })
-            .auth(json!({ "token": token }))
-            .on("open", push(&tx, "$connect"))
-            .on("error", push(&tx, "$error"))
-            .on("close", push(&tx, "$close"))
-            .on_any(move |event, payload, _c| {
-                let _ = any_tx.send(Received {
-                    event: String::from(event),
-                    data: payload_value(payload),
-                });
-                async {}.boxed()
-            })
-            .connect()
-            .await
-            .ok()?;
-        let mut chat = Chat { client, events };
-        let first = chat.next_where(|r| r.event.starts_with('$')).await?;
-        (first.event == "$connect").then_some(chat)
-    }
-
-    /// Connects (retrying while instances come and go) and joins `wid`.
-    pub(crate) async fn join_through(
-        base: &str,
-        token: &str,
-        wid: &str,
-        since: Option<i64>,
-    ) -> (Chat, Value) {
-        eventually(
-            "a Socket.IO client connects and joins through nginx",
-            || async move {
-                let chat = Chat::connect(base, token).await?;
-                let mut req = json!({ "workspace_id": wid });
-                if let Some(s) = since {
-                    req["since_seq"] = json!(s);
-                }
-                let ack = chat.call("workspace:join", req).await?;
-                (ack["ok"] == true).then_some((chat, ack))
-            },
-        )
-        .await
-    }
-
-    /// The next event matching `pred` within [`PATIENCE`]; `None` if the channel
-    /// closed or nothing came.
-    pub(crate) async fn next_where(
-        &mut self,
-        mut pred: impl FnMut(&Received) -> bool,
-    ) -> Option<Received> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let item = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .ok()??;
-            if pred(&item) {
-                return Some(item);
-            }
-        }
-    }
-
-    /// Emits and awaits the ack (bounded); `None` if the transport is gone.
-    pub(crate) async fn call(&self, event: &str, data: Value) -> Option<Value> {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Value>();
-        let tx = std::sync::Mutex::new(Some(tx));
-        self.client
-            .emit_with_ack(
-                event,
-                data,
-                Duration::from_secs(10),
-                move |payload: Payload, _c: SioClient| {
-                    if let Some(tx) = tx.lock().expect("ack lock").take() {
-                        let _ = tx.send(payload_value(payload));
-                    }
-                    async {}.boxed()
-                },
-            )
-            .await
-            .ok()?;
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .ok()?
-            .ok()
-    }
-
-    /// `message:send`; the acked `seq`, or `None` (retry with the same `client_id`).
-    pub(crate) async fn send(&self, wid: &str, body: &str, client_id: &str) -> Option<i64> {
-        let ack = self
-            .call(
-                "message:send",
-                json!({ "workspace_id": wid, "body": body, "client_id": client_id }),
-            )
-            .await?;
-        ack["seq"].as_i64()
-    }
-
-    pub(crate) async fn close(self) {
-        let _ = self.client.disconnect().await;
-    }
+/// Connects through `base` with a Bearer token (retrying while instances come and
+/// go) and joins `wid`; the client and the join's ack.
+pub(crate) async fn join_through(
+    base: &str,
+    token: &str,
+    wid: &str,
+    since: Option<i64>,
+) -> (Sio, Value) {
+    eventually(
+        "a Socket.IO client connects and joins through nginx",
+        || async move {
+            let chat = Sio::try_connect(base, Auth::Token(token)).await?;
+            let ack = chat.try_join(wid, since).await?;
+            (ack["ok"] == true).then_some((chat, ack))
+        },
+    )
+    .await
 }
 
 /// A receiver that follows a workspace through instance restarts: on a dropped
@@ -422,7 +224,7 @@ pub(crate) fn follow(
     base: String,
     token: String,
     wid: String,
-    chat: Chat,
+    chat: Sio,
     stop: tokio_util::sync::CancellationToken,
 ) -> (mpsc::UnboundedReceiver<i64>, tokio::task::JoinHandle<usize>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -433,7 +235,7 @@ pub(crate) fn follow(
         loop {
             let next = tokio::select! {
                 () = stop.cancelled() => break,
-                r = chat.events.recv() => r,
+                r = chat.recv() => r,
             };
             match next {
                 Some(r) if r.event == "message:new" && r.data["workspace_id"] == wid.as_str() => {
@@ -446,7 +248,7 @@ pub(crate) fn follow(
                 _ => {
                     chat.close().await;
                     reconnects += 1;
-                    chat = Chat::join_through(&base, &token, &wid, Some(last.unwrap_or(0)))
+                    chat = join_through(&base, &token, &wid, Some(last.unwrap_or(0)))
                         .await
                         .0;
                 }

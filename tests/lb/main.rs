@@ -1,4 +1,4 @@
-//! Shoal behind a real load balancer (issue 6, DESIGN §7): nginx in front of real
+//! Shoal behind a real load balancer (docs/scaling.md): nginx in front of real
 //! `shoal` processes started by `scripts/local-cluster.sh`, a rolling restart and a
 //! `kill -9` under traffic, the `--workers` supervisor, the cluster dashboard in
 //! headless Chromium, and checks of the deployment files in `deploy/`.
@@ -11,11 +11,3 @@ mod deploy;
 mod harness;
 mod nginx;
 mod supervisor;
-
-// Services, test databases and Redis prefixes shared by the multi-process suites.
-#[path = "../common/mod.rs"]
-mod common;
-// The realtime suite's harness: users, workspaces, REST helpers.
-#[path = "../realtime/harness.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod rt;

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{
-    Chat, LocalCluster, PATIENCE, User, api, eventually, follow, rest_seqs, user, workspace,
+    LocalCluster, PATIENCE, User, api, eventually, follow, join_through, post_message, rest_seqs,
+    user, workspace,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,14 +50,14 @@ async fn the_api_and_socketio_work_through_nginx_and_forwarded_for_cannot_be_spo
     assert_eq!(seen, both, "requests through nginx reach every instance");
 
     // Socket.IO over WebSocket through nginx: chat both ways, REST → socket events.
-    let (a, _) = Chat::join_through(&base, &ada.token, &wid, None).await;
-    let (mut b, _) = Chat::join_through(&base, &bob.token, &wid, None).await;
+    let (a, _) = join_through(&base, &ada.token, &wid, None).await;
+    let (mut b, _) = join_through(&base, &bob.token, &wid, None).await;
     let seq = a
-        .send(&wid, "hello through nginx", "h1")
+        .try_send(&wid, "hello through nginx", "h1")
         .await
         .expect("acked");
     let got = b
-        .next_where(|r| r.event == "message:new" && r.data["seq"] == seq)
+        .try_next_where(|r| r.event == "message:new" && r.data["seq"] == seq)
         .await
         .expect("message:new through nginx");
     assert_eq!(got.data["body"], "hello through nginx");
@@ -70,7 +71,7 @@ async fn the_api_and_socketio_work_through_nginx_and_forwarded_for_cannot_be_spo
     .await;
     assert_eq!(status, StatusCode::CREATED, "{task}");
     let created = b
-        .next_where(|r| r.event == "task:created")
+        .try_next_where(|r| r.event == "task:created")
         .await
         .expect("task:created through nginx");
     assert_eq!(created.data["id"], task["id"]);
@@ -159,19 +160,19 @@ async fn traffic(
 /// Sends chat messages through nginx until `stop`; reconnects (through nginx) when
 /// its instance goes away and retries with the same `client_id`. Returns the acked seqs.
 async fn chatter(base: String, user: User, wid: String, stop: CancellationToken) -> Vec<i64> {
-    let (mut chat, _) = Chat::join_through(&base, &user.token, &wid, None).await;
+    let (mut chat, _) = join_through(&base, &user.token, &wid, None).await;
     let mut acked = Vec::new();
     let mut i = 0;
     while !stop.is_cancelled() && i < 100_000 {
         let client_id = format!("c{i}");
-        match chat.send(&wid, &format!("m{i}"), &client_id).await {
+        match chat.try_send(&wid, &format!("m{i}"), &client_id).await {
             Some(seq) => {
                 acked.push(seq);
                 i += 1;
             }
             None => {
                 chat.close().await;
-                chat = Chat::join_through(&base, &user.token, &wid, None).await.0;
+                chat = join_through(&base, &user.token, &wid, None).await.0;
             }
         }
     }
@@ -208,7 +209,7 @@ async fn a_rolling_restart_through_nginx_fails_no_request_and_loses_no_acked_mes
     let wid = workspace(&lc.http, &base, &ada, &[&bob]).await;
     let pids_before: Vec<_> = (0..3).map(|i| lc.pid(i)).collect();
 
-    let (chat, _) = Chat::join_through(&base, &bob.token, &wid, None).await;
+    let (chat, _) = join_through(&base, &bob.token, &wid, None).await;
     let follow_stop = CancellationToken::new();
     let (mut seqs, follower) = follow(
         base.clone(),
@@ -323,7 +324,7 @@ async fn kill_9_of_one_instance_costs_at_most_the_requests_in_flight_and_clients
     let base = lc.base();
     let (ada, bob) = (user(&lc.http, &base).await, user(&lc.http, &base).await);
     let wid = workspace(&lc.http, &base, &ada, &[&bob]).await;
-    let (chat, _) = Chat::join_through(&base, &bob.token, &wid, None).await;
+    let (chat, _) = join_through(&base, &bob.token, &wid, None).await;
     // The victim: the instance holding bob's WebSocket (from the registry).
     let victim = eventually("the registry shows bob's WebSocket", || async {
         let r = lc
@@ -350,7 +351,7 @@ async fn kill_9_of_one_instance_costs_at_most_the_requests_in_flight_and_clients
         chat,
         stop_follow.clone(),
     );
-    let first = crate::rt::post_message(&lc.http, &base, &ada, &wid, "before").await;
+    let first = post_message(&lc.http, &base, &ada, &wid, "before").await;
     let mut acked = vec![first["seq"].as_i64().expect("seq")];
 
     const CONCURRENCY: usize = 2;
@@ -377,7 +378,7 @@ async fn kill_9_of_one_instance_costs_at_most_the_requests_in_flight_and_clients
     // Requests after the kill: nginx finds the refused connection and goes on to the
     // survivor (a POST too: it never reached the dead instance).
     for i in 0..3 {
-        let msg = crate::rt::post_message(&lc.http, &base, &ada, &wid, &format!("after {i}")).await;
+        let msg = post_message(&lc.http, &base, &ada, &wid, &format!("after {i}")).await;
         acked.push(msg["seq"].as_i64().expect("seq"));
     }
     let after = done.load(Ordering::Relaxed);

@@ -5,10 +5,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{OwnRedis, set_database_reachable};
-use crate::harness::{
+use shoal_testkit::{
     Auth, Cluster, Received, Services, Sio, api, eventually, rest_seqs, user, workspace,
 };
+use shoal_testkit::{OwnRedis, set_database_reachable};
 
 #[tokio::test]
 async fn clients_on_different_instances_see_messages_tasks_typing_and_presence() {
@@ -329,7 +329,7 @@ async fn holes_reordering_and_duplicates_in_the_live_stream_reach_sockets_in_seq
     let db = sqlx::PgPool::connect(&app.env_value("DATABASE_URL").expect("db url"))
         .await
         .expect("connect to the test database");
-    let mut redis = crate::common::redis_connection(&services.redis_url)
+    let mut redis = shoal_testkit::redis_connection(&services.redis_url)
         .await
         .expect("connect to Redis");
     let channel = format!(

@@ -4,8 +4,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::prometheus::metric_value;
-use crate::harness::{Auth, Cluster, Sio, api, post_message, rest_seqs, user, workspace};
+use shoal_testkit::metric_value;
+use shoal_testkit::{Auth, Cluster, Sio, api, post_message, rest_seqs, user, workspace};
 
 #[tokio::test]
 async fn a_bad_handshake_gets_connect_error_with_a_reason() {

@@ -1,22 +1,21 @@
 //! The server → client events, the rooms they go to, and [`publish`]: the ONE path
-//! by which anything (an HTTP handler, a socket handler, later a job) sends a
-//! realtime event, whichever instance it runs on.
+//! by which anything (a use-case, an HTTP handler, a socket handler, a job) sends a
+//! realtime event, whichever instance it runs on. Delivering them to sockets is the
+//! realtime transport's job ([`crate::realtime`]); producing them needs no transport.
 //!
 //! An event is wrapped in an [`Envelope`] (room, optional socket to skip, event) and
 //! published once on the [`PubSub`](crate::pubsub::PubSub) channel [`CHANNEL`]; the
-//! hub of every instance (see [`super::hub`]) hands it to its own sockets in that room.
+//! hub of every instance (`realtime::hub`) hands it to its own sockets in that room.
 
 use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use socketioxide::BroadcastError;
-use socketioxide::operators::BroadcastOperators;
 use uuid::Uuid;
 
+use crate::db::messages::Message;
+use crate::db::tasks::Task;
 use crate::state::AppState;
-use crate::store::messages::Message;
-use crate::store::tasks::Task;
 
 /// The one pub/sub channel that carries every realtime event of the deployment (the
 /// Redis backend prefixes it with `REDIS_KEY_PREFIX`).
@@ -103,7 +102,7 @@ pub struct Typing {
     pub user_id: Uuid,
 }
 
-/// Every server → client event (DESIGN §5), named as on the wire.
+/// Every server → client event (docs/realtime.md), named as on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "data")]
 pub enum ServerEvent {
@@ -145,20 +144,6 @@ impl ServerEvent {
             ServerEvent::PresenceUpdate(_) => "presence:update",
             ServerEvent::Typing(_) => "typing",
             ServerEvent::JobCompleted(_) => "job:completed",
-        }
-    }
-
-    /// Emits the event to the local sockets `to` selects, serialised once.
-    pub(crate) async fn broadcast(&self, to: BroadcastOperators) -> Result<(), BroadcastError> {
-        let name = self.name();
-        match self {
-            ServerEvent::MessageNew(d) => to.emit(name, d).await,
-            ServerEvent::TaskCreated(d) | ServerEvent::TaskUpdated(d) => to.emit(name, d).await,
-            ServerEvent::TaskDeleted(d) => to.emit(name, d).await,
-            ServerEvent::Notification(d) => to.emit(name, d).await,
-            ServerEvent::PresenceUpdate(d) => to.emit(name, d).await,
-            ServerEvent::Typing(d) => to.emit(name, d).await,
-            ServerEvent::JobCompleted(d) => to.emit(name, d).await,
         }
     }
 }

@@ -9,15 +9,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::authn::Auth;
+use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::{Checks, Json, Validate};
 use crate::auth::sessions::SessionRecord;
 use crate::auth::tokens::token_hash;
 use crate::clock;
+use crate::db::users::User;
+use crate::db::{StoreError, tokens, users};
 use crate::state::AppState;
-use crate::store::users::User;
-use crate::store::{StoreError, tokens, users};
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -301,8 +301,8 @@ async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Resp
 /// Sets (or, with `None`, clears) the session cookie. Written by hand: one header
 /// with fixed attributes does not warrant a cookie-jar dependency.
 fn set_cookie(headers: &mut HeaderMap, state: &AppState, value: Option<&str>) {
-    let name = &state.config.session_cookie_name;
-    let secure = if state.config.cookie_secure {
+    let name = &state.config.auth.session_cookie_name;
+    let secure = if state.config.auth.cookie_secure {
         "; Secure"
     } else {
         ""

@@ -19,7 +19,7 @@ static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 
 /// The seed URLs of the test cluster (`redis://127.0.0.1:{port}` of each master),
 /// starting it on first use; `Err` says why `redis-server` could not make one here.
-pub(crate) fn redis_cluster_nodes() -> Result<Vec<String>, String> {
+pub fn redis_cluster_nodes() -> Result<Vec<String>, String> {
     let mut cluster = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     if cluster.is_none() {
         *cluster = Some(start());

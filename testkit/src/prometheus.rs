@@ -2,7 +2,7 @@
 
 /// The numeric value of the Prometheus sample `name{labels}` (labels given as a
 /// list of `key="value"` that must all appear), summed over matching series.
-pub(crate) fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {

@@ -107,18 +107,18 @@ impl Db {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         use secrecy::ExposeSecret;
         sqlx::any::install_default_drivers();
-        let dialect = Dialect::new(config.database_kind);
-        if config.database_kind == crate::config::DatabaseKind::Sqlite {
-            ensure_sqlite_parent(config.database_url.expose_secret())?;
+        let dialect = Dialect::new(config.database.kind);
+        if config.database.kind == crate::config::DatabaseKind::Sqlite {
+            ensure_sqlite_parent(config.database.url.expose_secret())?;
         }
-        let url = dialect.connect_url(config.database_url.expose_secret());
-        let statement_timeout = config.db_statement_timeout;
+        let url = dialect.connect_url(config.database.url.expose_secret());
+        let statement_timeout = config.database.statement_timeout;
         let acquisitions = Arc::new(AtomicU64::new(0));
         let (on_connect, on_acquire) = (acquisitions.clone(), acquisitions.clone());
         let options = AnyPoolOptions::new()
-            .min_connections(config.db_pool_min)
-            .max_connections(config.db_pool_max)
-            .acquire_timeout(config.db_acquire_timeout)
+            .min_connections(config.database.pool_min)
+            .max_connections(config.database.pool_max)
+            .acquire_timeout(config.database.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 on_connect.fetch_add(1, Ordering::Relaxed);
                 Box::pin(async move { dialect.prepare_connection(conn, statement_timeout).await })
@@ -153,7 +153,7 @@ impl Db {
                         acquisitions,
                     });
                 }
-                Err(e) if attempt < config.db_connect_retries => {
+                Err(e) if attempt < config.database.connect_retries => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "database not reachable, retrying");
                     tokio::time::sleep(delay).await;

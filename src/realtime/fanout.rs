@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use super::Ctx;
 use super::resume::{self, Conn, Offer, REPLAY_LIMIT};
-use crate::store::messages::{self, Message};
+use crate::db::messages::{self, Message};
 
 /// The Socket.IO event name of a chat message.
 pub(crate) const EVENT: &str = "message:new";
@@ -378,7 +378,7 @@ fn spawn_room_repair(ctx: &Ctx, room: Arc<Room>, delay: Duration) {
                 } else {
                     None
                 };
-                Ok::<_, crate::store::StoreError>((rows, skip_to))
+                Ok::<_, crate::db::StoreError>((rows, skip_to))
             };
             let result = read.await;
             let mut st = room.state.lock().await;

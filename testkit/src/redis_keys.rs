@@ -5,7 +5,7 @@ use std::time::Duration;
 /// Deletes every key of `prefix` at `redis_url`: plain ones (`{prefix}:…`) and
 /// hash-tagged ones (`{{prefix}:group}:…`). Best effort: a Redis that is gone has
 /// nothing left to clean.
-pub(crate) fn delete_prefix(redis_url: &str, prefix: &str) {
+pub fn delete_prefix(redis_url: &str, prefix: &str) {
     let Ok(client) = redis::Client::open(redis_url) else {
         return;
     };

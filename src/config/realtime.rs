@@ -1,0 +1,78 @@
+//! Socket.IO: message size and presence lifetime.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Key, secs};
+
+/// This section's keys.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "REALTIME_MAX_MESSAGE_BYTES",
+        default: "16384",
+        meaning: "largest chat message body, over Socket.IO `message:send` (error ack) and `POST …/messages` (422); 1 … 1048576",
+    },
+    Key {
+        name: "REALTIME_PRESENCE_TTL",
+        default: "30 (s)",
+        meaning: "a connection's presence entry lives this long without a refresh (refreshed every third of it; ≥ 3)",
+    },
+];
+
+/// The raw keys; field names are the lower-cased keys.
+#[derive(Debug, Deserialize)]
+pub(super) struct Raw {
+    #[serde(default = "default_max_message_bytes")]
+    realtime_max_message_bytes: usize,
+    #[serde(default = "default_presence_ttl")]
+    realtime_presence_ttl: u64,
+}
+
+fn default_max_message_bytes() -> usize {
+    16 * 1024
+}
+fn default_presence_ttl() -> u64 {
+    30
+}
+
+/// The realtime section.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// Largest chat message body in bytes, whichever transport posts it.
+    pub max_message_bytes: usize,
+    /// How long a Socket.IO connection stays in `presence:list` without a refresh
+    /// (refreshed every third of it while connected, so a dead instance's entries go).
+    pub presence_ttl: Duration,
+}
+
+impl RealtimeConfig {
+    pub(super) fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        if !(1..=1024 * 1024).contains(&raw.realtime_max_message_bytes) {
+            return Err(ConfigError::new(
+                "REALTIME_MAX_MESSAGE_BYTES",
+                "must be 1 to 1048576",
+            ));
+        }
+        if raw.realtime_presence_ttl < 3 {
+            return Err(ConfigError::new(
+                "REALTIME_PRESENCE_TTL",
+                "must be at least 3 (seconds)",
+            ));
+        }
+        Ok(Self {
+            max_message_bytes: raw.realtime_max_message_bytes,
+            presence_ttl: Duration::from_secs(raw.realtime_presence_ttl),
+        })
+    }
+
+    pub(super) fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.extend([
+            (
+                "REALTIME_MAX_MESSAGE_BYTES",
+                self.max_message_bytes.to_string(),
+            ),
+            ("REALTIME_PRESENCE_TTL", secs(self.presence_ttl)),
+        ]);
+    }
+}

@@ -1,0 +1,115 @@
+//! A `redis-server` (or a Sentinel) that a test owns: started on a free port with no
+//! persistence, so a restart loses everything, and SIGKILLed when dropped.
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::services::{free_port, missing_service, probe_redis};
+use crate::wait::{PATIENCE, POLL};
+
+/// A `redis-server` child process on its own port.
+pub struct OwnRedis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Arguments after `redis-server`, without the port.
+    args: Vec<String>,
+    child: Option<Child>,
+    /// Holds the log and a Sentinel's (writable) configuration file.
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    /// Starts a server on a free port, or `None` (after saying so) when
+    /// `redis-server` cannot run here.
+    pub async fn start() -> Option<OwnRedis> {
+        let args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch(dir, args.iter().map(|a| (*a).to_owned()).collect()).await
+    }
+
+    /// Starts a Sentinel that monitors the master `mymaster` at `master_port`.
+    pub async fn start_sentinel(master_port: u16) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!("sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"),
+        )
+        .expect("write sentinel.conf");
+        let args = vec![conf.display().to_string(), "--sentinel".into()];
+        Self::launch(dir, args).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, args: Vec<String>) -> Option<OwnRedis> {
+        let mut server = OwnRedis {
+            port: free_port(),
+            args,
+            child: None,
+            dir,
+        };
+        match server.restart().await {
+            Ok(()) => Some(server),
+            Err(e) => {
+                missing_service(&format!("cannot run redis-server ({e})"));
+                None
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers `PING`.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        let log = File::create(self.dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .args(["--port", &self.port.to_string()])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if probe_redis(&self.url()).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("redis-server exited ({status})"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill();
+                return Err("redis-server did not answer PING".into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILL and reap: the server is gone (with all its data) when this returns.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
