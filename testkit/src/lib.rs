@@ -12,6 +12,7 @@
 //! - [`redis_server`]: a `redis-server` or `redis-sentinel` a test owns and kills;
 //!   [`redis_cluster`]: a three-master Redis Cluster per test binary;
 //!   [`redis_keys`]: removing a test's keys.
+//! - [`in_process`]: the application in this process, on its own runtime.
 //! - [`process`]: a `shoal` child process; [`cluster`]: the instances of one test,
 //!   embedded or distributed.
 //! - [`rest`]: accounts, logins, workspaces and messages over the HTTP API.
@@ -19,6 +20,7 @@
 //! - [`prometheus`]: reading samples out of `/metrics`.
 
 pub mod cluster;
+pub mod in_process;
 pub mod process;
 pub mod prometheus;
 pub mod redis_cluster;
@@ -30,6 +32,7 @@ pub mod socketio;
 pub mod wait;
 
 pub use cluster::{Cluster, Spec, apply, base_env};
+pub use in_process::InProcessApp;
 pub use process::{Node, command, shoal_bin};
 pub use prometheus::metric_value;
 pub use redis_server::OwnRedis;

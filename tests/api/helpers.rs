@@ -6,10 +6,10 @@ use reqwest::header::HeaderMap;
 use reqwest::{Client, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shoal::app::{App, Stopped};
+use shoal::app::Stopped;
 use shoal::config::Config;
-use tokio_util::sync::CancellationToken;
 
+use shoal_testkit::InProcessApp;
 pub(crate) use shoal_testkit::{PASSWORD, PATIENCE, cookie_client, plain_client};
 
 /// A running application.
@@ -18,19 +18,10 @@ pub(crate) struct TestApp {
     pub(crate) address: String,
     /// A client without a cookie store (Bearer and anonymous requests).
     pub(crate) client: Client,
-    /// Cancelling it starts the graceful shutdown.
-    pub(crate) shutdown: CancellationToken,
-    /// The server thread.
-    server: Option<std::thread::JoinHandle<anyhow::Result<Stopped>>>,
+    /// The application (dropped before the database below).
+    app: InProcessApp,
     /// Keeps the database alive for the test's lifetime.
     _data_dir: tempfile::TempDir,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Graceful stop in the background; the thread ends with its runtime.
-        self.shutdown.cancel();
-    }
 }
 
 /// The body of a successful login.
@@ -87,42 +78,13 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         pairs.push(((*key).to_owned(), (*value).to_owned()));
     }
     let config = Config::from_pairs(pairs).expect("the test configuration is valid");
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    // The server gets its own tokio runtime on its own thread, built and run there:
-    // it is isolated from the test's runtime (as a real server is from its clients),
-    // and the harness does not depend on the `run_until_stopped()` future being
-    // `Send` — whether it is, is checked by its own test
-    // (`operations::run_until_stopped_can_be_spawned_on_tokio`).
-    let server = std::thread::Builder::new()
-        .name("shoal-test-server".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("build the server runtime");
-            runtime.block_on(async move {
-                let app = match App::build(config).await {
-                    Ok(app) => app,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
-                        return Err(e);
-                    }
-                };
-                let _ = ready_tx.send(Ok((app.local_addr(), app.shutdown_token())));
-                app.run_until_stopped().await
-            })
-        })
-        .expect("spawn the server thread");
-    let (addr, shutdown) = ready_rx
+    let app = InProcessApp::start(config)
         .await
-        .expect("the server thread reports")
         .unwrap_or_else(|e| panic!("the application builds: {e}"));
     TestApp {
-        address: format!("http://{addr}"),
+        address: app.address.clone(),
         client: plain_client(),
-        shutdown,
-        server: Some(server),
+        app,
         _data_dir: data_dir,
     }
 }
@@ -134,16 +96,8 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and waits for it.
-    pub(crate) async fn stop(mut self) -> Stopped {
-        self.shutdown.cancel();
-        let server = self.server.take().expect("the server is running");
-        let joined = tokio::task::spawn_blocking(move || server.join());
-        tokio::time::timeout(PATIENCE, joined)
-            .await
-            .expect("the server stops")
-            .expect("the join task did not panic")
-            .expect("the server thread did not panic")
-            .expect("the server stopped without error")
+    pub(crate) async fn stop(self) -> Stopped {
+        self.app.stop().await
     }
 
     /// `POST /api/auth/register`.

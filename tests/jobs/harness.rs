@@ -3,15 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal::app::App;
 use shoal::config::Config;
 use shoal::db::Db;
 use shoal::db::jobs::{self as job_rows, JobRow};
-use shoal::state::AppState;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub(crate) use shoal_testkit::{Node, PATIENCE, eventually};
+pub(crate) use shoal_testkit::{InProcessApp, Node, PATIENCE, eventually};
 use shoal_testkit::{Services, TestDb};
 
 /// The database engine of a test.
@@ -94,63 +91,14 @@ impl TestDatabase {
     }
 }
 
-/// An application running in this process, on its own runtime and thread.
-pub(crate) struct TestApp {
-    pub(crate) address: String,
-    pub(crate) state: AppState,
-    pub(crate) shutdown: CancellationToken,
-    server: Option<std::thread::JoinHandle<()>>,
-}
+/// An application running in this process over the test's database.
+pub(crate) type TestApp = InProcessApp;
 
-impl TestApp {
-    /// Builds and runs an app over `db` with `overrides`.
-    pub(crate) async fn spawn(db: &TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
-        let config = db.config(overrides);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let server = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let app = App::build(config).await.expect("the app builds");
-                let _ = tx.send((app.local_addr(), app.state(), app.shutdown_token()));
-                let _ = app.run_until_stopped().await;
-            });
-        });
-        let (addr, state, shutdown) = rx.await.expect("the app starts");
-        TestApp {
-            address: format!("http://{addr}"),
-            state,
-            shutdown,
-            server: Some(server),
-        }
-    }
-
-    /// `{address}{path}`.
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    /// Graceful stop, waited for.
-    pub(crate) async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            let joined = tokio::task::spawn_blocking(move || server.join());
-            tokio::time::timeout(PATIENCE, joined)
-                .await
-                .expect("the app stops in time")
-                .expect("join")
-                .expect("the server thread did not panic");
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// Builds and runs an app over `db` with `overrides`.
+pub(crate) async fn spawn_app(db: &TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
+    InProcessApp::start(db.config(overrides))
+        .await
+        .unwrap_or_else(|e| panic!("the app builds: {e}"))
 }
 
 /// The job, read from `db`.

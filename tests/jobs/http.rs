@@ -8,7 +8,7 @@ use shoal::events::{CHANNEL, Envelope, ServerEvent};
 use crate::engines;
 use shoal_testkit::plain_client;
 
-use crate::harness::{Engine, TestApp, TestDatabase, eventually};
+use crate::harness::{Engine, TestApp, TestDatabase, eventually, spawn_app};
 
 engines!(
     an_export_runs_in_the_background_and_quotes_its_csv,
@@ -67,7 +67,7 @@ async fn an_export_runs_in_the_background_and_quotes_its_csv(engine: Engine) {
     let Some(tdb) = TestDatabase::create(engine).await else {
         return;
     };
-    let app = TestApp::spawn(&tdb, &[]).await;
+    let app = spawn_app(&tdb, &[]).await;
     let (me, token) = user(&app).await;
     let wid = workspace(&app, &token).await;
     let tricky = [
@@ -169,7 +169,7 @@ async fn only_members_may_start_or_read_an_export(engine: Engine) {
     let Some(tdb) = TestDatabase::create(engine).await else {
         return;
     };
-    let app = TestApp::spawn(&tdb, &[]).await;
+    let app = spawn_app(&tdb, &[]).await;
     let (_, owner) = user(&app).await;
     let (_, stranger) = user(&app).await;
     let wid = workspace(&app, &owner).await;
@@ -216,7 +216,7 @@ async fn the_result_is_409_until_the_job_succeeded(engine: Engine) {
         return;
     };
     // An API-only instance (`shoal serve --no-workers`): nothing runs the job.
-    let app = TestApp::spawn(&tdb, &[("QUEUE_WORKERS", "false")]).await;
+    let app = spawn_app(&tdb, &[("QUEUE_WORKERS", "false")]).await;
     let (_, token) = user(&app).await;
     let wid = workspace(&app, &token).await;
     let path = format!("/api/workspaces/{wid}/exports");
@@ -260,7 +260,7 @@ async fn queue_stats_are_for_operators_and_in_metrics(engine: Engine) {
         return;
     };
     let token = "operator-token-0123456789";
-    let app = TestApp::spawn(&tdb, &[("QUEUE_WORKERS", "false"), ("ADMIN_TOKEN", token)]).await;
+    let app = spawn_app(&tdb, &[("QUEUE_WORKERS", "false"), ("ADMIN_TOKEN", token)]).await;
     let (_, user_token) = user(&app).await;
     let wid = workspace(&app, &user_token).await;
     post(
@@ -326,7 +326,7 @@ async fn queue_stats_are_for_operators_and_in_metrics(engine: Engine) {
     assert_eq!(health["checks"]["queue"]["status"], "ok");
     app.stop().await;
 
-    let closed = TestApp::spawn(&tdb, &[("QUEUE_WORKERS", "false")]).await;
+    let closed = spawn_app(&tdb, &[("QUEUE_WORKERS", "false")]).await;
     let r = client()
         .get(closed.url("/api/admin/queue/stats"))
         .header("X-Admin-Token", token)

@@ -6,7 +6,7 @@ use shoal::db::jobs as job_rows;
 use shoal::jobs::{self, Enqueue, Status};
 
 use crate::engines;
-use crate::harness::{Engine, TestApp, TestDatabase, enqueue, job, until_state};
+use crate::harness::{Engine, TestDatabase, enqueue, job, spawn_app, until_state};
 
 engines!(
     rolled_back_enqueue_never_runs,
@@ -34,7 +34,7 @@ async fn rolled_back_enqueue_never_runs(engine: Engine) {
     let Some(tdb) = TestDatabase::create(engine).await else {
         return;
     };
-    let app = TestApp::spawn(&tdb, &[]).await;
+    let app = spawn_app(&tdb, &[]).await;
     let (db, config) = (&app.state.db, &app.state.config);
     let effects = tdb.path("effects");
     let payload = json!({ "append_to": effects }).to_string();
@@ -151,7 +151,7 @@ async fn retries_back_off_then_die_with_the_last_error(engine: Engine) {
         return;
     };
     // QUEUE_BACKOFF_BASE=0 (harness): retries are due at once, no real sleeping.
-    let app = TestApp::spawn(&tdb, &[("QUEUE_MAX_RETRIES", "2")]).await;
+    let app = spawn_app(&tdb, &[("QUEUE_MAX_RETRIES", "2")]).await;
     let db = &app.state.db;
     let id = enqueue(
         db,
@@ -176,7 +176,7 @@ async fn a_retried_job_can_still_succeed(engine: Engine) {
     let Some(tdb) = TestDatabase::create(engine).await else {
         return;
     };
-    let app = TestApp::spawn(&tdb, &[]).await;
+    let app = spawn_app(&tdb, &[]).await;
     let db = &app.state.db;
     let id = enqueue(
         db,
@@ -196,7 +196,7 @@ async fn unknown_types_and_bad_payloads_die_at_once(engine: Engine) {
     let Some(tdb) = TestDatabase::create(engine).await else {
         return;
     };
-    let app = TestApp::spawn(&tdb, &[]).await;
+    let app = spawn_app(&tdb, &[]).await;
     let (db, config) = (&app.state.db, &app.state.config);
     let mut tx = db.begin().await.unwrap();
     let unknown = jobs::enqueue_raw(
@@ -273,7 +273,7 @@ async fn an_expired_lease_is_taken_back_and_run_again(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    let app = TestApp::spawn(&tdb, &[("QUEUE_LEASE", "1")]).await;
+    let app = spawn_app(&tdb, &[("QUEUE_LEASE", "1")]).await;
     let done = until_state(&db, id, "succeeded").await;
     assert_eq!(done.attempts, 2);
     assert_eq!(lines(&effects).len(), 1);
@@ -285,7 +285,7 @@ async fn shutdown_releases_jobs_that_do_not_finish(engine: Engine) {
         return;
     };
     let (db, config) = tdb.db().await;
-    let app = TestApp::spawn(&tdb, &[("SHUTDOWN_TIMEOUT", "1")]).await;
+    let app = spawn_app(&tdb, &[("SHUTDOWN_TIMEOUT", "1")]).await;
     let id = enqueue(
         &db,
         &config,
@@ -310,7 +310,7 @@ async fn shutdown_lets_running_jobs_finish_in_time(engine: Engine) {
         return;
     };
     let (db, config) = tdb.db().await;
-    let app = TestApp::spawn(&tdb, &[("SHUTDOWN_TIMEOUT", "30")]).await;
+    let app = spawn_app(&tdb, &[("SHUTDOWN_TIMEOUT", "30")]).await;
     let effects = tdb.path("effects");
     let payload = json!({ "sleep_first_ms": 500, "append_to": effects });
     let id = enqueue(&db, &config, "test.script", payload, Enqueue::default()).await;
@@ -326,8 +326,8 @@ async fn a_cron_tick_is_enqueued_once_across_instances(engine: Engine) {
     let Some(tdb) = TestDatabase::create(engine).await else {
         return;
     };
-    let a = TestApp::spawn(&tdb, &[("QUEUE_WORKERS", "false")]).await;
-    let b = TestApp::spawn(&tdb, &[("QUEUE_WORKERS", "false")]).await;
+    let a = spawn_app(&tdb, &[("QUEUE_WORKERS", "false")]).await;
+    let b = spawn_app(&tdb, &[("QUEUE_WORKERS", "false")]).await;
     let now = jobs::scheduler::now();
     let (x, y) = tokio::join!(
         jobs::scheduler::enqueue_due(&a.state, now),
