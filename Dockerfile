@@ -6,9 +6,27 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY . .
-# Migrations are compiled into the binary (sqlx::migrate!), so nothing else is copied.
-RUN cargo build --release --locked
+# Dependencies first, in a layer of their own that is rebuilt only when a manifest or
+# the lock file changes: the workspace's manifests, the patched engine, and stub
+# sources where the real ones will go (the load tool and the test kit are workspace
+# members, so their manifests must be there; only the server is built).
+COPY Cargo.toml Cargo.lock ./
+COPY shoal-bench/Cargo.toml shoal-bench/Cargo.toml
+COPY testkit/Cargo.toml testkit/Cargo.toml
+COPY vendor vendor
+RUN mkdir -p src shoal-bench/src testkit/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > shoal-bench/src/main.rs && touch testkit/src/lib.rs \
+    && cargo build --release --locked -p shoal \
+    && rm -rf src shoal-bench/src testkit/src
+# Then the sources; migrations are compiled into the binary (sqlx::migrate!).
+COPY src src
+COPY migrations migrations
+COPY shoal-bench/src shoal-bench/src
+COPY testkit/src testkit/src
+# The stubs' build outputs are newer than the copied sources: make cargo rebuild.
+RUN touch src/main.rs src/lib.rs
+RUN cargo build --release --locked -p shoal
 
 FROM debian:bookworm-slim
 # curl for the container health check; ca-certificates for TLS to managed services.
@@ -17,7 +35,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/shoal --create-home shoal
 COPY --from=build /src/target/release/shoal /usr/local/bin/shoal
-USER shoal
+USER 10001
 ENV HOST=0.0.0.0 \
     PORT=8080 \
     LOG_FORMAT=json \

@@ -8,7 +8,9 @@
 #   scripts/bench-all.sh OUT_DIR
 #
 # Needs: wrk, node, `npm ci` done in ../shared/bench and ../shared/peers/node-stack,
-# PostgreSQL and Redis on their standard local ports. Builds target/release/shoal.
+# PostgreSQL and Redis on their standard local ports. Builds target/release/shoal
+# unless SHOAL_BIN names a binary. PEER=0 leaves the peer out (for alternating runs of
+# two Shoal builds: SHOAL_BIN=A PEER=0 …, SHOAL_BIN=B PEER=0 …, and again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:?usage: $0 OUT_DIR}"; mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
@@ -49,6 +51,7 @@ STATE="$RUN/dist.json" scripts/bench-http.sh "$(pid_of_port 5001) $(pid_of_port 
   http://127.0.0.1:5001 http://127.0.0.1:5002 http://127.0.0.1:5003 >"$OUT/shoal-distributed-3.jsonl"
 stop_all; $PSQL -c "DROP DATABASE $DB WITH (FORCE)"; redis-cli --scan --pattern "bench$$:*" | xargs -r redis-cli del >/dev/null
 
+if [ "${PEER:-1}" = 0 ]; then machine | tee -a "$OUT/log.txt"; echo "results in $OUT"; exit 0; fi
 echo "== node peer" | tee -a "$OUT/log.txt"; machine | tee -a "$OUT/log.txt"
 $PSQL -c "DROP DATABASE IF EXISTS peer_bench" -c "CREATE DATABASE peer_bench"
 PEER_ENV=(RUN_DIR="$RUN/peer" DATABASE_URL=postgres://postgres@127.0.0.1:5432/peer_bench RATE_LIMIT_USER=1000000 RATE_LIMIT_IP=1000000)

@@ -16,6 +16,7 @@
 # RUN_DIR (/tmp/shoal-cluster: pid files, logs, the rendered nginx prefix and the
 # generated shared secrets), and any other Shoal key (RATE_LIMIT_*, LOG_FORMAT, …),
 # passed through to every instance. TRUSTED_PROXIES defaults to 127.0.0.1/32 (nginx).
+# TLS_PORT with TLS_CERT and TLS_KEY (PEM files) makes nginx serve HTTPS there too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,7 @@ mkdir -p "$RUN_DIR"
 
 binary() {
   if [ -n "${SHOAL_BIN:-}" ]; then echo "$SHOAL_BIN"; return; fi
-  cargo build --release --locked --quiet >&2
+  cargo build --release --locked -p shoal --quiet >&2
   echo "$PWD/target/release/shoal"
 }
 
@@ -99,7 +100,12 @@ render_nginx() {
     servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;\n"
   done
   mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tmp"
-  sed -e "s|listen @LISTEN@|listen 127.0.0.1:$NGINX_PORT|" -e "s|^@SERVERS@\$|$servers|" "$TEMPLATE" \
+  local tls=""
+  if [ -n "${TLS_PORT:-}" ]; then
+    tls="        listen 127.0.0.1:$TLS_PORT ssl;\n        ssl_certificate ${TLS_CERT:?TLS_CERT};\n        ssl_certificate_key ${TLS_KEY:?TLS_KEY};\n        ssl_protocols TLSv1.2 TLSv1.3;\n"
+  fi
+  sed -e "s|listen @LISTEN@|listen 127.0.0.1:$NGINX_PORT|" -e "s|^@SERVERS@\$|$servers|" \
+    -e "s|^@TLS@\$|$tls|" "$TEMPLATE" \
     >"$NGINX_PREFIX/nginx.conf.new"
   mv "$NGINX_PREFIX/nginx.conf.new" "$NGINX_PREFIX/nginx.conf"
   nginx_cmd -t -q

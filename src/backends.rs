@@ -76,9 +76,13 @@ impl Backends {
                 sql_sessions: Some(sessions),
             });
         };
-        let client = RedisClient::connect(target, &config.redis.key_prefix)
-            .await
-            .context("cannot connect to Redis")?;
+        let client = RedisClient::connect(
+            target,
+            &config.redis.key_prefix,
+            config.redis.tls_ca.as_ref(),
+        )
+        .await
+        .context("cannot connect to Redis")?;
         let pubsub = RedisPubSub::connect(&client)
             .await
             .context("cannot open the Redis subscription connection")?;

@@ -32,12 +32,17 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation};
+use redis::sentinel::{
+    SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType,
+};
+use redis::{
+    Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation, TlsCertificates,
+    TlsMode,
+};
 use secrecy::ExposeSecret;
 
 use crate::backend_error::BackendError;
-use crate::config::RedisTarget;
+use crate::config::{RedisTarget, TlsCa};
 
 /// Upper bound on one command (or pipeline, or script) including the wait for a
 /// connection. Two seconds: far above a healthy round trip (well under 1 ms on a LAN),
@@ -97,13 +102,28 @@ enum Source {
 impl RedisClient {
     /// Connects to `target` (standalone URL or Sentinel) and checks the connection with
     /// one command. `prefix` is put in front of every key and channel as `{prefix}:`.
-    pub async fn connect(target: &RedisTarget, prefix: &str) -> Result<RedisClient, BackendError> {
+    /// `tls_ca` is the CA of the servers' certificates for `rediss://` addresses
+    /// (`REDIS_TLS_CA_FILE`); without it TLS trusts the system's roots.
+    pub async fn connect(
+        target: &RedisTarget,
+        prefix: &str,
+        tls_ca: Option<&TlsCa>,
+    ) -> Result<RedisClient, BackendError> {
+        install_tls_provider();
         let bad = |key: &str, e: redis::RedisError| {
             BackendError::unavailable("redis", format!("bad {key}: {e}"))
         };
+        let certs = || TlsCertificates {
+            client_tls: None,
+            root_cert: tls_ca.map(|ca| ca.pem.clone()),
+        };
+        let open = |url: &str| match tls_ca {
+            Some(_) if url.starts_with("rediss://") => Client::build_with_tls(url, certs()),
+            _ => Client::open(url),
+        };
         let (conn, source) = match target {
             RedisTarget::Url(url) => {
-                let client = Client::open(url.expose_secret()).map_err(|e| bad("REDIS_URL", e))?;
+                let client = open(url.expose_secret()).map_err(|e| bad("REDIS_URL", e))?;
                 let conn = timeout(ConnectionManager::new_with_config(
                     client.clone(),
                     manager_config(),
@@ -115,14 +135,16 @@ impl RedisClient {
                 let urls: Vec<&str> = nodes.iter().map(|n| n.expose_secret()).collect();
                 let clients = urls
                     .iter()
-                    .map(|u| Client::open(*u).map_err(|e| bad("REDIS_CLUSTER_NODES", e)))
+                    .map(|u| open(u).map_err(|e| bad("REDIS_CLUSTER_NODES", e)))
                     .collect::<Result<Vec<_>, _>>()?;
-                let cluster = ClusterClientBuilder::new(urls)
+                let mut builder = ClusterClientBuilder::new(urls)
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(COMMAND_TIMEOUT)
-                    .retries(2)
-                    .build()
-                    .map_err(|e| bad("REDIS_CLUSTER_NODES", e))?;
+                    .retries(2);
+                if tls_ca.is_some() && target.uses_tls() {
+                    builder = builder.certs(certs());
+                }
+                let cluster = builder.build().map_err(|e| bad("REDIS_CLUSTER_NODES", e))?;
                 let conn = timeout(cluster.get_async_connection()).await?;
                 let source = Source::Cluster {
                     nodes: clients,
@@ -145,21 +167,30 @@ impl RedisClient {
                         }
                     })
                     .collect();
-                let mut node = SentinelNodeConnectionInfo::default();
-                if let Some(url) = url {
-                    let info = url
-                        .expose_secret()
-                        .into_connection_info()
-                        .map_err(|e| bad("REDIS_URL", e))?;
-                    node = node.set_redis_connection_info(info.redis_settings().clone());
-                }
-                let mut sentinel = SentinelClient::build(
-                    params,
-                    master.clone(),
-                    Some(node),
-                    SentinelServerType::Master,
-                )
-                .map_err(|e| bad("REDIS_SENTINELS", e))?;
+                let mut sentinel = if tls_ca.is_some() && target.uses_tls() {
+                    sentinel_with_ca(&params, master, url.as_ref(), certs())
+                        .map_err(|e| bad("REDIS_SENTINELS", e))?
+                } else {
+                    let mut node = SentinelNodeConnectionInfo::default();
+                    if let Some(url) = url {
+                        let info = url
+                            .expose_secret()
+                            .into_connection_info()
+                            .map_err(|e| bad("REDIS_URL", e))?;
+                        node = node.set_redis_connection_info(info.redis_settings().clone());
+                    }
+                    if target.uses_tls() {
+                        // The master and replicas speak TLS like the sentinels do.
+                        node = node.set_tls_mode(TlsMode::Secure);
+                    }
+                    SentinelClient::build(
+                        params,
+                        master.clone(),
+                        Some(node),
+                        SentinelServerType::Master,
+                    )
+                    .map_err(|e| bad("REDIS_SENTINELS", e))?
+                };
                 let client = timeout(sentinel.async_get_client()).await?;
                 let conn = timeout(ConnectionManager::new_with_config(
                     client.clone(),
@@ -454,6 +485,50 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(COMMAND_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500))
+}
+
+/// rustls needs one process-wide crypto provider; sqlx's TLS and redis-rs's both use
+/// rustls, so the provider is chosen here once (ring, which sqlx's TLS is built on)
+/// instead of depending on which of their crate features happen to be on.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is installed already: that one serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A Sentinel client whose connections (to the sentinels and to the master) trust
+/// the CA of `REDIS_TLS_CA_FILE`: `SentinelClient::build` has no way to pass it.
+fn sentinel_with_ca(
+    params: &[String],
+    master: &str,
+    url: Option<&secrecy::SecretString>,
+    certs: TlsCertificates,
+) -> redis::RedisResult<SentinelClient> {
+    let addrs = params
+        .iter()
+        .map(|p| p.as_str().into_connection_info().map(|i| i.addr().clone()))
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+        .set_client_to_redis_tls_mode(TlsMode::Secure)
+        .set_client_to_sentinel_certificates(certs.clone())
+        .set_client_to_redis_certificates(certs);
+    if params.iter().any(|p| p.starts_with("rediss://")) {
+        builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
+    }
+    if let Some(url) = url {
+        let info = url.expose_secret().into_connection_info()?;
+        let settings = info.redis_settings();
+        if let Some(user) = settings.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = settings.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        builder = builder.set_client_to_redis_db(settings.db());
+    }
+    builder.build()
 }
 
 /// Milliseconds for `PX`, at least 1 (Redis rejects 0).

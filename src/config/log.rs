@@ -12,6 +12,11 @@ pub const KEYS: &[Key] = &[
         meaning: "`json` for production, `pretty` for a terminal",
     },
     Key {
+        name: "LOG_ACCESS",
+        default: "true",
+        meaning: "one log line per HTTP request (method, route, status, duration, request id; target `shoal::access`); `false` turns it off",
+    },
+    Key {
         name: "LOG_LEVEL",
         default: "`info`",
         meaning: "a `tracing` filter (`info`, `shoal=debug,sqlx=warn`, …)",
@@ -25,6 +30,8 @@ pub(super) struct Raw {
     log_format: LogFormat,
     #[serde(default = "default_level")]
     log_level: String,
+    #[serde(default = "default_access")]
+    log_access: bool,
 }
 
 fn default_format() -> LogFormat {
@@ -32,6 +39,9 @@ fn default_format() -> LogFormat {
 }
 fn default_level() -> String {
     "info".into()
+}
+fn default_access() -> bool {
+    true
 }
 
 /// Log line format.
@@ -51,6 +61,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `tracing` filter directive (`info`, `shoal=debug,sqlx=warn`, …).
     pub level: String,
+    /// One line per HTTP request (target [`crate::telemetry::ACCESS_TARGET`]).
+    pub access: bool,
 }
 
 impl LogConfig {
@@ -64,12 +76,14 @@ impl LogConfig {
         Ok(Self {
             format: raw.log_format,
             level: raw.log_level,
+            access: raw.log_access,
         })
     }
 
     pub(super) fn describe(&self, out: &mut Vec<(&'static str, String)>) {
         out.extend([
             ("LOG_FORMAT", format!("{:?}", self.format).to_lowercase()),
+            ("LOG_ACCESS", self.access.to_string()),
             ("LOG_LEVEL", self.level.clone()),
         ]);
     }

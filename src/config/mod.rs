@@ -48,7 +48,7 @@ pub use log::{LogConfig, LogFormat};
 pub use queue::QueueConfig;
 pub use rate_limit::RateLimitConfig;
 pub use realtime::RealtimeConfig;
-pub use redis::{RedisConfig, RedisTarget};
+pub use redis::{RedisConfig, RedisTarget, TlsCa};
 pub use server::{IpNet, ServerConfig};
 pub use shutdown::ShutdownConfig;
 

@@ -1,6 +1,8 @@
 //! Redis: one server, Sentinel or Cluster. Configuring any of them is what makes an
 //! instance distributed.
 
+use std::path::PathBuf;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -29,6 +31,11 @@ pub const KEYS: &[Key] = &[
         meaning: "Redis Cluster instead of one server: comma list of seed `redis://` URLs (any masters; the rest is discovered). Excludes `REDIS_URL` and `REDIS_SENTINELS`",
     },
     Key {
+        name: "REDIS_TLS_CA_FILE",
+        default: "unset (the system's roots)",
+        meaning: "PEM file of the CA that signed the Redis servers' certificates, for `rediss://` to a private CA (managed Redis); used for standalone, Sentinel and Cluster",
+    },
+    Key {
         name: "REDIS_KEY_PREFIX",
         default: "`shoal`",
         meaning: "prefix of every key and channel",
@@ -46,6 +53,7 @@ pub(super) struct Raw {
     redis_cluster_nodes: List,
     #[serde(default = "default_key_prefix")]
     redis_key_prefix: String,
+    redis_tls_ca_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {
@@ -81,6 +89,39 @@ pub struct RedisConfig {
     pub target: Option<RedisTarget>,
     /// Prefix of every Redis key and channel, so that deployments can share a server.
     pub key_prefix: String,
+    /// The CA that signed the servers' certificates (PEM), for `rediss://` to a
+    /// private CA; `None` trusts the system's roots.
+    pub tls_ca: Option<TlsCa>,
+}
+
+/// A CA bundle read from `REDIS_TLS_CA_FILE`.
+#[derive(Clone)]
+pub struct TlsCa {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its PEM bytes.
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCa").field("path", &self.path).finish()
+    }
+}
+
+impl RedisTarget {
+    /// Whether any address of this target is `rediss://` (TLS).
+    pub fn uses_tls(&self) -> bool {
+        let tls = |s: &str| s.starts_with("rediss://");
+        match self {
+            RedisTarget::Url(url) => tls(url.expose_secret()),
+            RedisTarget::Cluster { nodes } => nodes.iter().any(|n| tls(n.expose_secret())),
+            RedisTarget::Sentinel { sentinels, url, .. } => {
+                sentinels.iter().any(|s| tls(s))
+                    || url.as_ref().is_some_and(|u| tls(u.expose_secret()))
+            }
+        }
+    }
 }
 
 impl RedisConfig {
@@ -162,9 +203,34 @@ impl RedisConfig {
                 "must be non-empty and contain no whitespace",
             ));
         }
+        let tls_ca = match raw.redis_tls_ca_file {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new(
+                        "REDIS_TLS_CA_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError::new(
+                        "REDIS_TLS_CA_FILE",
+                        format!("{} holds no PEM certificate", path.display()),
+                    ));
+                }
+                if target.is_none() {
+                    return Err(ConfigError::new(
+                        "REDIS_TLS_CA_FILE",
+                        "needs REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES",
+                    ));
+                }
+                Some(TlsCa { path, pem })
+            }
+        };
         Ok(Self {
             target,
             key_prefix: raw.redis_key_prefix,
+            tls_ca,
         })
     }
 
@@ -187,6 +253,14 @@ impl RedisConfig {
                     .join(","),
             ),
         };
-        out.extend([target, ("REDIS_KEY_PREFIX", self.key_prefix.clone())]);
+        let ca = match &self.tls_ca {
+            Some(ca) => ca.path.display().to_string(),
+            None => "(unset: the system's roots)".into(),
+        };
+        out.extend([
+            target,
+            ("REDIS_TLS_CA_FILE", ca),
+            ("REDIS_KEY_PREFIX", self.key_prefix.clone()),
+        ]);
     }
 }

@@ -121,6 +121,16 @@ pub async fn request_context(
         headers.insert(INSTANCE_ID, v.clone());
     }
 
+    if state.config.log.access {
+        // Method, route, request and instance ids come from the span.
+        tracing::info!(
+            target: crate::telemetry::ACCESS_TARGET,
+            parent: &span,
+            status = status.as_u16(),
+            duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            "request"
+        );
+    }
     let status_label = status.as_u16().to_string();
     metrics::counter!("shoal_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status_label).increment(1);
     metrics::histogram!("shoal_http_request_duration_seconds", "method" => method.to_string(), "route" => route).record(elapsed.as_secs_f64());

@@ -254,10 +254,14 @@ async fn execute(
         owner: owner.clone(),
         completed: Default::default(),
     };
+    let ran = std::time::Instant::now();
     let result = AssertUnwindSafe(registry.run(&ctx, &job.kind, &job.payload))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(JobError::Retry("the handler panicked".into())));
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("shoal_job_duration_seconds", "type" => job.kind.clone(), "outcome" => outcome)
+        .record(ran.elapsed().as_secs_f64());
     let status = match result {
         Ok(()) if ctx.was_completed() => Some(Status::Succeeded),
         Ok(()) => {

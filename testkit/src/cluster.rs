@@ -20,6 +20,8 @@ pub struct Spec {
     pub redis_url: Option<String>,
     /// A Redis Cluster (seed URLs) instead of a single Redis.
     pub redis_cluster: Option<Vec<String>>,
+    /// Parameters added to the test database's URL (`sslmode=require`).
+    pub database_query: Option<String>,
 }
 
 impl Spec {
@@ -48,6 +50,12 @@ impl Spec {
     /// Uses this Redis instead of the shared one.
     pub fn redis(mut self, url: String) -> Spec {
         self.redis_url = Some(url);
+        self
+    }
+
+    /// Adds `query` to the test database's `DATABASE_URL` (`sslmode=require`, …).
+    pub fn database_query(mut self, query: &str) -> Spec {
+        self.database_query = Some(query.to_owned());
         self
     }
 
@@ -158,11 +166,15 @@ impl Cluster {
             .redis_url
             .clone()
             .unwrap_or_else(|| services.redis_url.clone());
+        let database_url = match &spec.database_query {
+            Some(query) => format!("{}?{query}", db.url),
+            None => db.url.clone(),
+        };
         let mut env = base_env();
         apply(
             &mut env,
             &[
-                ("DATABASE_URL", db.url.as_str()),
+                ("DATABASE_URL", database_url.as_str()),
                 ("REDIS_URL", redis_url.as_str()),
                 ("REDIS_KEY_PREFIX", prefix.as_str()),
                 // Tests run in parallel against one PostgreSQL (max_connections 100).

@@ -17,10 +17,13 @@
 //!   embedded or distributed.
 //! - [`rest`]: accounts, logins, workspaces and messages over the HTTP API.
 //! - [`socketio`]: a real Socket.IO v4 client whose events tests await.
+//! - [`tls`]: a CA and a server certificate made for one test.
+//! - [`own_postgres`]: a PostgreSQL server a test starts with settings of its own.
 //! - [`prometheus`]: reading samples out of `/metrics`.
 
 pub mod cluster;
 pub mod in_process;
+pub mod own_postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis_cluster;
@@ -29,10 +32,12 @@ pub mod redis_server;
 pub mod rest;
 pub mod services;
 pub mod socketio;
+pub mod tls;
 pub mod wait;
 
 pub use cluster::{Cluster, Spec, apply, base_env};
 pub use in_process::InProcessApp;
+pub use own_postgres::OwnPostgres;
 pub use process::{Node, command, shoal_bin};
 pub use prometheus::metric_value;
 pub use redis_server::OwnRedis;
@@ -46,4 +51,5 @@ pub use services::{
     redis_connection, redis_url, set_database_reachable, token,
 };
 pub use socketio::{Auth, Received, Sio};
+pub use tls::TestCerts;
 pub use wait::{PATIENCE, POLL, eventually, within};

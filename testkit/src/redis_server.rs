@@ -8,6 +8,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::services::{free_port, missing_service, probe_redis};
+use crate::tls::TestCerts;
 use crate::wait::{PATIENCE, POLL};
 
 /// A `redis-server` child process on its own port.
@@ -19,6 +20,8 @@ pub struct OwnRedis {
     child: Option<Child>,
     /// Holds the log and a Sentinel's (writable) configuration file.
     dir: tempfile::TempDir,
+    /// Serves TLS only (`rediss://`), on `port`.
+    tls: bool,
 }
 
 impl OwnRedis {
@@ -43,12 +46,37 @@ impl OwnRedis {
         Self::launch(dir, args).await
     }
 
+    /// Starts a server that speaks only TLS (`rediss://`), with the certificate and
+    /// CA of `certs`; clients are not asked for certificates of their own.
+    pub async fn start_tls(certs: &TestCerts) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+        for (flag, file) in [
+            ("--tls-cert-file", &certs.cert),
+            ("--tls-key-file", &certs.key),
+            ("--tls-ca-cert-file", &certs.ca),
+        ] {
+            args.push(flag.into());
+            args.push(file.display().to_string());
+        }
+        args.extend(["--tls-auth-clients".into(), "no".into()]);
+        Self::launch_as(dir, args, true).await
+    }
+
     async fn launch(dir: tempfile::TempDir, args: Vec<String>) -> Option<OwnRedis> {
+        Self::launch_as(dir, args, false).await
+    }
+
+    async fn launch_as(dir: tempfile::TempDir, args: Vec<String>, tls: bool) -> Option<OwnRedis> {
         let mut server = OwnRedis {
             port: free_port(),
             args,
             child: None,
             dir,
+            tls,
         };
         match server.restart().await {
             Ok(()) => Some(server),
@@ -59,17 +87,25 @@ impl OwnRedis {
         }
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// `redis://127.0.0.1:{port}` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again) on its port and waits until it answers `PING`.
     pub async fn restart(&mut self) -> Result<(), String> {
-        let log = File::create(self.dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let log_path = self.dir.path().join("redis.log");
+        let log = File::create(&log_path).map_err(|e| e.to_string())?;
+        let port = self.port.to_string();
+        let ports: Vec<&str> = if self.tls {
+            vec!["--port", "0", "--tls-port", &port]
+        } else {
+            vec!["--port", &port]
+        };
         let child = Command::new("redis-server")
             .args(&self.args)
-            .args(["--port", &self.port.to_string()])
+            .args(ports)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -79,7 +115,15 @@ impl OwnRedis {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if probe_redis(&self.url()).await.is_ok() {
+            // A TLS server is ready when it says so (the kit's own client speaks no
+            // TLS); a plain one when it answers PING.
+            let ready = if self.tls {
+                std::fs::read_to_string(&log_path)
+                    .is_ok_and(|l| l.contains("Ready to accept connections"))
+            } else {
+                probe_redis(&self.url()).await.is_ok()
+            };
+            if ready {
                 return Ok(());
             }
             if let Some(status) = self

@@ -305,3 +305,42 @@ async fn run_until_stopped_can_be_spawned_on_tokio() {
 
     assert_eq!(stopped, Stopped::Drained);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_has_help_and_the_standard_process_metrics_are_there() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    assert_eq!(app.get(&user, "/api/me").await.status(), StatusCode::OK);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(typed.len() >= 10, "{text}");
+    for name in &typed {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} ")) && l.len() > name.len() + 10),
+            "{name} has no # HELP line"
+        );
+    }
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+    ] {
+        assert!(typed.contains(&name), "{name} is exported");
+        assert!(metric_value(&text, name, &[]) > 0.0, "{name} has a value");
+    }
+}

@@ -26,6 +26,11 @@ fn shoal(dir: &Path) -> Command {
 
 /// Starts `shoal serve` on a fresh port over `data_dir` and waits until it is ready.
 async fn start_server(data_dir: &Path) -> Node {
+    start_server_with(data_dir, &[]).await
+}
+
+/// [`start_server`] with more configuration.
+async fn start_server_with(data_dir: &Path, extra: &[(&str, &str)]) -> Node {
     let port = free_port().to_string();
     let dir = data_dir.display().to_string();
     let env: Vec<(String, String)> = [
@@ -36,6 +41,7 @@ async fn start_server(data_dir: &Path) -> Node {
         ("RATE_LIMIT_AUTH_PER_MIN", "1000"),
     ]
     .iter()
+    .chain(extra)
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     let mut server = Node::spawn(&format!("shoal-{port}"), &env, data_dir, data_dir);
@@ -349,12 +355,23 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     assert_eq!(status.code(), Some(0), "clean exit:\n{}", server.log_text());
 }
 
+/// The JSON lines `server` logged until it stopped.
+fn json_lines(server: &Node) -> Vec<Value> {
+    server
+        .log_text()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn logs_are_json_lines_with_the_instance_id() {
+async fn logs_are_flat_json_lines_with_an_access_line_per_request() {
     let dir = tempfile::TempDir::new().expect("tempdir");
     let mut server = start_server(dir.path()).await;
     let response = plain_client()
         .get(server.url("/health/live"))
+        .header("x-request-id", "trace-42")
         .send()
         .await
         .expect("GET /health/live");
@@ -369,16 +386,58 @@ async fn logs_are_json_lines_with_the_instance_id() {
     server.terminate();
     assert_eq!(server.wait_exit().await.code(), Some(0));
 
-    let logs = server.log_text();
-    let lines: Vec<Value> = logs
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
-        .collect();
+    let lines = json_lines(&server);
     assert!(!lines.is_empty(), "something was logged");
     assert!(
-        logs.contains(&instance),
-        "the instance id is logged: {logs}"
+        server.log_text().contains(&instance),
+        "the instance id is logged"
+    );
+    // Flat: log tools index top-level fields; nothing is nested in a span list.
+    for line in &lines {
+        assert!(
+            line.get("spans").is_none() && line.get("span").is_none(),
+            "{line}"
+        );
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+    }
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "shoal::access")
+        .collect();
+    let line = access
+        .iter()
+        .find(|l| l["request_id"] == "trace-42")
+        .unwrap_or_else(|| panic!("an access line for the request: {access:?}"));
+    assert_eq!(line["instance_id"], instance.as_str(), "{line}");
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["route"], "/health/live", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_access_false_turns_the_access_lines_off() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut server = start_server_with(dir.path(), &[("LOG_ACCESS", "false")]).await;
+    let response = plain_client()
+        .get(server.url("/health/live"))
+        .send()
+        .await
+        .expect("GET /health/live");
+    assert_eq!(response.status(), StatusCode::OK);
+    server.terminate();
+    assert_eq!(server.wait_exit().await.code(), Some(0));
+    let lines = json_lines(&server);
+    assert!(!lines.is_empty(), "start-up and shutdown are still logged");
+    assert!(
+        lines.iter().all(|l| l["target"] != "shoal::access"),
+        "no access line: {lines:?}"
     );
 }
 

@@ -5,9 +5,9 @@ use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
 pub(crate) use shoal_testkit::{
-    Cluster, Login, Node, OwnRedis, Services, Spec, TestDb, call, eventually, free_port, login,
-    plain_client, redis_connection, register, send, set_database_reachable, token, with_bearer,
-    with_cookie,
+    Cluster, Login, Node, OwnPostgres, OwnRedis, Services, Spec, TestCerts, TestDb, call,
+    eventually, free_port, login, plain_client, redis_connection, register, send,
+    set_database_reachable, token, with_bearer, with_cookie,
 };
 
 /// `GET /api/me` on each of `instances` with the login's cookie and with its access

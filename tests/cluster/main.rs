@@ -17,6 +17,8 @@
 //! - [`jobs`]: an export asked for on one instance, read from another.
 //! - [`hot_path`]: the Redis round-trip and database budget of `GET /api/me`.
 //! - [`outages`]: Redis and PostgreSQL going away and coming back.
+//! - [`tls`]: Redis over `rediss://`, PostgreSQL with `sslmode=require` and
+//!   `verify-full`, with a CA the test makes.
 //! - [`on_redis_cluster`]: the same promises with a Redis Cluster instead of one Redis.
 
 mod analytics;
@@ -31,3 +33,4 @@ mod outages;
 mod rate_limit;
 mod registry;
 mod sessions;
+mod tls;

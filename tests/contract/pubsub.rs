@@ -190,10 +190,10 @@ async fn survive_restart(query: &str) {
     };
     let target = RedisTarget::Url(SecretString::from(format!("{}{query}", server.url())));
     let prefix = random_prefix();
-    let publisher = RedisClient::connect(&target, &prefix)
+    let publisher = RedisClient::connect(&target, &prefix, None)
         .await
         .expect("client A");
-    let subscriber = RedisClient::connect(&target, &prefix)
+    let subscriber = RedisClient::connect(&target, &prefix, None)
         .await
         .expect("client B");
     let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
@@ -267,10 +267,10 @@ async fn redis_through_sentinel() {
         url: None,
     };
     let prefix = random_prefix();
-    let a = RedisClient::connect(&target, &prefix)
+    let a = RedisClient::connect(&target, &prefix, None)
         .await
         .expect("client A via sentinel");
-    let b = RedisClient::connect(&target, &prefix)
+    let b = RedisClient::connect(&target, &prefix, None)
         .await
         .expect("client B via sentinel");
     let port: String = a

@@ -51,10 +51,10 @@ impl RedisKind for RedisCluster {
             nodes: nodes.into_iter().map(SecretString::from).collect(),
         };
         let prefix = random_prefix();
-        let a = RedisClient::connect(&target, &prefix)
+        let a = RedisClient::connect(&target, &prefix, None)
             .await
             .expect("connect client A to the cluster");
-        let b = RedisClient::connect(&target, &prefix)
+        let b = RedisClient::connect(&target, &prefix, None)
             .await
             .expect("connect client B to the cluster");
         // The cluster lives only as long as this test process.
@@ -80,7 +80,7 @@ pub(crate) struct Guard {
 pub(crate) async fn redis_target() -> Option<RedisTarget> {
     let url = redis_url();
     let target = RedisTarget::Url(SecretString::from(url.clone()));
-    match RedisClient::connect(&target, "shoal-test-probe").await {
+    match RedisClient::connect(&target, "shoal-test-probe", None).await {
         Ok(_) => Some(target),
         Err(e) => {
             missing_service(&format!("Redis is not reachable at {url} ({e})"));
@@ -93,10 +93,10 @@ pub(crate) async fn redis_target() -> Option<RedisTarget> {
 pub(crate) async fn redis_clients() -> Option<(RedisClient, RedisClient, Guard)> {
     let target = redis_target().await?;
     let prefix = random_prefix();
-    let a = RedisClient::connect(&target, &prefix)
+    let a = RedisClient::connect(&target, &prefix, None)
         .await
         .expect("connect client A");
-    let b = RedisClient::connect(&target, &prefix)
+    let b = RedisClient::connect(&target, &prefix, None)
         .await
         .expect("connect client B");
     let guard = Guard {

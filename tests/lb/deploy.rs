@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
 
-use crate::harness::{command, nginx_available};
+use crate::harness::{command, missing_service, nginx_available};
 
 /// The one build command: Dockerfile, docs/scaling.md and local-cluster.sh use it.
-const BUILD: &str = "cargo build --release --locked";
+const BUILD: &str = "cargo build --release --locked -p shoal";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -127,12 +127,13 @@ fn kubernetes_manifests_have_the_expected_kinds_probes_and_drain() {
         kinds.insert(str_at(&doc, &["kind"]).to_owned());
         docs.push(doc);
     }
+    // No Secret: `kubectl apply -f deploy/k8s/` must never overwrite the real one
+    // with an example's placeholders (the example lives in deploy/examples/).
     let want: BTreeSet<String> = [
         "ConfigMap",
         "Deployment",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
-        "Secret",
         "Service",
     ]
     .map(str::to_owned)
@@ -190,21 +191,169 @@ fn kubernetes_manifests_have_the_expected_kinds_probes_and_drain() {
         ),
         name
     );
+    let secret = yaml("deploy/examples/k8s-secret.yaml");
+    assert_eq!(str_at(&secret, &["kind"]), "Secret");
     let env_from = format!("{:?}", container["envFrom"]);
     assert!(env_from.contains(str_at(config, &["metadata", "name"])));
-    assert!(env_from.contains(str_at(of("Secret"), &["metadata", "name"])));
+    assert!(env_from.contains(str_at(&secret, &["metadata", "name"])));
     for key in [
         "SESSION_SECRET",
         "SESSION_ENCRYPTION_KEY",
         "JWT_ACCESS_SECRET",
         "JWT_REFRESH_SECRET",
     ] {
-        let v = str_at(of("Secret"), &["stringData", key]);
+        let v = str_at(&secret, &["stringData", key]);
         assert!(
             v.len() >= 32,
             "the example {key} is long enough to pass validation"
         );
     }
+}
+
+/// The rules of the Pod Security Standards' "restricted" profile
+/// (kubernetes.io/docs/concepts/security/pod-security-standards), checked on a pod
+/// spec: every violation, as text.
+fn restricted_violations(pod: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let pod_ctx = &pod["securityContext"];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[host].as_bool() == Some(true) {
+            out.push(format!("{host} is set"));
+        }
+    }
+    let allowed_volumes = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for volume in pod["volumes"].as_sequence().into_iter().flatten() {
+        let kinds: Vec<&str> = volume
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.as_str())
+            .filter(|k| *k != "name")
+            .collect();
+        if kinds.iter().any(|k| !allowed_volumes.contains(k)) {
+            out.push(format!("volume type {kinds:?}"));
+        }
+    }
+    let containers = pod["containers"]
+        .as_sequence()
+        .into_iter()
+        .chain(pod["initContainers"].as_sequence())
+        .flatten();
+    for c in containers {
+        let name = c["name"].as_str().unwrap_or("?");
+        let ctx = &c["securityContext"];
+        let either = |key: &str| {
+            if ctx[key].is_null() {
+                &pod_ctx[key]
+            } else {
+                &ctx[key]
+            }
+        };
+        if ctx["privileged"].as_bool() == Some(true) {
+            out.push(format!("{name}: privileged"));
+        }
+        if ctx["allowPrivilegeEscalation"].as_bool() != Some(false) {
+            out.push(format!("{name}: allowPrivilegeEscalation is not false"));
+        }
+        if either("runAsNonRoot").as_bool() != Some(true) {
+            out.push(format!("{name}: runAsNonRoot is not true"));
+        }
+        if either("runAsUser").as_u64() == Some(0) {
+            out.push(format!("{name}: runs as uid 0"));
+        }
+        let seccomp = either("seccompProfile")["type"].as_str();
+        if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+            out.push(format!("{name}: seccompProfile is {seccomp:?}"));
+        }
+        let drop: Vec<&str> = ctx["capabilities"]["drop"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !drop.contains(&"ALL") {
+            out.push(format!("{name}: capabilities do not drop ALL"));
+        }
+        for add in ctx["capabilities"]["add"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            if add.as_str() != Some("NET_BIND_SERVICE") {
+                out.push(format!("{name}: adds capability {add:?}"));
+            }
+        }
+        if c["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|p| !p["hostPort"].is_null())
+        {
+            out.push(format!("{name}: a hostPort"));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_pod_passes_the_restricted_pod_security_profile() {
+    let deployment = yaml("deploy/k8s/deployment.yaml");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(restricted_violations(pod), Vec::<String>::new());
+    // The check itself: a pod that breaks the rules is caught.
+    let loose: Value = serde_norway::from_str(
+        "containers: [{name: x, securityContext: {privileged: true}}]\nhostNetwork: true",
+    )
+    .expect("YAML");
+    assert!(
+        restricted_violations(&loose).len() >= 5,
+        "{:?}",
+        restricted_violations(&loose)
+    );
+}
+
+/// `kubernetes-validate --strict` (PyPI; the Kubernetes schemas ship with it, so it
+/// works offline), or a loud skip locally / a failure under `CI=true` without it.
+#[test]
+fn the_manifests_pass_the_kubernetes_schemas_strictly() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("deploy/k8s"))
+        .expect("deploy/k8s")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.push(repo("deploy/examples/k8s-secret.yaml"));
+    let out = match std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.34.1"])
+        .args(&files)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            missing_service(&format!(
+                "kubernetes-validate is not installed ({e}; pip install kubernetes-validate, .ci/run does it)"
+            ));
+            return;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubernetes-validate failed:\n{text}");
+    assert_eq!(
+        text.matches(" passed for resource ").count(),
+        files.len(),
+        "every manifest was validated:\n{text}"
+    );
 }
 
 #[test]
@@ -226,6 +375,21 @@ fn the_dockerfile_builds_with_the_documented_command() {
             .any(|l| l.trim() == format!("RUN {BUILD}")),
         "the build stage runs `{BUILD}`"
     );
+    // Dependencies are built in a layer of their own, before any source is copied.
+    let deps = build_stage
+        .find("cargo build --release --locked -p shoal")
+        .expect("a dependency build");
+    let sources = build_stage
+        .find("COPY src src")
+        .expect("the sources copied");
+    assert!(
+        deps < sources,
+        "dependencies build before the sources are copied"
+    );
+    assert!(
+        !build_stage.contains("COPY . ."),
+        "only what the server needs"
+    );
     assert!(dockerfile.contains("COPY --from=build /src/target/release/shoal"));
     assert!(
         read("docs/scaling.md").contains(BUILD),
@@ -240,10 +404,26 @@ fn the_rendered_nginx_config_passes_nginx_t() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
+    // A self-signed certificate, for the TLS listener.
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl: {made:?}");
     let env = vec![
         ("RUN_DIR".to_owned(), dir.path().display().to_string()),
         ("PORTS".to_owned(), "18081 18082 18083".to_owned()),
         ("NGINX_PORT".to_owned(), "18080".to_owned()),
+        ("TLS_PORT".to_owned(), "18443".to_owned()),
+        ("TLS_CERT".to_owned(), cert.display().to_string()),
+        ("TLS_KEY".to_owned(), key.display().to_string()),
     ];
     let out = command("bash", &env)
         .arg(repo("scripts/local-cluster.sh"))
@@ -265,11 +445,18 @@ fn the_rendered_nginx_config_passes_nginx_t() {
         "proxy_set_header X-Forwarded-For $remote_addr;",
         "proxy_set_header Upgrade $http_upgrade;",
         "location /socket.io/",
+        "listen 127.0.0.1:18443 ssl;",
+        "ssl_certificate_key ",
+        "proxy_set_header X-Request-Id $shoal_request_id;",
+        "request_id=$shoal_request_id",
     ] {
         assert!(conf.contains(want), "rendered config has {want:?}");
     }
     assert!(
-        !conf.contains("listen @") && !conf.lines().any(|l| l.trim() == "@SERVERS@"),
+        !conf.contains("listen @")
+            && !conf
+                .lines()
+                .any(|l| l.trim() == "@SERVERS@" || l.trim() == "@TLS@"),
         "every placeholder is replaced"
     );
     assert!(

@@ -49,6 +49,31 @@ async fn the_api_and_socketio_work_through_nginx_and_forwarded_for_cannot_be_spo
     let both: BTreeSet<String> = (0..2).map(|i| lc.instance_id(i)).collect();
     assert_eq!(seen, both, "requests through nginx reach every instance");
 
+    // One request id from the edge to the instance: nginx makes one (32 hex digits)
+    // when the client sent none, and passes the client's own on.
+    let r = lc
+        .http
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .expect("through nginx");
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "nginx's $request_id reaches Shoal: {id}"
+    );
+    let r = lc
+        .http
+        .get(format!("{base}/health/live"))
+        .header("x-request-id", "trace-from-the-client")
+        .send()
+        .await
+        .expect("through nginx");
+    assert_eq!(r.headers()["x-request-id"], "trace-from-the-client");
+
     // Socket.IO over WebSocket through nginx: chat both ways, REST → socket events.
     let (a, _) = join_through(&base, &ada.token, &wid, None).await;
     let (mut b, _) = join_through(&base, &bob.token, &wid, None).await;
