@@ -22,6 +22,8 @@ pub struct Spec {
     pub redis_cluster: Option<Vec<String>>,
     /// Parameters added to the test database's URL (`sslmode=require`).
     pub database_query: Option<String>,
+    /// Sentinels (addresses) and the master's name instead of a fixed Redis.
+    pub sentinels: Option<(Vec<String>, String)>,
 }
 
 impl Spec {
@@ -50,6 +52,13 @@ impl Spec {
     /// Uses this Redis instead of the shared one.
     pub fn redis(mut self, url: String) -> Spec {
         self.redis_url = Some(url);
+        self
+    }
+
+    /// Finds Redis through these Sentinels (`REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`)
+    /// instead of the shared Redis.
+    pub fn sentinels(mut self, addresses: Vec<String>, master: &str) -> Spec {
+        self.sentinels = Some((addresses, master.to_owned()));
         self
     }
 
@@ -187,8 +196,14 @@ impl Cluster {
             env.retain(|(k, _)| k != "REDIS_URL");
             env.push(("REDIS_CLUSTER_NODES".into(), nodes.join(",")));
         }
+        if let Some((addresses, master)) = &spec.sentinels {
+            env.retain(|(k, _)| k != "REDIS_URL");
+            env.push(("REDIS_SENTINELS".into(), addresses.join(",")));
+            env.push(("REDIS_SENTINEL_MASTER".into(), master.clone()));
+        }
         // A test's own Redis (or cluster) dies with it; the shared one is cleaned up.
-        let shared = spec.redis_url.is_none() && spec.redis_cluster.is_none();
+        let shared =
+            spec.redis_url.is_none() && spec.redis_cluster.is_none() && spec.sentinels.is_none();
         let cleanup = shared.then(|| PrefixCleanup {
             redis_url: redis_url.clone(),
             prefix: prefix.clone(),

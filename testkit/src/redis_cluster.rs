@@ -7,12 +7,19 @@
 //! so this is what keeps a test run from leaving servers behind.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::tls::TestCerts;
+
 /// The cluster, or why it could not start.
 static CLUSTER: Mutex<Option<Result<Vec<u16>, String>>> = Mutex::new(None);
+
+/// The cluster that speaks only TLS, its certificates (kept for the process's life),
+/// or why it could not start.
+static TLS_CLUSTER: Mutex<Option<Result<(Vec<u16>, TestCerts), String>>> = Mutex::new(None);
 
 /// The nodes' processes; never read, kept so their stdin pipes stay open.
 static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());
@@ -22,13 +29,37 @@ static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 pub fn redis_cluster_nodes() -> Result<Vec<String>, String> {
     let mut cluster = CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
     if cluster.is_none() {
-        *cluster = Some(start());
+        *cluster = Some(start(None));
     }
     match cluster.as_ref() {
         Some(Ok(ports)) => Ok(ports
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}"))
             .collect()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("the cluster did not start".into()),
+    }
+}
+
+/// The seed URLs (`rediss://127.0.0.1:{port}`) of a second test cluster whose nodes
+/// speak only TLS (clients, cluster bus and replication), and the CA file that signed
+/// their certificate; started on first use.
+pub fn redis_tls_cluster_nodes() -> Result<(Vec<String>, PathBuf), String> {
+    let mut cluster = TLS_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    if cluster.is_none() {
+        *cluster = Some(match TestCerts::make() {
+            Some(certs) => start(Some(&certs)).map(|ports| (ports, certs)),
+            None => Err("openssl cannot make certificates here".into()),
+        });
+    }
+    match cluster.as_ref() {
+        Some(Ok((ports, certs))) => Ok((
+            ports
+                .iter()
+                .map(|p| format!("rediss://127.0.0.1:{p}"))
+                .collect(),
+            certs.ca.clone(),
+        )),
         Some(Err(e)) => Err(e.clone()),
         None => Err("the cluster did not start".into()),
     }
@@ -47,8 +78,13 @@ fn free_low_port(taken: &[u16]) -> Result<u16, String> {
     Err("no free port below 32000".into())
 }
 
-fn start() -> Result<Vec<u16>, String> {
-    let dir = std::env::temp_dir().join(format!("shoal-redis-cluster-{}", std::process::id()));
+fn start(tls: Option<&TestCerts>) -> Result<Vec<u16>, String> {
+    let kind = if tls.is_some() {
+        "tls-cluster"
+    } else {
+        "cluster"
+    };
+    let dir = std::env::temp_dir().join(format!("shoal-redis-{kind}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cluster dir: {e}"))?;
     // Each node's port and its cluster bus port (by default port + 10000, which could
     // land anywhere, hence chosen explicitly).
@@ -58,13 +94,25 @@ fn start() -> Result<Vec<u16>, String> {
         taken.push(port);
     }
     let ports: Vec<u16> = taken[..3].to_vec();
+    let listen = |port: u16| match tls {
+        None => format!("--port {port}"),
+        Some(c) => format!(
+            "--port 0 --tls-port {port} --tls-cluster yes --tls-replication yes \
+             --tls-auth-clients no --tls-cert-file '{}' --tls-key-file '{}' \
+             --tls-ca-cert-file '{}'",
+            c.cert.display(),
+            c.key.display(),
+            c.ca.display()
+        ),
+    };
     for (port, bus) in ports.iter().zip(&taken[3..]) {
         let script = format!(
-            "redis-server --port {port} --cluster-port {bus} --bind 127.0.0.1 \
+            "redis-server {} --cluster-port {bus} --bind 127.0.0.1 \
              --cluster-enabled yes \
              --cluster-config-file nodes-{port}.conf --cluster-node-timeout 5000 \
              --save '' --appendonly no --logfile redis-{port}.log & p=$!; \
-             cat >/dev/null; kill $p"
+             cat >/dev/null; kill $p",
+            listen(*port)
         );
         let child = Command::new("sh")
             .args(["-c", &script])
@@ -78,11 +126,11 @@ fn start() -> Result<Vec<u16>, String> {
     }
     for port in &ports {
         wait_for(&format!("node :{port} to answer PING"), || {
-            cli(*port, &["PING"]).is_ok_and(|out| out.trim() == "PONG")
+            cli(tls, *port, &["PING"]).is_ok_and(|out| out.trim() == "PONG")
         })?;
     }
     let mut create = Command::new("redis-cli");
-    create.arg("--cluster").arg("create");
+    create.args(tls_flags(tls)).arg("--cluster").arg("create");
     for port in &ports {
         create.arg(format!("127.0.0.1:{port}"));
     }
@@ -100,7 +148,7 @@ fn start() -> Result<Vec<u16>, String> {
     }
     for port in &ports {
         wait_for(&format!("node :{port} to see the cluster ok"), || {
-            cli(*port, &["CLUSTER", "INFO"]).is_ok_and(|out| out.contains("cluster_state:ok"))
+            cli(tls, *port, &["CLUSTER", "INFO"]).is_ok_and(|out| out.contains("cluster_state:ok"))
         })?;
     }
     // Keep the handles (and their stdin) alive for the rest of the process.
@@ -112,8 +160,21 @@ fn start() -> Result<Vec<u16>, String> {
     Ok(ports)
 }
 
-fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+/// `redis-cli`'s flags to speak TLS to the nodes.
+fn tls_flags(tls: Option<&TestCerts>) -> Vec<String> {
+    match tls {
+        None => Vec::new(),
+        Some(c) => vec![
+            "--tls".into(),
+            "--cacert".into(),
+            c.ca.display().to_string(),
+        ],
+    }
+}
+
+fn cli(tls: Option<&TestCerts>, port: u16, args: &[&str]) -> Result<String, String> {
     let out = Command::new("redis-cli")
+        .args(tls_flags(tls))
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())

@@ -20,8 +20,9 @@ pub struct OwnRedis {
     child: Option<Child>,
     /// Holds the log and a Sentinel's (writable) configuration file.
     dir: tempfile::TempDir,
-    /// Serves TLS only (`rediss://`), on `port`.
-    tls: bool,
+    /// Serves TLS only (`rediss://`), on `port`; ready once its log has this line
+    /// (the kit's own client speaks no TLS, so it cannot ask with `PING`).
+    tls: Option<&'static str>,
 }
 
 impl OwnRedis {
@@ -54,23 +55,34 @@ impl OwnRedis {
             .iter()
             .map(|a| (*a).to_owned())
             .collect();
-        for (flag, file) in [
-            ("--tls-cert-file", &certs.cert),
-            ("--tls-key-file", &certs.key),
-            ("--tls-ca-cert-file", &certs.ca),
-        ] {
-            args.push(flag.into());
-            args.push(file.display().to_string());
-        }
-        args.extend(["--tls-auth-clients".into(), "no".into()]);
-        Self::launch_as(dir, args, true).await
+        args.extend(tls_args(certs));
+        Self::launch_as(dir, args, Some("Ready to accept connections")).await
+    }
+
+    /// Starts a Sentinel that speaks only TLS and monitors the TLS master `mymaster` at
+    /// `master_port` (replication and its own connections over TLS too).
+    pub async fn start_sentinel_tls(master_port: u16, certs: &TestCerts) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!("tls-replication yes\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"),
+        )
+        .expect("write sentinel.conf");
+        let mut args = vec![conf.display().to_string(), "--sentinel".into()];
+        args.extend(tls_args(certs));
+        Self::launch_as(dir, args, Some("+monitor master")).await
     }
 
     async fn launch(dir: tempfile::TempDir, args: Vec<String>) -> Option<OwnRedis> {
-        Self::launch_as(dir, args, false).await
+        Self::launch_as(dir, args, None).await
     }
 
-    async fn launch_as(dir: tempfile::TempDir, args: Vec<String>, tls: bool) -> Option<OwnRedis> {
+    async fn launch_as(
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+        tls: Option<&'static str>,
+    ) -> Option<OwnRedis> {
         let mut server = OwnRedis {
             port: free_port(),
             args,
@@ -89,7 +101,11 @@ impl OwnRedis {
 
     /// `redis://127.0.0.1:{port}` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -98,7 +114,7 @@ impl OwnRedis {
         let log_path = self.dir.path().join("redis.log");
         let log = File::create(&log_path).map_err(|e| e.to_string())?;
         let port = self.port.to_string();
-        let ports: Vec<&str> = if self.tls {
+        let ports: Vec<&str> = if self.tls.is_some() {
             vec!["--port", "0", "--tls-port", &port]
         } else {
             vec!["--port", &port]
@@ -117,9 +133,8 @@ impl OwnRedis {
         loop {
             // A TLS server is ready when it says so (the kit's own client speaks no
             // TLS); a plain one when it answers PING.
-            let ready = if self.tls {
-                std::fs::read_to_string(&log_path)
-                    .is_ok_and(|l| l.contains("Ready to accept connections"))
+            let ready = if let Some(line) = self.tls {
+                std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(line))
             } else {
                 probe_redis(&self.url()).await.is_ok()
             };
@@ -156,4 +171,19 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `redis-server` flags for TLS with the certificate and CA of `certs`.
+fn tls_args(certs: &TestCerts) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, file) in [
+        ("--tls-cert-file", &certs.cert),
+        ("--tls-key-file", &certs.key),
+        ("--tls-ca-cert-file", &certs.ca),
+    ] {
+        args.push(flag.to_owned());
+        args.push(file.display().to_string());
+    }
+    args.extend(["--tls-auth-clients".into(), "no".into()]);
+    args
 }

@@ -40,6 +40,58 @@ async fn instances_share_logins_through_a_redis_that_speaks_only_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_find_a_tls_master_through_tls_sentinels() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let Some(certs) = TestCerts::make() else {
+        return;
+    };
+    let Some(master) = OwnRedis::start_tls(&certs).await else {
+        return;
+    };
+    let Some(sentinel) = OwnRedis::start_sentinel_tls(master.port, &certs).await else {
+        return;
+    };
+    let spec = Spec::new(2)
+        .sentinels(vec![sentinel.url()], "mymaster")
+        .with("REDIS_TLS_CA_FILE", certs.ca.display());
+    let cluster = Cluster::start(&services, spec).await;
+    let (_, login) = cluster.user(0, 1).await;
+    me_on(&cluster, &login, 0..2).await;
+    let (status, _) = call(with_cookie(cluster.post(0, "/api/auth/logout"), &login)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_logged_out_on(&cluster, &login, 0..2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_logins_on_a_redis_cluster_that_speaks_only_tls() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let started =
+        tokio::task::spawn_blocking(shoal_testkit::redis_cluster::redis_tls_cluster_nodes)
+            .await
+            .expect("start the TLS cluster");
+    let (nodes, ca) = match started {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            shoal_testkit::missing_service(&format!("cannot run a TLS Redis Cluster here ({e})"));
+            return;
+        }
+    };
+    let spec = Spec::new(2)
+        .redis_cluster(nodes)
+        .with("REDIS_TLS_CA_FILE", ca.display());
+    let cluster = Cluster::start(&services, spec).await;
+    let (_, login) = cluster.user(1, 0).await;
+    me_on(&cluster, &login, 0..2).await;
+    let (status, _) = call(with_cookie(cluster.post(1, "/api/auth/logout"), &login)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_logged_out_on(&cluster, &login, 0..2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_require_puts_every_database_connection_on_tls() {
     let Some(services) = Services::discover().await else {
         return;
