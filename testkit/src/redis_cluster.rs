@@ -17,9 +17,11 @@ use crate::tls::TestCerts;
 /// The cluster, or why it could not start.
 static CLUSTER: Mutex<Option<Result<Vec<u16>, String>>> = Mutex::new(None);
 
-/// The cluster that speaks only TLS, its certificates (kept for the process's life),
-/// or why it could not start.
-static TLS_CLUSTER: Mutex<Option<Result<(Vec<u16>, TestCerts), String>>> = Mutex::new(None);
+/// A started TLS cluster: its ports and its certificates (kept for the process's life).
+type TlsCluster = (Vec<u16>, TestCerts);
+
+/// The cluster that speaks only TLS, or why it could not start.
+static TLS_CLUSTER: Mutex<Option<Result<TlsCluster, String>>> = Mutex::new(None);
 
 /// The nodes' processes; never read, kept so their stdin pipes stay open.
 static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());

@@ -18,8 +18,7 @@
 //! - [`hot_path`]: the Redis round-trip and database budget of `GET /api/me`.
 //! - [`outages`]: Redis and PostgreSQL going away and coming back.
 //! - [`tls`]: Redis over `rediss://` (one server, Sentinel, Cluster), PostgreSQL with
-//!   `sslmode=require` and
-//!   `verify-full`, with a CA the test makes.
+//!   `sslmode=require` and `verify-full`, with a CA the test makes.
 //! - [`on_redis_cluster`]: the same promises with a Redis Cluster instead of one Redis.
 
 mod analytics;
