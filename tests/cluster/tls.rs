@@ -10,6 +10,16 @@ use crate::harness::{
     with_cookie,
 };
 
+/// Sessions live in Redis: a login on one instance works on the other, and a logout
+/// on the other ends it on both.
+async fn one_login_across_both_instances(cluster: &Cluster) {
+    let (_, login) = cluster.user(0, 1).await;
+    me_on(cluster, &login, 0..2).await;
+    let (status, _) = call(with_cookie(cluster.post(1, "/api/auth/logout"), &login)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_logged_out_on(cluster, &login, 0..2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_logins_through_a_redis_that_speaks_only_tls() {
     let Some(services) = Services::discover().await else {
@@ -27,13 +37,7 @@ async fn instances_share_logins_through_a_redis_that_speaks_only_tls() {
         .with("REDIS_TLS_CA_FILE", certs.ca.display());
     let cluster = Cluster::start(&services, spec).await;
 
-    // Sessions live in Redis: a login on one instance works on the other, a logout
-    // on the other ends it on the first.
-    let (_, login) = cluster.user(0, 0).await;
-    me_on(&cluster, &login, 0..2).await;
-    let (status, _) = call(with_cookie(cluster.post(1, "/api/auth/logout"), &login)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_logged_out_on(&cluster, &login, 0..2).await;
+    one_login_across_both_instances(&cluster).await;
     let (status, health) = call(cluster.get(0, "/health")).await;
     assert_eq!(status, StatusCode::OK, "{health}");
     assert_eq!(health["checks"]["redis"]["status"], "ok", "{health}");
@@ -57,11 +61,7 @@ async fn instances_find_a_tls_master_through_tls_sentinels() {
         .sentinels(vec![sentinel.url()], "mymaster")
         .with("REDIS_TLS_CA_FILE", certs.ca.display());
     let cluster = Cluster::start(&services, spec).await;
-    let (_, login) = cluster.user(0, 1).await;
-    me_on(&cluster, &login, 0..2).await;
-    let (status, _) = call(with_cookie(cluster.post(0, "/api/auth/logout"), &login)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_logged_out_on(&cluster, &login, 0..2).await;
+    one_login_across_both_instances(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,11 +84,7 @@ async fn instances_share_logins_on_a_redis_cluster_that_speaks_only_tls() {
         .redis_cluster(nodes)
         .with("REDIS_TLS_CA_FILE", ca.display());
     let cluster = Cluster::start(&services, spec).await;
-    let (_, login) = cluster.user(1, 0).await;
-    me_on(&cluster, &login, 0..2).await;
-    let (status, _) = call(with_cookie(cluster.post(1, "/api/auth/logout"), &login)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_logged_out_on(&cluster, &login, 0..2).await;
+    one_login_across_both_instances(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
