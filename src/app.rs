@@ -2,6 +2,7 @@
 //! backends → listener → ready) and shut-down in reverse (docs/architecture.md, docs/operations.md).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::auth::password::Passwords;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::TokenKeys;
 use crate::backends::Backends;
-use crate::config::Config;
+use crate::config::{Config, DatabaseKind};
 use crate::db::Db;
 use crate::db::message_writer::MessageWriter;
 use crate::instance::Instance;
@@ -63,8 +64,25 @@ impl App {
             Some(s) => s.clone(),
             None => secrets::load_or_generate(&config.server.data_dir)?,
         };
-        let db = Db::connect(&config).await?;
-        db.migrate().await?;
+        let db = Db::lazy(&config)?;
+        // One attempt here; a PostgreSQL that is unreachable or full is waited for in
+        // the background (`bring_up_database`) while the instance listens, live and
+        // not ready, instead of exiting: an orchestrator wants a pod that waits, not
+        // one that crash-loops. SQLite is a local file: nothing to wait for.
+        let database_problem = match db.bring_up().await {
+            Ok(()) => None,
+            Err(e)
+                if config.database.kind == DatabaseKind::Postgres
+                    && config.database.connect_retries != Some(0) =>
+            {
+                let reason = crate::db::unavailable_reason(e.as_ref());
+                tracing::warn!(error = %format!("{e:#}"), reason, "database not ready at start-up; serving health checks while retrying");
+                Some(reason)
+            }
+            Err(e) => {
+                return Err(e.context("cannot connect to the database after 1 attempts"));
+            }
+        };
         let backends = Backends::connect(&config, &db).await?;
         let passwords = Passwords::new().await.context("password hasher")?;
 
@@ -112,7 +130,10 @@ impl App {
             config,
         });
         let (realtime_layer, realtime) = Realtime::build(&state).await?;
-        state.lifecycle.set_migrated();
+        match database_problem {
+            None => state.lifecycle.set_migrated(),
+            Some(reason) => state.lifecycle.set_database_problem(Some(reason)),
+        }
         Ok(Self {
             state,
             listener,
@@ -175,20 +196,25 @@ impl App {
         // Job workers stop claiming as soon as shutdown begins (not after the HTTP
         // drain) and get `SHUTDOWN_TIMEOUT` to finish or release their jobs.
         let stop_jobs = shutdown.child_token();
-        let workers = state.config.queue.workers.then(|| {
-            background.spawn(
-                crate::jobs::scheduler::run(state.clone(), stop_jobs.clone())
-                    .instrument(span.clone()),
-            );
-            tokio::spawn(
-                crate::jobs::worker::run(
+        // Workers start once the database is migrated: at once, or when the
+        // background bring-up gets there. Giving up (a bounded DB_CONNECT_RETRIES)
+        // stops the instance.
+        let gave_up = Arc::new(std::sync::OnceLock::<String>::new());
+        let workers = if state.lifecycle.is_migrated() {
+            start_workers(&state, &background, &stop_jobs, &span)
+        } else {
+            Some(tokio::spawn(
+                bring_up_database(
                     state.clone(),
-                    crate::jobs::JobHandlers::standard(&state.config),
+                    background.clone(),
                     stop_jobs.clone(),
+                    shutdown.clone(),
+                    gave_up.clone(),
+                    span.clone(),
                 )
                 .instrument(span.clone()),
-            )
-        });
+            ))
+        };
 
         // Socket.IO shares the port: its layer answers `/socket.io/` and passes the
         // rest to the HTTP router; the gate outside it refuses new handshakes while
@@ -262,7 +288,85 @@ impl App {
         }
         .instrument(span)
         .await;
-        Ok(stopped)
+        match gave_up.get() {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => Ok(stopped),
+        }
+    }
+}
+
+/// Starts the job scheduler (on `background`) and the workers, when this process runs
+/// workers; the workers' task.
+fn start_workers(
+    state: &AppState,
+    background: &TaskTracker,
+    stop_jobs: &CancellationToken,
+    span: &tracing::Span,
+) -> Option<tokio::task::JoinHandle<()>> {
+    state.config.queue.workers.then(|| {
+        background.spawn(
+            crate::jobs::scheduler::run(state.clone(), stop_jobs.clone()).instrument(span.clone()),
+        );
+        tokio::spawn(
+            crate::jobs::worker::run(
+                state.clone(),
+                crate::jobs::JobHandlers::standard(&state.config),
+                stop_jobs.clone(),
+            )
+            .instrument(span.clone()),
+        )
+    })
+}
+
+/// Brings a database that was unreachable or full at start-up up: migrates as soon
+/// as it can, retrying with backoff and jitter (`db::retry_delay`) — without a limit
+/// unless `DB_CONNECT_RETRIES` sets one — then marks the instance migrated (ready)
+/// and runs the job workers. Readiness names the last reason meanwhile.
+async fn bring_up_database(
+    state: AppState,
+    background: TaskTracker,
+    stop_jobs: CancellationToken,
+    shutdown: CancellationToken,
+    gave_up: Arc<std::sync::OnceLock<String>>,
+    span: tracing::Span,
+) {
+    // The attempt in `App::build` was the first.
+    let mut attempt: u32 = 0;
+    loop {
+        if let Some(limit) = state.config.database.connect_retries
+            && attempt >= limit
+        {
+            let why = format!(
+                "cannot connect to the database after {} attempts",
+                attempt + 1
+            );
+            tracing::error!(reason = state.lifecycle.database_problem(), "{why}");
+            let _ = gave_up.set(why);
+            shutdown.cancel();
+            return;
+        }
+        let delay = crate::db::retry_delay(attempt);
+        attempt += 1;
+        tokio::select! {
+            () = stop_jobs.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        match state.db.bring_up().await {
+            Ok(()) => {
+                state.lifecycle.set_database_problem(None);
+                state.lifecycle.set_migrated();
+                tracing::info!(attempts = attempt + 1, "database up and migrated; ready");
+                break;
+            }
+            Err(e) => {
+                let reason = crate::db::unavailable_reason(e.as_ref());
+                state.lifecycle.set_database_problem(Some(reason));
+                tracing::warn!(error = %format!("{e:#}"), reason, attempt, "database still not ready; retrying");
+            }
+        }
+    }
+    if let Some(workers) = start_workers(&state, &background, &stop_jobs, &span) {
+        let _ = workers.await;
     }
 }
 

@@ -83,6 +83,9 @@ pub struct AppParts {
 #[derive(Default)]
 pub struct Lifecycle {
     migrated: AtomicBool,
+    /// Why the database could not be brought up yet (`database_full`,
+    /// `database_unreachable`), while start-up keeps trying.
+    database_problem: std::sync::Mutex<Option<&'static str>>,
     draining: AtomicBool,
     /// Open HTTP connections.
     pub http_connections: Arc<AtomicU64>,
@@ -103,6 +106,22 @@ impl Lifecycle {
     /// Whether migrations are applied.
     pub fn is_migrated(&self) -> bool {
         self.migrated.load(Ordering::SeqCst)
+    }
+
+    /// Records why the database is not up yet (`None`: it is).
+    pub fn set_database_problem(&self, reason: Option<&'static str>) {
+        *self
+            .database_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    /// Why the database is not up yet, while start-up keeps trying.
+    pub fn database_problem(&self) -> Option<&'static str> {
+        *self
+            .database_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Shutdown began: readiness answers 503 from now on.

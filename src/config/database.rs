@@ -38,8 +38,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "DB_CONNECT_RETRIES",
-        default: "3",
-        meaning: "start-up retries, backoff 0.25 s, 0.5 s, 1 s, …",
+        default: "unset: `serve` never gives up; commands retry 3 times",
+        meaning: "while the database is unreachable or full at start-up, `serve` stays up (live, not ready: `database_unreachable` / `database_full`) and retries with backoff (0.25 s doubling to 30 s, ±20 % jitter); a number makes it exit after that many retries",
     },
 ];
 
@@ -55,8 +55,7 @@ pub(super) struct Raw {
     db_acquire_timeout: u64,
     #[serde(default = "default_statement_timeout")]
     db_statement_timeout: u64,
-    #[serde(default = "default_connect_retries")]
-    db_connect_retries: u32,
+    db_connect_retries: Option<u32>,
 }
 
 // One connection per core plus headroom: on SQLite writers serialise anyway, and
@@ -72,9 +71,6 @@ fn default_acquire_timeout() -> u64 {
 }
 fn default_statement_timeout() -> u64 {
     30
-}
-fn default_connect_retries() -> u32 {
-    3
 }
 
 /// Which database engine a `DATABASE_URL` points at.
@@ -102,8 +98,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// Server-side statement timeout (PostgreSQL).
     pub statement_timeout: Duration,
-    /// Start-up connection attempts after the first, with exponential backoff.
-    pub connect_retries: u32,
+    /// Start-up connection attempts after the first, with exponential backoff; `None`
+    /// retries without a limit (an instance stays up, unready, until the database
+    /// answers).
+    pub connect_retries: Option<u32>,
 }
 
 impl DatabaseConfig {
@@ -150,7 +148,13 @@ impl DatabaseConfig {
             ("DB_POOL_MAX", self.pool_max.to_string()),
             ("DB_ACQUIRE_TIMEOUT", secs(self.acquire_timeout)),
             ("DB_STATEMENT_TIMEOUT", secs(self.statement_timeout)),
-            ("DB_CONNECT_RETRIES", self.connect_retries.to_string()),
+            (
+                "DB_CONNECT_RETRIES",
+                self.connect_retries.map_or_else(
+                    || "(unset: serve retries without a limit)".into(),
+                    |n| n.to_string(),
+                ),
+            ),
         ]);
     }
 }

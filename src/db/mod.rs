@@ -102,9 +102,10 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens the pool, retrying `DB_CONNECT_RETRIES` times with exponential backoff
-    /// (0.25 s, 0.5 s, 1 s, …) so that instances started before the database wait for it.
-    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+    /// The pools, without connecting: the first use connects. `serve` starts from
+    /// here so that it can listen (live, not ready) while the database is still
+    /// unreachable or full, and bring it up in the background (`src/app.rs`).
+    pub fn lazy(config: &Config) -> anyhow::Result<Self> {
         use secrecy::ExposeSecret;
         sqlx::any::install_default_drivers();
         let dialect = Dialect::new(config.database.kind);
@@ -130,34 +131,37 @@ impl Db {
             // A pooled PostgreSQL connection can die under us (failover,
             // pg_terminate_backend): ping it before use. A SQLite connection cannot.
             .test_before_acquire(dialect.kind() == crate::config::DatabaseKind::Postgres);
-        let mut delay = Duration::from_millis(250);
+        let pool = options.clone().connect_lazy(&url)?;
+        let writer = match dialect.kind() {
+            crate::config::DatabaseKind::Sqlite => options
+                .min_connections(1)
+                .max_connections(1)
+                .connect_lazy(&url)?,
+            crate::config::DatabaseKind::Postgres => pool.clone(),
+        };
+        Ok(Self {
+            pool,
+            writer,
+            dialect,
+            acquisitions,
+        })
+    }
+
+    /// Opens the pool and waits until the database answers, retrying
+    /// `DB_CONNECT_RETRIES` times (3 when unset: the CLI's commands give up, unlike
+    /// `serve`) with [`retry_delay`] between attempts.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let db = Self::lazy(config)?;
+        let retries = config.database.connect_retries.unwrap_or(3);
         let mut attempt = 0;
         loop {
-            match options.clone().connect(&url).await {
-                Ok(pool) => {
-                    let writer = match dialect.kind() {
-                        crate::config::DatabaseKind::Sqlite => {
-                            options
-                                .clone()
-                                .min_connections(1)
-                                .max_connections(1)
-                                .connect(&url)
-                                .await?
-                        }
-                        crate::config::DatabaseKind::Postgres => pool.clone(),
-                    };
-                    return Ok(Self {
-                        pool,
-                        writer,
-                        dialect,
-                        acquisitions,
-                    });
-                }
-                Err(e) if attempt < config.database.connect_retries => {
+            match db.ping().await {
+                Ok(()) => return Ok(db),
+                Err(e) if attempt < retries => {
+                    let delay = retry_delay(attempt);
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "database not reachable, retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
                 }
                 Err(e) => {
                     return Err(anyhow::anyhow!(
@@ -198,6 +202,24 @@ impl Db {
         Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
     }
 
+    /// Opens one connection outside the pool and closes it: the database's own answer
+    /// (refused, full, bad password), which an acquire from the pool would hide
+    /// behind its timeout.
+    pub async fn probe(&self) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let options = self.pool.connect_options();
+        sqlx::AnyConnection::connect_with(&options)
+            .await?
+            .close()
+            .await
+    }
+
+    /// Probes the database ([`Db::probe`]), then applies pending migrations.
+    pub async fn bring_up(&self) -> anyhow::Result<()> {
+        self.probe().await?;
+        self.migrate().await
+    }
+
     /// Readiness: one round trip.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -221,6 +243,41 @@ impl Db {
         self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// The pause before start-up attempt `attempt + 1`: 0.25 s doubling up to 30 s, with
+/// ±20 % jitter so that a hundred instances started together do not knock on the
+/// database in step.
+pub fn retry_delay(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(Duration::from_secs(30));
+    base.mul_f64(0.8 + 0.4 * rand::random::<f64>())
+}
+
+/// Why the database cannot be used right now, as readiness says it: `database_full`
+/// when it (or a pooler in front of it) has no connection slot left for us,
+/// `database_unreachable` otherwise.
+pub fn unavailable_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>()
+            && db.code().as_deref() == Some("53300")
+        {
+            return "database_full";
+        }
+        let text = e.to_string();
+        // 53300 (too_many_connections) as PostgreSQL and PgBouncer word it, for errors
+        // that reach us as text (a migration's, a pooler's).
+        if text.contains("too many clients")
+            || text.contains("too many connections")
+            || text.contains("no more connections allowed")
+        {
+            return "database_full";
+        }
+        source = e.source();
+    }
+    "database_unreachable"
 }
 
 fn ensure_sqlite_parent(url: &str) -> anyhow::Result<()> {

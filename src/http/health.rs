@@ -169,7 +169,9 @@ async fn run_checks(state: &AppState) -> Checks {
 pub struct Ready {
     /// `ready` or `not_ready`.
     status: &'static str,
-    /// Why not ready (`draining`, `not_migrated`, `database_down`, `redis_down`).
+    /// Why not ready (`draining`, `not_migrated` with `database_unreachable` or
+    /// `database_full` while start-up waits for the database, `database_down`,
+    /// `redis_down`).
     reasons: Vec<String>,
     /// This instance.
     instance: String,
@@ -184,6 +186,9 @@ async fn readiness(state: AppState) -> Response {
     }
     if !state.lifecycle.is_migrated() {
         reasons.push("not_migrated".to_owned());
+        if let Some(problem) = state.lifecycle.database_problem() {
+            reasons.push(problem.to_owned());
+        }
     }
     let checks = run_checks(&state).await;
     if checks.database.is_down() {

@@ -143,6 +143,15 @@ async fn api_gate(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // Still waiting for the database at start-up (the instance is not ready, so a
+    // load balancer sends nothing here): answer at once instead of after a pool
+    // timeout.
+    if !state.lifecycle.is_migrated() {
+        return ApiError::Unavailable {
+            dependency: "database",
+        }
+        .into_response();
+    }
     match caller::identify(&state, req).await {
         Ok(req) => rate_limit::limit(&state, req, next).await,
         Err(refused) => refused,

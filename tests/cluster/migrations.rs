@@ -1,13 +1,19 @@
 //! Start-up against PostgreSQL: migrations under the advisory lock when many
-//! instances start at once on an empty database, and bounded connection retries when
-//! the database is not there at all.
+//! instances start at once on an empty database; an instance that waits, live and not
+//! ready, for a database that refuses it or has no slot left, and becomes ready by
+//! itself; and bounded connection retries when `DB_CONNECT_RETRIES` asks for them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::Row;
 
-use crate::harness::{Cluster, Node, Services, Spec, free_port};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{
+    Cluster, Node, Services, Spec, TestDb, call, eventually, free_port, register, token,
+};
 
 /// `version → description` of every file in `migrations/postgres/`.
 fn migration_files() -> BTreeMap<i64, String> {
@@ -104,4 +110,81 @@ async fn an_unreachable_database_stops_start_up_after_the_retries() {
         log.contains("after 3 attempts"),
         "stderr counts the attempts:\n{log}"
     );
+}
+
+/// `/health/ready` of the instance while it waits: 503 naming `reason`, `/health/live`
+/// 200, the API 503 at once, the process still running.
+async fn waiting_for(cluster: &mut Cluster, reason: &str) {
+    let what = format!("readiness to report {reason}");
+    eventually(&what, || async {
+        // Until it listens, a refused connection is one more reason to wait.
+        let r = cluster.get(0, "/health/ready").send().await.ok()?;
+        let status = r.status();
+        let body: Value = r.json().await.ok()?;
+        let reasons = body["reasons"].to_string();
+        (status == StatusCode::SERVICE_UNAVAILABLE && reasons.contains(reason)).then_some(())
+    })
+    .await;
+    let (status, _) = call(cluster.get(0, "/health/live")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "live while the database is not there"
+    );
+    let (status, body) = call(cluster.post(0, "/api/auth/login")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        cluster.nodes[0].exited().is_none(),
+        "the instance is still up; log:\n{}",
+        cluster.nodes[0].log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_waits_for_a_database_that_is_full_or_refuses_it_and_becomes_ready() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    // A role of the test's own: connection limits do not apply to superusers.
+    let role = format!("shoal_r_{}", token());
+    let db = TestDb::create(&services.admin_url).await;
+    let admin = |sql: String| shoal_testkit::admin_sql(&services.admin_url, sql);
+    admin(format!("CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 0")).await;
+    admin(format!(
+        "ALTER DATABASE \"{}\" OWNER TO \"{role}\"",
+        db.name
+    ))
+    .await;
+    let mut url = reqwest::Url::parse(&db.url).expect("a URL");
+    url.set_username(&role).expect("a user name");
+
+    let spec = Spec::new(0).with("DATABASE_URL", url.as_str());
+    let mut cluster = Cluster::prepare(&services, &spec).await;
+    cluster.spawn_node();
+
+    // No connection slot left for this role (53300, the SQLSTATE of a server at
+    // max_connections): full.
+    waiting_for(&mut cluster, "database_full").await;
+    // Slots again, but the database refuses every connection: unreachable.
+    admin(format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+        db.name
+    ))
+    .await;
+    admin(format!("ALTER ROLE \"{role}\" CONNECTION LIMIT -1")).await;
+    waiting_for(&mut cluster, "database_unreachable").await;
+    // The database takes connections again: the instance migrates and becomes ready
+    // by itself.
+    admin(format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .await;
+    cluster.wait_all_ready().await;
+    let account = register(&cluster.http, &cluster.base(0), "Late").await;
+    assert!(!account.id.is_empty());
+
+    drop(cluster);
+    drop(db);
+    admin(format!("DROP ROLE IF EXISTS \"{role}\"")).await;
 }
