@@ -113,6 +113,10 @@ fn main() -> ExitCode {
         for (key, value) in config.describe() {
             println!("{key} = {value}");
         }
+        println!("# connection budget");
+        for line in config.connection_budget() {
+            println!("# {line}");
+        }
         return ExitCode::SUCCESS;
     }
     // One id for the logs and the app alike.

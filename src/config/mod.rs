@@ -229,6 +229,44 @@ impl Config {
         self.redis.target.is_some()
     }
 
+    /// What this configuration asks of PostgreSQL and Redis, per instance and for `n`
+    /// instances, as `shoal config check` prints it (docs/scaling.md, "Connection
+    /// budget").
+    pub fn connection_budget(&self) -> Vec<String> {
+        let processes = self.cluster.workers;
+        let pool = self.database.pool_max * processes;
+        let mut lines = vec![format!(
+            "PostgreSQL: up to {pool} connections per instance (DB_POOL_MAX {} x {processes} process(es)), \
+             plus one short-lived connection while it starts; N instances: N x {pool}",
+            self.database.pool_max
+        )];
+        if self.database.kind == DatabaseKind::Sqlite {
+            lines[0] = "SQLite: a local file (embedded mode), no server connections".into();
+        }
+        let redis = match &self.redis.target {
+            None => "Redis: none (embedded mode)".to_owned(),
+            Some(RedisTarget::Cluster { .. }) => format!(
+                "Redis Cluster: per process, one command connection to each master and one \
+                 subscription connection; {processes} process(es) per instance"
+            ),
+            Some(RedisTarget::Sentinel { .. }) => format!(
+                "Redis (via Sentinel): {} connections per instance (one for commands, one for \
+                 subscriptions, per process), plus short-lived ones to a sentinel when the \
+                 master is looked up; N instances: N x {}",
+                2 * processes,
+                2 * processes
+            ),
+            Some(RedisTarget::Url(_)) => format!(
+                "Redis: {} connections per instance (one for commands, one for subscriptions, \
+                 per process); N instances: N x {}",
+                2 * processes,
+                2 * processes
+            ),
+        };
+        lines.push(redis);
+        lines
+    }
+
     /// The effective configuration as `KEY = value` lines, secrets masked.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
         let mut lines = Vec::new();
@@ -383,6 +421,22 @@ mod tests {
     fn distributed_mode_requires_secrets() {
         let e = err(&[("REDIS_URL", "redis://127.0.0.1:6379")]);
         assert_eq!(e.key, "SESSION_SECRET");
+    }
+
+    #[test]
+    fn the_connection_budget_follows_the_pool_and_the_processes() {
+        let c = Config::from_pairs([
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("DB_POOL_MAX", "4"),
+            ("CLUSTER_WORKERS", "2"),
+        ])
+        .expect("valid");
+        let budget = c.connection_budget();
+        assert!(
+            budget[0].contains("up to 8 connections per instance"),
+            "{budget:?}"
+        );
+        assert!(budget[1].contains("Redis: none"), "{budget:?}");
     }
 
     #[test]
