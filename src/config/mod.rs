@@ -334,15 +334,27 @@ pub(crate) fn millis(d: std::time::Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
-/// Hides the password part of `scheme://user:password@host/…`.
+/// Hides the password of `scheme://user:password@host/…`, and a `password=` (or
+/// `sslpassword=`) parameter of its query, which libpq-style URLs accept too.
 pub(crate) fn mask_url(url: &str) -> String {
+    let mut out = url.to_owned();
     if let Some((scheme, rest)) = url.split_once("://")
         && let Some((creds, host)) = rest.rsplit_once('@')
     {
         let user = creds.split(':').next().unwrap_or("");
-        return format!("{scheme}://{user}:****@{host}");
+        out = format!("{scheme}://{user}:****@{host}");
     }
-    url.to_owned()
+    if let Some((base, query)) = out.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.ends_with("password") => format!("{key}=****"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{base}?{}", query.join("&"));
+    }
+    out
 }
 
 fn figment_error(e: figment::Error) -> ConfigError {
@@ -421,6 +433,54 @@ mod tests {
     fn distributed_mode_requires_secrets() {
         let e = err(&[("REDIS_URL", "redis://127.0.0.1:6379")]);
         assert_eq!(e.key, "SESSION_SECRET");
+    }
+
+    #[test]
+    fn config_check_shows_no_credential() {
+        let secret = "hunter2-secret";
+        let c = Config::from_pairs([
+            (
+                "DATABASE_URL",
+                format!("postgres://app:{secret}@db:5432/shoal?sslmode=require&password={secret}"),
+            ),
+            (
+                "REDIS_SENTINELS",
+                format!("redis://:{secret}@s1:26379,s2:26379"),
+            ),
+            ("REDIS_SENTINEL_MASTER", "shoal".to_owned()),
+            ("REDIS_URL", format!("redis://:{secret}@master:6379")),
+            (
+                "SESSION_SECRET",
+                format!("{secret}-0123456789abcdef0123456789"),
+            ),
+            (
+                "SESSION_ENCRYPTION_KEY",
+                format!("{secret}-1123456789abcdef0123456789"),
+            ),
+            (
+                "JWT_ACCESS_SECRET",
+                format!("{secret}-2123456789abcdef0123456789"),
+            ),
+            (
+                "JWT_REFRESH_SECRET",
+                format!("{secret}-3123456789abcdef0123456789"),
+            ),
+            ("ADMIN_TOKEN", format!("{secret}-admin")),
+        ])
+        .expect("valid");
+        let shown: Vec<String> = c
+            .describe()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert!(
+            shown.iter().all(|l| !l.contains(secret)),
+            "a credential is shown: {shown:#?}"
+        );
+        assert!(
+            shown.iter().any(|l| l.contains("sslmode=require")),
+            "{shown:#?}"
+        );
     }
 
     #[test]

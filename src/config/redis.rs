@@ -242,7 +242,14 @@ impl RedisConfig {
                 sentinels, master, ..
             }) => (
                 "REDIS_SENTINELS",
-                format!("{} (master {master})", sentinels.join(",")),
+                format!(
+                    "{} (master {master})",
+                    sentinels
+                        .iter()
+                        .map(|s| mask_url(s))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
             ),
             Some(RedisTarget::Cluster { nodes }) => (
                 "REDIS_CLUSTER_NODES",

@@ -44,7 +44,7 @@ pub async fn request_context(
     next: Next,
 ) -> Response {
     let id = request_id(&req);
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -120,6 +120,19 @@ pub async fn request_context(
     if let Some(v) = &state.instance.header {
         headers.insert(INSTANCE_ID, v.clone());
     }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // The HTML pages (the dashboard, the API browser) are never framed by another
+    // site: no clickjacking of an operator's session.
+    if route == "/dashboard" || route.starts_with("/docs") {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+    }
 
     if state.config.log.access {
         // Method, route, request and instance ids come from the span.
@@ -135,6 +148,22 @@ pub async fn request_context(
     metrics::counter!("shoal_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status_label).increment(1);
     metrics::histogram!("shoal_http_request_duration_seconds", "method" => method.to_string(), "route" => route).record(elapsed.as_secs_f64());
     response
+}
+
+/// The `method` label of the request metrics: one of the methods the API knows, or
+/// `other`, so that what a client sends cannot grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Counts a request in `Lifecycle::in_flight` for as long as it lives.

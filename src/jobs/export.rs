@@ -61,8 +61,8 @@ pub fn render(rows: &[job_rows::ExportRow]) -> Result<String, csv::Error> {
     for r in rows {
         out.write_record([
             r.id.as_str(),
-            r.title.as_str(),
-            r.description.as_deref().unwrap_or(""),
+            &neutralised(&r.title),
+            &neutralised(r.description.as_deref().unwrap_or("")),
             r.status.as_str(),
             r.assignee_id.as_deref().unwrap_or(""),
             &r.version.to_string(),
@@ -74,9 +74,37 @@ pub fn render(rows: &[job_rows::ExportRow]) -> Result<String, csv::Error> {
     Ok(String::from_utf8(bytes).unwrap_or_default())
 }
 
+/// A user's text as a cell that a spreadsheet shows instead of running: a cell that
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return is a formula to Excel,
+/// LibreOffice and Google Sheets (CSV injection), so it gets a leading `'`, which
+/// they show as text. Everything else is left as it is.
+fn neutralised(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_neutralised() {
+        for formula in [
+            "=HYPERLINK(\"http://x\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(neutralised(formula), format!("'{formula}"));
+        }
+        for plain in ["Write the announcement", "", "a=b", "1-2"] {
+            assert_eq!(neutralised(plain), plain);
+        }
+    }
 
     #[test]
     fn tricky_fields_are_quoted_per_rfc_4180() {

@@ -333,8 +333,9 @@ async fn every_metric_has_help_and_the_standard_process_metrics_are_there() {
             "{name} has no # HELP line"
         );
     }
+    // CPU seconds may still read 0 in a young process; the others cannot.
+    assert!(typed.contains(&"process_cpu_seconds_total"), "{text}");
     for name in [
-        "process_cpu_seconds_total",
         "process_resident_memory_bytes",
         "process_open_fds",
         "process_max_fds",
@@ -342,5 +343,52 @@ async fn every_metric_has_help_and_the_standard_process_metrics_are_there() {
     ] {
         assert!(typed.contains(&name), "{name} is exported");
         assert!(metric_value(&text, name, &[]) > 0.0, "{name} has a value");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_made_up_method_does_not_become_a_metric_label() {
+    let app = spawn_app().await;
+    let brew = reqwest::Method::from_bytes(b"BREW").expect("a method");
+    let response = app
+        .client
+        .request(brew, app.url("/api/me"))
+        .send()
+        .await
+        .expect("BREW /api/me");
+    assert!(response.status().is_client_error());
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(!text.contains("BREW"), "the method is not a label value");
+    assert!(
+        metric_value(&text, "shoal_http_requests_total", &[r#"method="other""#]) >= 1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_says_nosniff_and_the_html_pages_cannot_be_framed() {
+    let app = spawn_app().await;
+    for path in ["/api/me", "/health/live", "/dashboard", "/docs"] {
+        let r = app.client.get(app.url(path)).send().await.expect("GET");
+        assert_eq!(
+            header(r.headers(), "x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+        if path == "/dashboard" || path == "/docs" {
+            assert_eq!(header(r.headers(), "x-frame-options"), "DENY", "{path}");
+            assert!(
+                header(r.headers(), "content-security-policy").contains("frame-ancestors 'none'"),
+                "{path}"
+            );
+        }
     }
 }
