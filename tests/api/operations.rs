@@ -311,15 +311,7 @@ async fn every_metric_has_help_and_the_standard_process_metrics_are_there() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
     assert_eq!(app.get(&user, "/api/me").await.status(), StatusCode::OK);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     let typed: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -357,15 +349,7 @@ async fn a_made_up_method_does_not_become_a_metric_label() {
         .await
         .expect("BREW /api/me");
     assert!(response.status().is_client_error());
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     assert!(!text.contains("BREW"), "the method is not a label value");
     assert!(
         metric_value(&text, "shoal_http_requests_total", &[r#"method="other""#]) >= 1.0,
