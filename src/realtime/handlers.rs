@@ -127,6 +127,19 @@ async fn authenticate(
         &socket.req_parts().headers,
         &state.config.auth.session_cookie_name,
     ) {
+        let headers = &socket.req_parts().headers;
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+        };
+        if !identity::cookie_origin_allowed(
+            header(axum::http::header::ORIGIN),
+            header(axum::http::header::HOST),
+            &state.config.server.cors_origins,
+        ) {
+            return Err(HandshakeRefused("origin_not_allowed"));
+        }
         Credential::SessionCookie(cookie)
     } else {
         return Err(HandshakeRefused("unauthorized"));

@@ -112,3 +112,85 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v.trim_matches('"'))
         .filter(|v| !v.is_empty())
 }
+
+/// Whether a browser page at `origin` may use the session cookie on a request to
+/// `host` (a Socket.IO handshake: browsers apply no CORS to WebSockets, and a
+/// `SameSite=Lax` cookie still goes along from a sibling subdomain). Allowed: no
+/// `Origin` (not a browser), the same origin as `host`, or an origin `CORS_ORIGINS`
+/// lists (`*` allows any). An access token is not subject to this: a page of
+/// another site cannot read it.
+pub fn cookie_origin_allowed(origin: Option<&str>, host: Option<&str>, cors: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    if cors
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let (Some(origin_host), Some(host)) = (
+        origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://")),
+        host,
+    ) else {
+        return false;
+    };
+    // A proxy may pass `Host` without the port the browser used (nginx's `$host`):
+    // then the names alone are compared.
+    let origin_host = if host.contains(':') {
+        origin_host
+    } else {
+        origin_host
+            .rsplit_once(':')
+            .map_or(origin_host, |(name, _)| name)
+    };
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_is_good_from_its_own_origin_or_a_listed_one() {
+        let none: Vec<String> = Vec::new();
+        let host = Some("app.example.com");
+        assert!(cookie_origin_allowed(None, host, &none));
+        assert!(cookie_origin_allowed(
+            Some("https://app.example.com"),
+            host,
+            &none
+        ));
+        assert!(!cookie_origin_allowed(
+            Some("https://evil.example.com"),
+            host,
+            &none
+        ));
+        assert!(!cookie_origin_allowed(Some("null"), host, &none));
+        // Behind a proxy that passes Host without the port.
+        assert!(cookie_origin_allowed(
+            Some("http://app.example.com:8080"),
+            host,
+            &none
+        ));
+        let with_port = Some("app.example.com:8443");
+        assert!(!cookie_origin_allowed(
+            Some("https://app.example.com:9999"),
+            with_port,
+            &none
+        ));
+        let listed = vec!["https://web.example.com".to_owned()];
+        assert!(cookie_origin_allowed(
+            Some("https://web.example.com"),
+            host,
+            &listed
+        ));
+        assert!(cookie_origin_allowed(
+            Some("https://x.test"),
+            host,
+            &["*".to_owned()]
+        ));
+    }
+}

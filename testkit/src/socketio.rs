@@ -18,6 +18,8 @@ pub enum Auth<'a> {
     Token(&'a str),
     /// The session cookie on the handshake request.
     Cookie(&'a str),
+    /// The session cookie, sent as a page at this `Origin` would send it.
+    CookieFrom(&'a str, &'a str),
     /// Nothing.
     Nothing,
 }
@@ -108,6 +110,9 @@ impl Sio {
         builder = match auth {
             Auth::Token(t) => builder.auth(json!({ "token": t })),
             Auth::Cookie(c) => builder.opening_header("Cookie", format!("{COOKIE_NAME}={c}")),
+            Auth::CookieFrom(c, origin) => builder
+                .opening_header("Cookie", format!("{COOKIE_NAME}={c}"))
+                .opening_header("Origin", origin),
             Auth::Nothing => builder,
         };
         let client = builder.connect().await.ok()?;

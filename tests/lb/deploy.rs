@@ -97,6 +97,11 @@ fn compose_has_three_instances_nginx_redis_postgres_and_an_ha_profile_with_senti
         ] {
             assert!(s["environment"][key].is_string(), "shoal-{i} sets {key}");
         }
+        assert_eq!(
+            s["environment"]["COOKIE_SECURE"].as_str(),
+            Some("true"),
+            "shoal-{i} marks the session cookie Secure"
+        );
     }
     // nginx renders the same template as scripts/local-cluster.sh.
     let nginx = format!("{:?}", compose["services"]["nginx"]);
@@ -193,6 +198,11 @@ fn kubernetes_manifests_have_the_expected_kinds_probes_and_drain() {
     );
     let secret = yaml("deploy/examples/k8s-secret.yaml");
     assert_eq!(str_at(&secret, &["kind"]), "Secret");
+    assert_eq!(
+        str_at(config, &["data", "COOKIE_SECURE"]),
+        "true",
+        "the cookie is Secure behind the ingress's TLS"
+    );
     let env_from = format!("{:?}", container["envFrom"]);
     assert!(env_from.contains(str_at(config, &["metadata", "name"])));
     assert!(env_from.contains(str_at(&secret, &["metadata", "name"])));

@@ -31,6 +31,16 @@ async fn a_bad_handshake_gets_connect_error_with_a_reason() {
         .await
         .close()
         .await;
+    // A page's handshake carries its Origin: the cookie works from Shoal's own origin,
+    // not from another site's page (nothing in CORS_ORIGINS here).
+    Sio::connect(&base, Auth::CookieFrom(&ada.cookie, &base))
+        .await
+        .close()
+        .await;
+    assert_eq!(
+        Sio::refusal(&base, Auth::CookieFrom(&ada.cookie, "https://evil.example")).await,
+        "origin_not_allowed"
+    );
 
     // ...until the session ends: the access token is then refused with the reason.
     let r = app
