@@ -155,7 +155,10 @@ impl Db {
         let retries = config.database.connect_retries.unwrap_or(3);
         let mut attempt = 0;
         loop {
-            match db.ping().await {
+            // A direct connection, not a pool acquire: the database's own answer
+            // (refused, full, a certificate it does not trust) at once, instead of a
+            // pool timeout after DB_ACQUIRE_TIMEOUT.
+            match db.probe().await {
                 Ok(()) => return Ok(db),
                 Err(e) if attempt < retries => {
                     let delay = retry_delay(attempt);
