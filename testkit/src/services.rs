@@ -44,12 +44,28 @@ pub fn token() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// A port nothing listens on right now (bind port 0, read it, let it go).
+/// A port nothing listens on right now, and one this test process has not handed out
+/// before.
+///
+/// Binding port 0 and letting it go is not enough: the kernel hands the same port to the
+/// next bind(0) as soon as it is free, so twenty instances started together could be
+/// given one port twice (seen in CI: "Address already in use"). Ports are drawn below
+/// Linux's ephemeral range (32768–60999), where outgoing connections never take them,
+/// and each is remembered so no two callers in this process get the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
+    static ISSUED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = rand::random_range(15_000..32_000u16);
+        if issued.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            issued.push(port);
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range after 10000 tries");
 }
 
 /// The reachable PostgreSQL (admin URL) and Redis.
