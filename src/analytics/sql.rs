@@ -24,7 +24,7 @@ impl SqlOptOutStore {
 impl OptOutStore for SqlOptOutStore {
     async fn set(&self, user: Uuid, opted_out: bool) -> Result<(), BackendError> {
         if opted_out {
-            sqlx::query(
+            crate::db::query(
                 "INSERT INTO analytics_opt_outs (user_id, created_at) VALUES ($1, $2) \
                  ON CONFLICT (user_id) DO NOTHING",
             )
@@ -33,7 +33,7 @@ impl OptOutStore for SqlOptOutStore {
             .execute(self.db.writer())
             .await?;
         } else {
-            sqlx::query("DELETE FROM analytics_opt_outs WHERE user_id = $1")
+            crate::db::query("DELETE FROM analytics_opt_outs WHERE user_id = $1")
                 .bind(user.to_string())
                 .execute(self.db.writer())
                 .await?;
@@ -42,7 +42,7 @@ impl OptOutStore for SqlOptOutStore {
     }
 
     async fn is_opted_out(&self, user: Uuid) -> Result<bool, BackendError> {
-        let row = sqlx::query("SELECT 1 AS one FROM analytics_opt_outs WHERE user_id = $1")
+        let row = crate::db::query("SELECT 1 AS one FROM analytics_opt_outs WHERE user_id = $1")
             .bind(user.to_string())
             .fetch_optional(self.db.pool())
             .await?;

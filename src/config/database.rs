@@ -17,6 +17,16 @@ pub const KEYS: &[Key] = &[
         meaning: "`sqlite:…` or `postgres://…`",
     },
     Key {
+        name: "DATABASE_POOLER",
+        default: "none",
+        meaning: "`transaction` when `DATABASE_URL` is a transaction-pooling proxy (PgBouncer `pool_mode = transaction`): every statement runs unnamed inside an explicit transaction, and instances never migrate through it (see `DATABASE_MIGRATION_URL`)",
+    },
+    Key {
+        name: "DATABASE_MIGRATION_URL",
+        default: "unset",
+        meaning: "a direct `postgres://…` URL (not through the pooler) that `serve` and `shoal migrate` migrate with; unset behind a pooler, instances wait (live, unready: `migrations_pending`) until `shoal migrate` has run",
+    },
+    Key {
         name: "DB_POOL_MIN",
         default: "1",
         meaning: "connections kept open even when idle (≤ `DB_POOL_MAX`)",
@@ -47,6 +57,9 @@ pub const KEYS: &[Key] = &[
 #[derive(Debug, Deserialize)]
 pub(super) struct Raw {
     database_url: Option<String>,
+    #[serde(default)]
+    database_pooler: Pooler,
+    database_migration_url: Option<String>,
     #[serde(default = "default_pool_min")]
     db_pool_min: u32,
     #[serde(default = "default_pool_max")]
@@ -83,6 +96,18 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+/// What sits between Shoal and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// Shoal talks to PostgreSQL itself (or through a session-pooling proxy).
+    #[default]
+    None,
+    /// A transaction-pooling proxy: a server connection is ours only inside a
+    /// transaction (PgBouncer's `pool_mode = transaction`).
+    Transaction,
+}
+
 /// The database section.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -90,6 +115,10 @@ pub struct DatabaseConfig {
     pub url: SecretString,
     /// Engine behind `url`.
     pub kind: DatabaseKind,
+    /// What sits between Shoal and PostgreSQL.
+    pub pooler: Pooler,
+    /// A direct URL for migrations, when `url` goes through a pooler.
+    pub migration_url: Option<SecretString>,
     /// Connections kept open even when idle.
     pub pool_min: u32,
     /// Upper bound of the pool.
@@ -119,6 +148,20 @@ impl DatabaseConfig {
                 "must start with sqlite:, postgres:// or postgresql://",
             ));
         };
+        if raw.database_pooler == Pooler::Transaction && kind != DatabaseKind::Postgres {
+            return Err(ConfigError::new(
+                "DATABASE_POOLER",
+                "`transaction` needs a postgres:// DATABASE_URL",
+            ));
+        }
+        if let Some(m) = &raw.database_migration_url
+            && !(m.starts_with("postgres://") || m.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_MIGRATION_URL",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
         if raw.db_pool_max == 0 {
             return Err(ConfigError::new("DB_POOL_MAX", "must be at least 1"));
         }
@@ -133,6 +176,8 @@ impl DatabaseConfig {
         Ok(Self {
             url: url.into(),
             kind,
+            pooler: raw.database_pooler,
+            migration_url: raw.database_migration_url.map(Into::into),
             pool_min: raw.db_pool_min,
             pool_max: raw.db_pool_max,
             acquire_timeout: Duration::from_secs(raw.db_acquire_timeout),
@@ -144,6 +189,20 @@ impl DatabaseConfig {
     pub(super) fn describe(&self, out: &mut Vec<(&'static str, String)>) {
         out.extend([
             ("DATABASE_URL", mask_url(self.url.expose_secret())),
+            (
+                "DATABASE_POOLER",
+                match self.pooler {
+                    Pooler::None => "none".into(),
+                    Pooler::Transaction => "transaction".into(),
+                },
+            ),
+            (
+                "DATABASE_MIGRATION_URL",
+                self.migration_url.as_ref().map_or_else(
+                    || "(unset)".into(),
+                    |u| mask_url(u.expose_secret()),
+                ),
+            ),
             ("DB_POOL_MIN", self.pool_min.to_string()),
             ("DB_POOL_MAX", self.pool_max.to_string()),
             ("DB_ACQUIRE_TIMEOUT", secs(self.acquire_timeout)),

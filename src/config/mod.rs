@@ -43,7 +43,7 @@ use serde::{Deserialize, Deserializer};
 pub use auth::{AuthConfig, Secrets};
 pub use cache::{CacheConfig, CacheProvider};
 pub use cluster::ClusterConfig;
-pub use database::{DatabaseConfig, DatabaseKind};
+pub use database::{DatabaseConfig, DatabaseKind, Pooler};
 pub use log::{LogConfig, LogFormat};
 pub use queue::QueueConfig;
 pub use rate_limit::RateLimitConfig;
@@ -242,6 +242,18 @@ impl Config {
         )];
         if self.database.kind == DatabaseKind::Sqlite {
             lines[0] = "SQLite: a local file (embedded mode), no server connections".into();
+        } else if self.database.pooler == Pooler::Transaction {
+            lines[0] = format!(
+                "PostgreSQL through a transaction pooler: up to {pool} pooler client connections per \
+                 instance (DB_POOL_MAX {} x {processes} process(es)); PostgreSQL itself sees only the \
+                 pooler's server connections (its pool size), plus {} while migrating",
+                self.database.pool_max,
+                if self.database.migration_url.is_some() {
+                    "one direct connection per instance (DATABASE_MIGRATION_URL)"
+                } else {
+                    "`shoal migrate`'s one direct connection"
+                }
+            );
         }
         let redis = match &self.redis.target {
             None => "Redis: none (embedded mode)".to_owned(),

@@ -38,7 +38,7 @@ pub async fn record(
     task: Option<Uuid>,
     data: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO activity (id, workspace_id, actor_id, kind, task_id, data, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -61,7 +61,7 @@ pub async fn list<'e>(
     before: Option<Uuid>,
     limit: u32,
 ) -> Result<Vec<Activity>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::db::query(
         "SELECT id, workspace_id, actor_id, kind, task_id, data, created_at FROM activity \
          WHERE workspace_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
     )

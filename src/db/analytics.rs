@@ -14,7 +14,7 @@ pub async fn insert_event<'e>(
     properties: &serde_json::Value,
 ) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO analytics_events (id, user_id, name, properties, created_at) \
          VALUES ($1, $2, $3, $4, $5)",
     )

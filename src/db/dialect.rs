@@ -45,7 +45,7 @@ impl Dialect {
     pub async fn prepare_connection(
         &self,
         conn: &mut AnyConnection,
-        statement_timeout: Duration,
+        statement_timeout: Option<Duration>,
     ) -> Result<(), sqlx::Error> {
         match self.kind {
             // WAL lets readers run beside the single writer; busy_timeout makes a
@@ -59,7 +59,10 @@ impl Dialect {
                 .await?;
             }
             DatabaseKind::Postgres => {
-                let ms = statement_timeout.as_millis();
+                let Some(timeout) = statement_timeout else {
+                    return Ok(());
+                };
+                let ms = timeout.as_millis();
                 conn.execute(AssertSqlSafe(format!("SET statement_timeout = {ms}")))
                     .await?;
             }

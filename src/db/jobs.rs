@@ -97,7 +97,7 @@ pub async fn insert(conn: &mut AnyConnection, job: &NewJob) -> Result<(Uuid, boo
     let now = clock::now_micros();
     // ON CONFLICT DO NOTHING: a duplicate key is not an error, and on PostgreSQL it
     // does not abort the caller's transaction (a plain unique violation would).
-    let inserted = sqlx::query(
+    let inserted = crate::db::query(
         "INSERT INTO jobs (id, kind, payload, state, priority, run_at, attempts, max_attempts, \
          idempotency_key, requested_by, workspace_id, created_at) \
          VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, $7, $8, $9, $10) \
@@ -120,7 +120,7 @@ pub async fn insert(conn: &mut AnyConnection, job: &NewJob) -> Result<(Uuid, boo
         return Ok((id, true));
     }
     let key = job.idempotency_key.clone().unwrap_or_default();
-    let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = $1")
+    let row = crate::db::query("SELECT id FROM jobs WHERE idempotency_key = $1")
         .bind(key)
         .fetch_one(&mut *conn)
         .await?;
@@ -164,7 +164,7 @@ pub async fn claim(
          RETURNING id, kind, payload, attempts, max_attempts, requested_by, workspace_id, run_at",
         db.dialect().claim_lock()
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(owner)
         .bind(lease_until)
         .bind(now)
@@ -192,7 +192,7 @@ pub async fn claim(
 /// Extends every lease `owner` holds. Returns how many.
 pub async fn heartbeat(db: &Db, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
     Ok(
-        sqlx::query(
+        crate::db::query(
             "UPDATE jobs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'running'",
         )
         .bind(lease_until)
@@ -207,7 +207,7 @@ pub async fn heartbeat(db: &Db, owner: &str, lease_until: i64) -> Result<u64, St
 /// it now): the caller must not consider its effects committed.
 pub async fn succeed(conn: &mut AnyConnection, id: Uuid, owner: &str) -> Result<bool, StoreError> {
     let now = clock::now_micros();
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE jobs SET state = 'succeeded', finished_at = $1, lease_owner = NULL, \
          lease_until = NULL, last_error = NULL WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
     )
@@ -234,7 +234,7 @@ pub async fn fail(
         Some(t) => ("queued", t, None),
         None => ("dead", now, Some(now)),
     };
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE jobs SET state = $1, run_at = $2, finished_at = $3, last_error = $4, \
          lease_owner = NULL, lease_until = NULL \
          WHERE id = $5 AND lease_owner = $6 AND state = 'running'",
@@ -254,7 +254,7 @@ pub async fn fail(
 /// Gives back every job `owner` still holds, without counting the attempt (graceful
 /// shutdown past `SHUTDOWN_TIMEOUT`).
 pub async fn release_all(db: &Db, owner: &str) -> Result<u64, StoreError> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, \
          lease_until = NULL WHERE lease_owner = $1 AND state = 'running'",
     )
@@ -268,7 +268,7 @@ pub async fn release_all(db: &Db, owner: &str) -> Result<u64, StoreError> {
 /// have used up their attempts. Returns (requeued, dead).
 pub async fn reap_expired(db: &Db) -> Result<(u64, u64), StoreError> {
     let now = clock::now_micros();
-    let dead = sqlx::query(
+    let dead = crate::db::query(
         "UPDATE jobs SET state = 'dead', finished_at = $1, lease_owner = NULL, lease_until = NULL, \
          last_error = 'lease expired: the worker holding the job stopped (attempts used up)' \
          WHERE state = 'running' AND lease_until < $1 AND attempts >= max_attempts",
@@ -277,7 +277,7 @@ pub async fn reap_expired(db: &Db) -> Result<(u64, u64), StoreError> {
     .execute(db.writer())
     .await?
     .rows_affected();
-    let requeued = sqlx::query(
+    let requeued = crate::db::query(
         "UPDATE jobs SET state = 'queued', run_at = $1, lease_owner = NULL, lease_until = NULL, \
          last_error = 'lease expired: the worker holding the job stopped' \
          WHERE state = 'running' AND lease_until < $1",
@@ -295,7 +295,7 @@ pub async fn get<'e>(
     id: Uuid,
 ) -> Result<Option<JobRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(ex)
         .await?;
@@ -309,7 +309,7 @@ pub async fn list<'e>(
     limit: i64,
 ) -> Result<Vec<JobRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $2");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(state)
         .bind(limit)
         .fetch_all(ex)
@@ -319,7 +319,7 @@ pub async fn list<'e>(
 
 /// Puts a dead job back in the queue with fresh attempts. False when it is not dead.
 pub async fn retry_dead(db: &Db, id: Uuid) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
+    Ok(crate::db::query(
         "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL \
          WHERE id = $2 AND state = 'dead'",
     )
@@ -336,7 +336,7 @@ pub async fn retry_dead(db: &Db, id: Uuid) -> Result<bool, StoreError> {
 pub async fn depth<'e>(
     ex: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::db::query(
         "SELECT CASE WHEN state = 'queued' AND attempts > 0 THEN 'failed' ELSE state END AS status, \
          kind, COUNT(*) AS n FROM jobs GROUP BY 1, 2 ORDER BY 1, 2",
     )
@@ -356,7 +356,7 @@ pub async fn put_result(
     content_type: &str,
     body: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO export_results (job_id, workspace_id, content_type, body, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO UPDATE SET \
          content_type = excluded.content_type, body = excluded.body, created_at = excluded.created_at",
@@ -376,7 +376,7 @@ pub async fn get_result<'e>(
     ex: impl Executor<'e, Database = Any>,
     job_id: Uuid,
 ) -> Result<Option<(String, String)>, StoreError> {
-    let row = sqlx::query("SELECT content_type, body FROM export_results WHERE job_id = $1")
+    let row = crate::db::query("SELECT content_type, body FROM export_results WHERE job_id = $1")
         .bind(job_id.to_string())
         .fetch_optional(ex)
         .await?;
@@ -388,7 +388,7 @@ pub async fn get_result<'e>(
 /// Deletes finished jobs (and their export results) that finished before `before`.
 pub async fn purge_finished(db: &Db, before: i64) -> Result<u64, StoreError> {
     let mut tx = db.begin().await?;
-    sqlx::query(
+    crate::db::query(
         "DELETE FROM export_results WHERE job_id IN \
          (SELECT id FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1)",
     )
@@ -396,7 +396,7 @@ pub async fn purge_finished(db: &Db, before: i64) -> Result<u64, StoreError> {
     .execute(&mut *tx)
     .await?;
     let n =
-        sqlx::query("DELETE FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1")
+        crate::db::query("DELETE FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1")
             .bind(before)
             .execute(&mut *tx)
             .await?
@@ -410,7 +410,7 @@ pub async fn count_in_state<'e>(
     ex: impl Executor<'e, Database = Any>,
     state: &str,
 ) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE state = $1")
+    let row = crate::db::query("SELECT COUNT(*) AS n FROM jobs WHERE state = $1")
         .bind(state)
         .fetch_one(ex)
         .await?;
@@ -422,17 +422,17 @@ pub async fn count_in_state<'e>(
 /// than `keep_jobs_before`. Returns rows deleted per table.
 pub async fn purge_expired(db: &Db, keep_jobs_before: i64) -> Result<[u64; 4], StoreError> {
     let now = clock::now_micros();
-    let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+    let sessions = crate::db::query("DELETE FROM sessions WHERE expires_at <= $1")
         .bind(now)
         .execute(db.writer())
         .await?
         .rows_affected();
-    let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+    let tokens = crate::db::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
         .bind(now)
         .execute(db.writer())
         .await?
         .rows_affected();
-    let families = sqlx::query(
+    let families = crate::db::query(
         "DELETE FROM refresh_families WHERE NOT EXISTS \
          (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.id) \
          AND created_at < $1",
@@ -472,7 +472,7 @@ pub async fn export_tasks<'e>(
     ex: impl Executor<'e, Database = Any>,
     workspace: Uuid,
 ) -> Result<Vec<ExportRow>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::db::query(
         "SELECT id, title, description, status, assignee_id, version, created_at, updated_at \
          FROM tasks WHERE workspace_id = $1 ORDER BY id",
     )
@@ -509,7 +509,7 @@ pub async fn succeed_many(db: &Db, owner: &str, ids: &[Uuid]) -> Result<Vec<Uuid
          WHERE lease_owner = $2 AND state = 'running' AND id IN ({}) RETURNING id",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut query = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(clock::now_micros())
         .bind(owner);
     for id in ids {
@@ -534,7 +534,7 @@ pub async fn release(db: &Db, owner: &str, ids: &[Uuid]) -> Result<u64, StoreErr
          lease_until = NULL WHERE lease_owner = $1 AND state = 'running' AND id IN ({})",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner);
+    let mut query = crate::db::query(sqlx::AssertSqlSafe(sql)).bind(owner);
     for id in ids {
         query = query.bind(id.to_string());
     }

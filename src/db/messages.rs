@@ -53,7 +53,7 @@ pub async fn find_by_client_id<'e>(
     let sql = format!(
         "SELECT {COLUMNS} FROM messages WHERE workspace_id = $1 AND user_id = $2 AND client_id = $3"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(workspace.to_string())
         .bind(user.to_string())
         .bind(client_id)
@@ -103,6 +103,7 @@ pub async fn append_committed(
             placeholders(batch.len(), 4, 5)
         );
         let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .persistent(super::pooling::named())
             .bind(wid)
             .bind(n)
             .bind(now);
@@ -128,6 +129,7 @@ pub async fn append_committed(
             "UPDATE workspaces SET last_message_seq = last_message_seq + $2 WHERE id = $1 \
              RETURNING last_message_seq",
         )
+        .persistent(super::pooling::named())
         .bind(wid.clone())
         .bind(n)
         .fetch_one(&mut *tx)
@@ -138,7 +140,7 @@ pub async fn append_committed(
              VALUES {}",
             placeholders(batch.len(), 1, 7)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = crate::db::query(sqlx::AssertSqlSafe(sql));
         for (i, (m, id)) in batch.iter().zip(&ids).enumerate() {
             query = query
                 .bind(id.to_string())
@@ -194,7 +196,7 @@ pub async fn list_before<'e>(
         "SELECT {COLUMNS} FROM messages WHERE workspace_id = $1 AND ($2 IS NULL OR seq < $2) \
          ORDER BY seq DESC LIMIT $3"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(workspace.to_string())
         .bind(before)
         .bind(i64::from(limit))
@@ -214,7 +216,7 @@ pub async fn list_after<'e>(
         "SELECT {COLUMNS} FROM messages WHERE workspace_id = $1 AND seq > $2 \
          ORDER BY seq ASC LIMIT $3"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(workspace.to_string())
         .bind(after)
         .bind(i64::from(limit))

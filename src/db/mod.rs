@@ -10,6 +10,7 @@ pub mod dialect;
 pub mod jobs;
 pub mod message_writer;
 pub mod messages;
+pub mod pooling;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 pub use dialect::Dialect;
+pub use pooling::{Pooled, query};
 
 /// A failure of the store, as callers need to tell it apart.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,18 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Migrations are pending and this instance may not apply them (behind a transaction
+/// pooler without `DATABASE_MIGRATION_URL`): readiness says `migrations_pending`
+/// until `shoal migrate` has run.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{pending} migration(s) not applied, and behind a transaction pooler this instance does not migrate: run `shoal migrate` with DATABASE_URL (or DATABASE_MIGRATION_URL) pointing at PostgreSQL itself"
+)]
+pub struct MigrationsPending {
+    /// How many.
+    pub pending: usize,
+}
+
 /// The connection pool and its dialect.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -96,6 +110,13 @@ pub struct Db {
     /// load); on PostgreSQL the same pool as reads.
     writer: AnyPool,
     dialect: Dialect,
+    /// The statement that opens a write transaction.
+    begin_write: sqlx::SqlStr,
+    /// Behind a transaction pooler, the statement that opens the transaction each
+    /// single statement on the pool runs in ([`pooling`]); `None` on a direct database.
+    begin_single: Option<sqlx::SqlStr>,
+    /// `DATABASE_MIGRATION_URL`: migrations go over a direct connection to it.
+    migration_url: Option<secrecy::SecretString>,
     /// Connections handed out by the pool, ever. Every query through the pool takes
     /// one, so tests can prove that a path makes no database round trip.
     acquisitions: Arc<AtomicU64>,
@@ -113,7 +134,23 @@ impl Db {
             ensure_sqlite_parent(config.database.url.expose_secret())?;
         }
         let url = dialect.connect_url(config.database.url.expose_secret());
+        let behind_pooler = config.database.pooler == crate::config::Pooler::Transaction;
         let statement_timeout = config.database.statement_timeout;
+        // Behind a transaction pooler a session setting would land on whichever server
+        // connection the pooler lends, and stay there for its next client: the
+        // statement timeout is set per transaction instead (`SET LOCAL`, in the same
+        // round trip as `BEGIN`).
+        let (begin_write, begin_single) = if behind_pooler {
+            pooling::use_unnamed_statements();
+            let begin = sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SET LOCAL statement_timeout = {}",
+                statement_timeout.as_millis()
+            )));
+            (begin.clone(), Some(begin))
+        } else {
+            (sqlx::SqlSafeStr::into_sql_str(dialect.begin_write()), None)
+        };
+        let session_timeout = (!behind_pooler).then_some(statement_timeout);
         let acquisitions = Arc::new(AtomicU64::new(0));
         let (on_connect, on_acquire) = (acquisitions.clone(), acquisitions.clone());
         let options = AnyPoolOptions::new()
@@ -122,7 +159,7 @@ impl Db {
             .acquire_timeout(config.database.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 on_connect.fetch_add(1, Ordering::Relaxed);
-                Box::pin(async move { dialect.prepare_connection(conn, statement_timeout).await })
+                Box::pin(async move { dialect.prepare_connection(conn, session_timeout).await })
             })
             .before_acquire(move |_conn, _meta| {
                 on_acquire.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +180,9 @@ impl Db {
             pool,
             writer,
             dialect,
+            begin_write,
+            begin_single,
+            migration_url: config.database.migration_url.clone(),
             acquisitions,
         })
     }
@@ -176,23 +216,94 @@ impl Db {
         }
     }
 
-    /// Applies pending migrations (under a lock on PostgreSQL).
+    /// Applies pending migrations, each once however many instances start together.
+    ///
+    /// - Directly connected: sqlx's migrator on the pool, under its session-level
+    ///   advisory lock on PostgreSQL.
+    /// - With `DATABASE_MIGRATION_URL`: the same over one direct connection to it,
+    ///   opened only when something is pending (behind a pooler the check goes
+    ///   through the pooler, so a hundred instances that find everything applied
+    ///   open no direct connection).
+    /// - Behind a transaction pooler without it: no migration at all — a session
+    ///   lock does not hold there, and the migrator's named statements would collide
+    ///   on the pooler's shared server connections. Pending migrations are then an
+    ///   error ([`MigrationsPending`]) until `shoal migrate` has run with a direct URL.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        self.dialect
-            .migrator()
-            .run(&self.pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+        use secrecy::ExposeSecret;
+        use sqlx::Connection;
+        if self.behind_pooler() {
+            let pending = self.pending_migrations().await?;
+            if pending == 0 {
+                return Ok(());
+            }
+            if self.migration_url.is_none() {
+                return Err(MigrationsPending { pending }.into());
+            }
+        }
+        let migrator = self.dialect.migrator();
+        let result = match &self.migration_url {
+            Some(url) => {
+                let mut conn = sqlx::AnyConnection::connect(url.expose_secret())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_MIGRATION_URL: {e}"))?;
+                // `run_direct`, not `run`: `run`'s `Acquire` bound on a borrowed
+                // connection is not `Send` for every lifetime inside a spawned task.
+                let result = migrator.run_direct(None, &mut conn, false).await;
+                let _ = conn.close().await;
+                result
+            }
+            None => migrator.run(&self.pool).await,
+        };
+        result.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
     }
 
-    /// The pool for reads.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// How many of the embedded migrations the database has not applied
+    /// successfully (all of them when it has no migration table yet).
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let embedded: Vec<i64> = self
+            .dialect
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        let rows = match query("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(self.pool())
+            .await
+        {
+            Ok(rows) => rows,
+            // 42P01 undefined_table: nothing was ever applied.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                return Ok(embedded.len());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let applied: std::collections::HashSet<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("version"))
+            .collect::<Result<_, _>>()?;
+        Ok(embedded.iter().filter(|v| !applied.contains(v)).count())
+    }
+
+    /// The pool for reads, as an executor of single statements.
+    pub fn pool(&self) -> Pooled<'_> {
+        Pooled {
+            pool: &self.pool,
+            begin: self.begin_single.as_ref(),
+        }
     }
 
     /// The pool for one-statement writes (see the `writer` field).
-    pub fn writer(&self) -> &AnyPool {
-        &self.writer
+    pub fn writer(&self) -> Pooled<'_> {
+        Pooled {
+            pool: &self.writer,
+            begin: self.begin_single.as_ref(),
+        }
+    }
+
+    /// Whether `DATABASE_URL` goes through a transaction pooler.
+    pub fn behind_pooler(&self) -> bool {
+        self.begin_single.is_some()
     }
 
     /// The engine-specific parts.
@@ -202,7 +313,7 @@ impl Db {
 
     /// Opens a transaction that will write (see [`Dialect::begin_write`]).
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
+        Ok(self.writer.begin_with(self.begin_write.clone()).await?)
     }
 
     /// Opens one connection outside the pool and closes it: the database's own answer
@@ -225,7 +336,7 @@ impl Db {
 
     /// Readiness: one round trip.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
 
@@ -260,10 +371,14 @@ pub fn retry_delay(attempt: u32) -> Duration {
 
 /// Why the database cannot be used right now, as readiness says it: `database_full`
 /// when it (or a pooler in front of it) has no connection slot left for us,
+/// `migrations_pending` while waiting for `shoal migrate` ([`MigrationsPending`]),
 /// `database_unreachable` otherwise.
 pub fn unavailable_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
+        if e.is::<MigrationsPending>() {
+            return "migrations_pending";
+        }
         if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>()
             && db.code().as_deref() == Some("53300")
         {

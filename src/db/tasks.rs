@@ -105,7 +105,7 @@ pub async fn insert(
 ) -> Result<Task, StoreError> {
     let id = Uuid::now_v7();
     let now = clock::now_micros();
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO tasks (id, workspace_id, title, description, status, assignee_id, version, \
          created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)",
     )
@@ -139,7 +139,7 @@ pub async fn get<'e>(
     id: Uuid,
 ) -> Result<Option<Task>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND workspace_id = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .bind(workspace.to_string())
         .fetch_optional(ex)
@@ -170,7 +170,7 @@ pub async fn list<'e>(
          AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR assignee_id = $3) \
          AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(workspace.to_string())
         .bind(filter.status.map(|s| s.as_str().to_owned()))
         .bind(filter.assignee.map(|a| a.to_string()))
@@ -195,7 +195,7 @@ pub async fn update(
          version = version + 1, updated_at = $5 \
          WHERE id = $6 AND workspace_id = $7 AND version = $8 RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(&fields.title)
         .bind(fields.description.clone())
         .bind(fields.status.as_str())
@@ -220,7 +220,7 @@ pub async fn delete(
         "DELETE FROM tasks WHERE id = $1 AND workspace_id = $2 AND ($3 IS NULL OR version = $3) \
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = crate::db::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .bind(workspace.to_string())
         .bind(expected_version)

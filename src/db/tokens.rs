@@ -35,7 +35,7 @@ pub async fn create_family<'e>(
     user: Uuid,
     session_key: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO refresh_families (id, user_id, session_key, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(family.to_string())
@@ -55,7 +55,7 @@ pub async fn insert<'e>(
     token_hash: &str,
     expires_at: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO refresh_tokens (jti, family_id, token_hash, expires_at, created_at) \
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -71,7 +71,7 @@ pub async fn insert<'e>(
 
 /// The token `jti` with its family's state.
 pub async fn find(conn: &mut AnyConnection, jti: Uuid) -> Result<Option<StoredToken>, StoreError> {
-    let row = sqlx::query(
+    let row = crate::db::query(
         "SELECT t.family_id, f.user_id, f.session_key, t.token_hash, t.used_at, f.revoked_at, \
          t.expires_at FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
          WHERE t.jti = $1",
@@ -94,7 +94,7 @@ pub async fn find(conn: &mut AnyConnection, jti: Uuid) -> Result<Option<StoredTo
 /// Marks `jti` used; false when it already was (a concurrent refresh won).
 pub async fn mark_used(conn: &mut AnyConnection, jti: Uuid) -> Result<bool, StoreError> {
     let done =
-        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1 AND used_at IS NULL")
+        crate::db::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1 AND used_at IS NULL")
             .bind(jti.to_string())
             .bind(clock::now_micros())
             .execute(conn)
@@ -107,7 +107,7 @@ pub async fn revoke_family<'e>(
     ex: impl Executor<'e, Database = Any>,
     family: Uuid,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+    crate::db::query("UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
         .bind(family.to_string())
         .bind(clock::now_micros())
         .execute(ex)

@@ -39,7 +39,7 @@ pub async fn create<'e>(
 ) -> Result<User, StoreError> {
     let id = Uuid::now_v7();
     let now = clock::now_micros();
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO users (id, email, password_hash, display_name, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $5)",
     )
@@ -63,7 +63,7 @@ pub async fn find_credentials<'e>(
     ex: impl Executor<'e, Database = Any>,
     email: &str,
 ) -> Result<Option<(User, String)>, StoreError> {
-    let row = sqlx::query(
+    let row = crate::db::query(
         "SELECT id, email, display_name, created_at, password_hash FROM users WHERE email = $1",
     )
     .bind(email)
@@ -79,7 +79,7 @@ pub async fn find<'e>(
     ex: impl Executor<'e, Database = Any>,
     id: Uuid,
 ) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query("SELECT id, email, display_name, created_at FROM users WHERE id = $1")
+    let row = crate::db::query("SELECT id, email, display_name, created_at FROM users WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(ex)
         .await?;
@@ -91,7 +91,7 @@ pub async fn find_id_by_email<'e>(
     ex: impl Executor<'e, Database = Any>,
     email: &str,
 ) -> Result<Option<Uuid>, StoreError> {
-    let row = sqlx::query("SELECT id FROM users WHERE email = $1")
+    let row = crate::db::query("SELECT id FROM users WHERE email = $1")
         .bind(email)
         .fetch_optional(ex)
         .await?;
@@ -104,7 +104,7 @@ pub async fn update_display_name<'e>(
     id: Uuid,
     display_name: &str,
 ) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query(
+    let row = crate::db::query(
         "UPDATE users SET display_name = $2, updated_at = $3 WHERE id = $1 \
          RETURNING id, email, display_name, created_at",
     )

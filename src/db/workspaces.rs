@@ -87,7 +87,7 @@ pub async fn create(
 ) -> Result<Workspace, StoreError> {
     let id = Uuid::now_v7();
     let now = clock::now_micros();
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO workspaces (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(id.to_string())
@@ -96,7 +96,7 @@ pub async fn create(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO members (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(id.to_string())
@@ -118,7 +118,7 @@ pub async fn list_for_user<'e>(
     ex: impl Executor<'e, Database = Any>,
     user: Uuid,
 ) -> Result<Vec<Workspace>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::db::query(
         "SELECT w.id, w.name, w.created_at, m.role FROM members m \
          JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = $1 ORDER BY w.id",
     )
@@ -134,7 +134,7 @@ pub async fn role_of<'e>(
     workspace: Uuid,
     user: Uuid,
 ) -> Result<Option<Role>, StoreError> {
-    let row = sqlx::query("SELECT role FROM members WHERE workspace_id = $1 AND user_id = $2")
+    let row = crate::db::query("SELECT role FROM members WHERE workspace_id = $1 AND user_id = $2")
         .bind(workspace.to_string())
         .bind(user.to_string())
         .fetch_optional(ex)
@@ -151,7 +151,7 @@ pub async fn add_member<'e>(
     user: Uuid,
     role: Role,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    crate::db::query(
         "INSERT INTO members (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(workspace.to_string())
@@ -169,7 +169,7 @@ pub async fn member<'e>(
     workspace: Uuid,
     user: Uuid,
 ) -> Result<Option<Member>, StoreError> {
-    let row = sqlx::query(
+    let row = crate::db::query(
         "SELECT u.id, u.email, u.display_name, m.role, m.created_at FROM members m \
          JOIN users u ON u.id = m.user_id WHERE m.workspace_id = $1 AND m.user_id = $2",
     )
@@ -185,7 +185,7 @@ pub async fn members<'e>(
     ex: impl Executor<'e, Database = Any>,
     workspace: Uuid,
 ) -> Result<Vec<Member>, StoreError> {
-    let rows = sqlx::query(
+    let rows = crate::db::query(
         "SELECT u.id, u.email, u.display_name, m.role, m.created_at FROM members m \
          JOIN users u ON u.id = m.user_id WHERE m.workspace_id = $1 ORDER BY m.created_at, u.id",
     )

@@ -45,7 +45,7 @@ impl SqlSessionStore {
 
     /// Deletes expired sessions; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, BackendError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        let done = crate::db::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(clock::now_micros())
             .execute(self.db.writer())
             .await?;
@@ -61,7 +61,7 @@ impl SessionStore for SqlSessionStore {
         // Drop the cached entry first: if the write fails, the next read goes to the
         // table rather than trusting a value that may not be there.
         self.cache.invalidate(key).await;
-        sqlx::query(
+        crate::db::query(
             "INSERT INTO sessions (key, value, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
         )
@@ -80,7 +80,7 @@ impl SessionStore for SqlSessionStore {
         let cached = match self.cache.get(key).await {
             Some(hit) => hit,
             None => {
-                let row = sqlx::query("SELECT value, expires_at FROM sessions WHERE key = $1")
+                let row = crate::db::query("SELECT value, expires_at FROM sessions WHERE key = $1")
                     .bind(key)
                     .fetch_optional(self.db.pool())
                     .await?;
@@ -110,7 +110,7 @@ impl SessionStore for SqlSessionStore {
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.cache.invalidate(key).await;
-        sqlx::query("DELETE FROM sessions WHERE key = $1")
+        crate::db::query("DELETE FROM sessions WHERE key = $1")
             .bind(key)
             .execute(self.db.writer())
             .await?;

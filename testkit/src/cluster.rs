@@ -237,6 +237,12 @@ impl Cluster {
             .map(|(_, v)| v.clone())
     }
 
+    /// Sets `key` for the instances started from now on (`DATABASE_URL` through a
+    /// pooler in front of the test's database, say).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        apply(&mut self.env, &[(key, value)]);
+    }
+
     /// Starts one more instance (`{prefix}-{n}`) on a free port, without waiting for
     /// it; returns its index.
     pub fn spawn_node(&mut self) -> usize {

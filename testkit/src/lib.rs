@@ -18,12 +18,14 @@
 //! - [`rest`]: accounts, logins, workspaces and messages over the HTTP API.
 //! - [`socketio`]: a real Socket.IO v4 client whose events tests await.
 //! - [`tls`]: a CA and a server certificate made for one test.
-//! - [`own_postgres`]: a PostgreSQL server a test starts with settings of its own.
+//! - [`own_postgres`]: a PostgreSQL server a test starts with settings of its own;
+//!   [`pgbouncer`]: a PgBouncer in transaction pooling mode in front of one.
 //! - [`prometheus`]: reading samples out of `/metrics`.
 
 pub mod cluster;
 pub mod in_process;
 pub mod own_postgres;
+pub mod pgbouncer;
 pub mod process;
 pub mod prometheus;
 pub mod redis_cluster;
@@ -38,6 +40,7 @@ pub mod wait;
 pub use cluster::{Cluster, Spec, apply, base_env};
 pub use in_process::InProcessApp;
 pub use own_postgres::OwnPostgres;
+pub use pgbouncer::PgBouncer;
 pub use process::{Node, command, shoal_bin};
 pub use prometheus::metric_value;
 pub use redis_server::OwnRedis;

@@ -33,7 +33,7 @@ fn server_bin_dir() -> Option<PathBuf> {
 }
 
 /// `cmd` run as the `postgres` user when this process is root (as here and in CI).
-fn as_postgres(program: &Path) -> Command {
+pub(crate) fn as_postgres(program: &Path) -> Command {
     if nix::unistd::geteuid().is_root() {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(program);
@@ -44,9 +44,19 @@ fn as_postgres(program: &Path) -> Command {
 }
 
 impl OwnPostgres {
+    /// Initialises and starts a server with the stock settings (`max_connections`
+    /// 100), or `None` (after saying so) when the server binaries cannot run here.
+    pub async fn start() -> Option<OwnPostgres> {
+        Self::start_with(None).await
+    }
+
     /// Initialises and starts a server with `ssl = on` and the certificate of
     /// `certs`, or `None` (after saying so) when the server binaries cannot run here.
     pub async fn start_tls(certs: &TestCerts) -> Option<OwnPostgres> {
+        Self::start_with(Some(certs)).await
+    }
+
+    async fn start_with(certs: Option<&TestCerts>) -> Option<OwnPostgres> {
         let Some(bin) = server_bin_dir() else {
             missing_service("PostgreSQL's server binaries are not installed (postgresql)");
             return None;
@@ -61,17 +71,28 @@ impl OwnPostgres {
             }
         };
         give(dir.path());
-        let key = dir.path().join("server.key");
-        let cert = dir.path().join("server.pem");
-        std::fs::copy(&certs.key, &key).expect("copy the key");
-        std::fs::copy(&certs.cert, &cert).expect("copy the certificate");
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-                .expect("key mode 0600");
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(certs) = certs {
+            let key = dir.path().join("server.key");
+            let cert = dir.path().join("server.pem");
+            std::fs::copy(&certs.key, &key).expect("copy the key");
+            std::fs::copy(&certs.cert, &cert).expect("copy the certificate");
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                    .expect("key mode 0600");
+            }
+            give(&key);
+            give(&cert);
+            tls_args = vec![
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()),
+            ];
         }
-        give(&key);
-        give(&cert);
         let init = as_postgres(&bin.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&data)
@@ -99,11 +120,8 @@ impl OwnPostgres {
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.path().display()))
-            .args(["-c", "ssl=on", "-c", "fsync=off"])
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", cert.display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", key.display()))
+            .args(["-c", "fsync=off"])
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -125,7 +143,14 @@ impl OwnPostgres {
             tokio::time::sleep(POLL).await;
         }
         // Listening is not yet accepting sessions: wait for the first one to work.
-        let url = server.url("postgres", "sslmode=require");
+        let url = server.url(
+            "postgres",
+            if certs.is_some() {
+                "sslmode=require"
+            } else {
+                "sslmode=disable"
+            },
+        );
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             use sqlx::Connection;
@@ -144,6 +169,16 @@ impl OwnPostgres {
     /// `postgres://postgres@127.0.0.1:{port}/{db}?{query}`.
     pub fn url(&self, db: &str, query: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}?{query}", self.port)
+    }
+
+    /// `postgres://postgres@127.0.0.1:{port}/postgres`, for creating databases.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The directory the server's files live in (its socket, its log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// What the server logged.

@@ -19,6 +19,8 @@
 //! - [`outages`]: Redis and PostgreSQL going away and coming back.
 //! - [`tls`]: Redis over `rediss://` (one server, Sentinel, Cluster), PostgreSQL with
 //!   `sslmode=require` and `verify-full`, with a CA the test makes.
+//! - [`pgbouncer`]: twenty instances through a real PgBouncer (transaction pooling)
+//!   on a nearly full PostgreSQL; `shoal migrate` as the way to migrate behind it.
 //! - [`on_redis_cluster`]: the same promises with a Redis Cluster instead of one Redis.
 
 mod analytics;
@@ -29,6 +31,7 @@ mod hot_path;
 mod jobs;
 mod migrations;
 mod on_redis_cluster;
+mod pgbouncer;
 mod outages;
 mod rate_limit;
 mod registry;

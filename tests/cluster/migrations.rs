@@ -16,7 +16,7 @@ use crate::harness::{
 };
 
 /// `version → description` of every file in `migrations/postgres/`.
-fn migration_files() -> BTreeMap<i64, String> {
+pub(crate) fn migration_files() -> BTreeMap<i64, String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))

@@ -103,6 +103,35 @@ fn compose_has_three_instances_nginx_redis_postgres_and_an_ha_profile_with_senti
             "shoal-{i} marks the session cookie Secure"
         );
     }
+    // The instances reach PostgreSQL through PgBouncer in transaction mode; `migrate`
+    // goes to PostgreSQL itself.
+    let shoal = &compose["services"]["shoal-1"]["environment"];
+    assert!(
+        str_at(shoal, &["DATABASE_URL"]).contains("@pgbouncer:6432/"),
+        "instances go through PgBouncer"
+    );
+    assert_eq!(str_at(shoal, &["DATABASE_POOLER"]), "transaction");
+    let migrate = &compose["services"]["migrate"];
+    assert!(str_at(migrate, &["environment", "DATABASE_URL"]).contains("@postgres:5432/"));
+    assert!(format!("{:?}", migrate["command"]).contains("migrate"));
+    assert_eq!(
+        str_at(&compose["services"]["pgbouncer"], &["build"]),
+        "./pgbouncer"
+    );
+    for ini in [
+        read("deploy/pgbouncer/pgbouncer.ini"),
+        yaml("deploy/k8s/pgbouncer-config.yaml")["data"]["pgbouncer.ini"]
+            .as_str()
+            .expect("pgbouncer.ini in the ConfigMap")
+            .to_owned(),
+    ] {
+        for line in [
+            "pool_mode = transaction",
+            "ignore_startup_parameters = extra_float_digits",
+        ] {
+            assert!(ini.contains(line), "PgBouncer config lacks `{line}`:\n{ini}");
+        }
+    }
     // nginx renders the same template as scripts/local-cluster.sh.
     let nginx = format!("{:?}", compose["services"]["nginx"]);
     assert!(nginx.contains("nginx/shoal.conf.template"));
@@ -144,7 +173,11 @@ fn kubernetes_manifests_have_the_expected_kinds_probes_and_drain() {
     .map(str::to_owned)
     .into();
     assert_eq!(kinds, want);
-    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).expect(kind);
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == "shoal")
+            .expect(kind)
+    };
 
     let deployment = of("Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
@@ -315,10 +348,12 @@ fn restricted_violations(pod: &Value) -> Vec<String> {
 }
 
 #[test]
-fn the_pod_passes_the_restricted_pod_security_profile() {
-    let deployment = yaml("deploy/k8s/deployment.yaml");
-    let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(restricted_violations(pod), Vec::<String>::new());
+fn the_pods_pass_the_restricted_pod_security_profile() {
+    for file in ["deploy/k8s/deployment.yaml", "deploy/k8s/pgbouncer-deployment.yaml"] {
+        let deployment = yaml(file);
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(restricted_violations(pod), Vec::<String>::new(), "{file}");
+    }
     // The check itself: a pod that breaks the rules is caught.
     let loose: Value = serde_norway::from_str(
         "containers: [{name: x, securityContext: {privileged: true}}]\nhostNetwork: true",
@@ -340,6 +375,7 @@ fn the_manifests_pass_the_kubernetes_schemas_strictly() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.push(repo("deploy/examples/k8s-secret.yaml"));
+    files.push(repo("deploy/examples/k8s-pgbouncer-secret.yaml"));
     let out = match std::process::Command::new("kubernetes-validate")
         .args(["--strict", "--kubernetes-version", "1.34.1"])
         .args(&files)
