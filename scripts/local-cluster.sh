@@ -158,9 +158,13 @@ stop_nginx() {
 # failed when it refused a connection while down (`fail_timeout`), and the next
 # instance must not go down before this one takes traffic again.
 wait_routed() {
-  local id="${INSTANCE_PREFIX:-shoal}-$1"
-  for _ in $(seq 1 300); do
-    curl -s -o /dev/null -D - "http://127.0.0.1:$NGINX_PORT/health/live" 2>/dev/null \
+  local id="${INSTANCE_PREFIX:-shoal}-$1" urls=() n
+  n="$(ports | wc -l)"
+  # One curl sends 20 requests on one kept-alive connection: with many instances a
+  # given one answers about one request in N.
+  for _ in $(seq 1 20); do urls+=("http://127.0.0.1:$NGINX_PORT/health/live"); done
+  for _ in $(seq 1 $((50 + 5 * n))); do
+    curl -s -o /dev/null -D - "${urls[@]}" 2>/dev/null \
       | tr -d '\r' | grep -qix "x-instance-id: $id" && return 0
     sleep 0.05
   done

@@ -24,7 +24,8 @@
 # 127.0.0.1:6379. Builds target/release/shoal unless SHOAL_BIN is set.
 # Environment: BASE_PORT (9201), NGINX_PORT (9200), BOUNCER_PORT (6433),
 # BOUNCER_POOL (20 server connections), DB_POOL_MAX (10 per instance), MIGRATE
-# (job | instances), OUT (a directory for the logs; default a temporary one).
+# (job | instances), ROLL (1; 0 skips step 3), OUT (a directory for the figures and
+# wrk's output; default a temporary one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100}"
@@ -49,7 +50,11 @@ bouncer_pid() { cat "$RUN/bouncer/pgbouncer.pid" 2>/dev/null || true; }
 cleanup() {
   [ -n "${WRK_PID:-}" ] && kill -INT "$WRK_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
-  local pid; pid="$(bouncer_pid)"; [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null || true
+  local pid; pid="$(bouncer_pid)"
+  if [ -n "$pid" ]; then # SIGTERM: immediate shutdown (SIGINT would wait for clients)
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "$PREFIX:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
 }
@@ -85,7 +90,12 @@ chmod 755 "$RUN"
 ulimit -n "$(( $(ulimit -Hn) < 16384 ? $(ulimit -Hn) : 16384 ))"
 if [ "$(id -u)" = 0 ]; then runuser -u postgres -- pgbouncer -d "$RUN/bouncer/pgbouncer.ini"
 else pgbouncer -d "$RUN/bouncer/pgbouncer.ini"; fi
-for _ in $(seq 1 100); do [ -n "$(bouncer_pid)" ] && break; sleep 0.1; done
+for _ in $(seq 1 100); do
+  psql -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -XtAq pgbouncer -c "SHOW VERSION" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+psql -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -XtAq pgbouncer -c "SHOW VERSION" >/dev/null \
+  || { echo "PgBouncer did not start on :$BOUNCER_PORT; see $RUN/bouncer/pgbouncer.log" >&2; exit 1; }
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
 REDIS_BEFORE="$(redis-cli info clients | tr -d '\r' | awk -F: '/^connected_clients/{print $2}')"
 echo "pgbouncer :$BOUNCER_PORT (pool $BOUNCER_POOL), database $DB, $N instances, logs in $RUN"
@@ -112,7 +122,7 @@ exited=0
 for port in $PORTS; do kill -0 "$(cat "$RUN/cluster/instance-$port.pid")" 2>/dev/null || exited=$((exited + 1)); done
 figure "instances exited" "$exited"
 applied="$("${PSQL[@]}" -d "$DB" -c "SELECT count(*) || ' rows, ' || count(DISTINCT version) || ' versions, ' || count(*) FILTER (WHERE success) || ' successful' FROM _sqlx_migrations")"
-figure "migrations (files: $(ls migrations/postgres/*.sql | wc -l))" "$applied"
+figure "migrations applied" "$applied"
 listed="$(curl -fs "http://127.0.0.1:$BASE_PORT/health/cluster" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).instances.length))')"
 figure "/health/cluster on instance 1 lists" "$listed"
 LAST=$((BASE_PORT + N - 1))
@@ -133,6 +143,7 @@ REDIS_NOW="$(redis-cli info clients | tr -d '\r' | awk -F: '/^connected_clients/
 figure "Redis connections (added by the instances)" "$((REDIS_NOW - REDIS_BEFORE))"
 
 # ------------------------------------------------------------------ the roll
+if [ "${ROLL:-1}" = 0 ]; then echo "figures in $OUT/figures.txt"; exit 0; fi
 cluster check >/dev/null
 PORTS="$PORTS" NGINX_PORT="$NGINX_PORT" cluster up "$N" >>"$RUN/up.log"
 cookie="$(curl -fs -o /dev/null -c - -H 'content-type: application/json' \
