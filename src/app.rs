@@ -417,6 +417,8 @@ async fn heartbeat(state: AppState, addr: SocketAddr, stop: CancellationToken) {
             p99_ms: window.p99_ms,
         };
         if let Err(e) = state.registry.heartbeat(&record, period * 3).await {
+            // The registry lives in Redis: this period was served degraded.
+            metrics::counter!("shoal_degraded_seconds_total").increment(period.as_secs());
             tracing::warn!(error = %e, "registry heartbeat failed");
         }
     }

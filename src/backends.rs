@@ -21,6 +21,7 @@ use crate::pubsub::PubSub;
 use crate::pubsub::memory::MemoryPubSub;
 use crate::pubsub::redis::RedisPubSub;
 use crate::rate_limit::RateLimiter;
+use crate::rate_limit::fallback::FallbackRateLimiter;
 use crate::rate_limit::memory::MemoryRateLimiter;
 use crate::rate_limit::redis::RedisRateLimiter;
 use crate::redis_client::RedisClient;
@@ -28,6 +29,7 @@ use crate::registry::InstanceRegistry;
 use crate::registry::memory::MemoryRegistry;
 use crate::registry::redis::RedisRegistry;
 use crate::session::SessionStore;
+use crate::session::durable::DurableSessionStore;
 use crate::session::redis::RedisSessionStore;
 use crate::session::sql::SqlSessionStore;
 
@@ -103,19 +105,24 @@ impl Backends {
                 Arc::new(MemoryCache::new(config.cache.max_size, config.cache.ttl))
             }
         };
+        // Budgets of one connection, and the request budgets while Redis is down.
+        let memory_limiter = Arc::new(MemoryRateLimiter::new());
         let sessions = RedisSessionStore::start(client.clone(), pubsub.clone())
             .await
             .context("cannot start the Redis session store")?;
         Ok(Self {
-            sessions: Arc::new(sessions),
+            sessions: Arc::new(DurableSessionStore::new(db.clone(), sessions)),
             cache,
-            rate_limiter: Arc::new(RedisRateLimiter::new(client.clone())),
+            rate_limiter: Arc::new(FallbackRateLimiter::new(
+                Arc::new(RedisRateLimiter::new(client.clone())),
+                memory_limiter.clone(),
+            )),
             pubsub: Arc::new(pubsub),
             presence: Arc::new(RedisPresence::new(client.clone())),
             registry: Arc::new(RedisRegistry::new(client.clone())),
             opt_out: Arc::new(RedisOptOutStore::new(client.clone())),
             redis: Some(client),
-            memory_limiter: Arc::new(MemoryRateLimiter::new()),
+            memory_limiter,
             sql_sessions: None,
         })
     }

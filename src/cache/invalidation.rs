@@ -177,6 +177,12 @@ impl Invalidations {
             && self.shared.synced.load(Ordering::Acquire) == self.pubsub.generation()
     }
 
+    /// The subscription's connection generation: it moves each time the subscription
+    /// is re-established (after Redis was down or restarted).
+    pub(crate) fn generation(&self) -> u64 {
+        self.pubsub.generation()
+    }
+
     /// Readiness of the subscription that carries the invalidations.
     pub(crate) async fn check(&self) -> Result<(), BackendError> {
         self.pubsub.check().await

@@ -198,10 +198,9 @@ impl DatabaseConfig {
             ),
             (
                 "DATABASE_MIGRATION_URL",
-                self.migration_url.as_ref().map_or_else(
-                    || "(unset)".into(),
-                    |u| mask_url(u.expose_secret()),
-                ),
+                self.migration_url
+                    .as_ref()
+                    .map_or_else(|| "(unset)".into(), |u| mask_url(u.expose_secret())),
             ),
             ("DB_POOL_MIN", self.pool_min.to_string()),
             ("DB_POOL_MAX", self.pool_max.to_string()),

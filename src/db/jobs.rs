@@ -191,16 +191,14 @@ pub async fn claim(
 
 /// Extends every lease `owner` holds. Returns how many.
 pub async fn heartbeat(db: &Db, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
-    Ok(
-        crate::db::query(
-            "UPDATE jobs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'running'",
-        )
-        .bind(lease_until)
-        .bind(owner)
-        .execute(db.writer())
-        .await?
-        .rows_affected(),
+    Ok(crate::db::query(
+        "UPDATE jobs SET lease_until = $1 WHERE lease_owner = $2 AND state = 'running'",
     )
+    .bind(lease_until)
+    .bind(owner)
+    .execute(db.writer())
+    .await?
+    .rows_affected())
 }
 
 /// Marks a held job succeeded. False when the lease was lost (another worker owns
@@ -395,12 +393,13 @@ pub async fn purge_finished(db: &Db, before: i64) -> Result<u64, StoreError> {
     .bind(before)
     .execute(&mut *tx)
     .await?;
-    let n =
-        crate::db::query("DELETE FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1")
-            .bind(before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let n = crate::db::query(
+        "DELETE FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1",
+    )
+    .bind(before)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     tx.commit().await?;
     Ok(n)
 }

@@ -245,7 +245,9 @@ impl Db {
             Some(url) => {
                 let mut conn = sqlx::AnyConnection::connect(url.expose_secret())
                     .await
-                    .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_MIGRATION_URL: {e}"))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot connect to DATABASE_MIGRATION_URL: {e}")
+                    })?;
                 // `run_direct`, not `run`: `run`'s `Acquire` bound on a borrowed
                 // connection is not `Send` for every lifetime inside a spawned task.
                 let result = migrator.run_direct(None, &mut conn, false).await;

@@ -93,12 +93,13 @@ pub async fn find(conn: &mut AnyConnection, jti: Uuid) -> Result<Option<StoredTo
 
 /// Marks `jti` used; false when it already was (a concurrent refresh won).
 pub async fn mark_used(conn: &mut AnyConnection, jti: Uuid) -> Result<bool, StoreError> {
-    let done =
-        crate::db::query("UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1 AND used_at IS NULL")
-            .bind(jti.to_string())
-            .bind(clock::now_micros())
-            .execute(conn)
-            .await?;
+    let done = crate::db::query(
+        "UPDATE refresh_tokens SET used_at = $2 WHERE jti = $1 AND used_at IS NULL",
+    )
+    .bind(jti.to_string())
+    .bind(clock::now_micros())
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -107,10 +108,12 @@ pub async fn revoke_family<'e>(
     ex: impl Executor<'e, Database = Any>,
     family: Uuid,
 ) -> Result<(), StoreError> {
-    crate::db::query("UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(family.to_string())
-        .bind(clock::now_micros())
-        .execute(ex)
-        .await?;
+    crate::db::query(
+        "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family.to_string())
+    .bind(clock::now_micros())
+    .execute(ex)
+    .await?;
     Ok(())
 }

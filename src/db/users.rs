@@ -79,10 +79,11 @@ pub async fn find<'e>(
     ex: impl Executor<'e, Database = Any>,
     id: Uuid,
 ) -> Result<Option<User>, StoreError> {
-    let row = crate::db::query("SELECT id, email, display_name, created_at FROM users WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(ex)
-        .await?;
+    let row =
+        crate::db::query("SELECT id, email, display_name, created_at FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(ex)
+            .await?;
     Ok(row.as_ref().map(user).transpose()?)
 }
 

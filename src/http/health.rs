@@ -165,14 +165,24 @@ async fn run_checks(state: &AppState) -> Checks {
 }
 
 /// Readiness.
+///
+/// The rule (docs/operations.md): an instance is unready when it cannot serve and
+/// another instance could — it is draining, or it cannot reach the database every
+/// write goes to. A Redis outage is not such a case: every instance shares that Redis,
+/// so taking them all out of the load balancer would stop the service, while each can
+/// serve degraded (sessions from the database, in-process rate limits, realtime
+/// delivery on this instance only). So Redis down leaves an instance ready, with
+/// `degraded: ["redis_down"]`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ready {
     /// `ready` or `not_ready`.
     status: &'static str,
-    /// Why not ready (`draining`, `not_migrated` with `database_unreachable` or
-    /// `database_full` while start-up waits for the database, `database_down`,
-    /// `redis_down`).
+    /// Why not ready (`draining`, `not_migrated` with `database_unreachable`,
+    /// `database_full` or `migrations_pending` while start-up waits for the
+    /// database, `database_down`).
     reasons: Vec<String>,
+    /// What does not work fully while the instance still serves (`redis_down`).
+    degraded: Vec<String>,
     /// This instance.
     instance: String,
     /// The dependency checks.
@@ -194,8 +204,9 @@ async fn readiness(state: AppState) -> Response {
     if checks.database.is_down() {
         reasons.push("database_down".to_owned());
     }
+    let mut degraded = Vec::new();
     if checks.redis.is_down() {
-        reasons.push("redis_down".to_owned());
+        degraded.push("redis_down".to_owned());
     }
     let status = if reasons.is_empty() {
         StatusCode::OK
@@ -209,6 +220,7 @@ async fn readiness(state: AppState) -> Response {
             "not_ready"
         },
         reasons,
+        degraded,
         instance: state.instance.id.clone(),
         checks,
     };
@@ -241,8 +253,11 @@ pub struct MemoryCheck {
 /// Full health.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `healthy`, `degraded` (draining) or `unhealthy` (a dependency is down).
+    /// `healthy`, `degraded` (draining, Redis or the queue down: still serving) or
+    /// `unhealthy` (the database is down).
     status: &'static str,
+    /// Why not healthy (`draining`, `redis_down`, `queue_down`, `database_down`).
+    reasons: Vec<String>,
     /// This instance.
     instance: String,
     /// Shoal version.
@@ -301,16 +316,28 @@ async fn full_health(state: AppState) -> Response {
         rss_bytes: rss,
         response_time_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0,
     };
-    let down = checks.database.is_down() || checks.redis.is_down();
+    let down = checks.database.is_down();
+    let mut reasons = Vec::new();
+    for (problem, reason) in [
+        (down, "database_down"),
+        (checks.redis.is_down(), "redis_down"),
+        (checks.queue.is_down(), "queue_down"),
+        (state.lifecycle.is_draining(), "draining"),
+    ] {
+        if problem {
+            reasons.push(reason.to_owned());
+        }
+    }
     let status = if down {
         "unhealthy"
-    } else if state.lifecycle.is_draining() || checks.queue.is_down() {
-        "degraded"
-    } else {
+    } else if reasons.is_empty() {
         "healthy"
+    } else {
+        "degraded"
     };
     let body = Health {
         status,
+        reasons,
         instance: state.instance.id.clone(),
         version: state.instance.version,
         uptime_secs: state.instance.uptime_secs(),

@@ -99,6 +99,26 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
         "Rate-limit checks that failed (the request was let through)",
     ),
     (
+        Kind::Counter,
+        "shoal_rate_limiter_fallback_total",
+        "Rate-limit checks made in-process because the shared limiter (Redis) did not answer",
+    ),
+    (
+        Kind::Counter,
+        "shoal_session_redis_write_failures_total",
+        "Session writes that reached the database but not Redis (repaired later)",
+    ),
+    (
+        Kind::Counter,
+        "shoal_session_restored_total",
+        "Sessions Redis had lost, put back from the database",
+    ),
+    (
+        Kind::Counter,
+        "shoal_degraded_seconds_total",
+        "Seconds this instance served while a shared dependency (Redis) was down",
+    ),
+    (
         Kind::Gauge,
         "shoal_db_pool_connections",
         "Database pool connections, by state (in_use or idle)",

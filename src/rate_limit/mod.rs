@@ -4,8 +4,10 @@
 //! counter and a window, so a budget refills smoothly and a burst can never exceed
 //! the limit at a window boundary. [`memory::MemoryRateLimiter`] uses governor and
 //! serves one instance; [`redis::RedisRateLimiter`] runs the same algorithm in one Lua
-//! script so that all instances spend one budget.
+//! script so that all instances spend one budget; [`fallback::FallbackRateLimiter`]
+//! puts the first behind the second for when Redis is down.
 
+pub mod fallback;
 pub mod memory;
 pub mod redis;
 

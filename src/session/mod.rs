@@ -6,9 +6,11 @@
 //! neither a database dump nor `redis-cli KEYS` reveals a usable cookie or a user id.
 //!
 //! Backends: [`sql::SqlSessionStore`] (embedded mode, survives restarts with the
-//! SQLite file) and [`redis::RedisSessionStore`] (distributed mode, shared by every
-//! instance, expiry done by Redis).
+//! SQLite file) and, in distributed mode, [`durable::DurableSessionStore`]: the
+//! database as the truth and [`redis::RedisSessionStore`] as the copy every instance
+//! reads, so that a Redis outage or an empty Redis logs nobody out.
 
+pub mod durable;
 pub mod redis;
 pub mod sql;
 

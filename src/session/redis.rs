@@ -98,6 +98,17 @@ impl RedisSessionStore {
     fn key(&self, key: &str) -> String {
         self.client.key(&["session", key])
     }
+
+    /// Whether this instance hears invalidations right now and has handled any gap
+    /// (see `crate::cache::invalidation`).
+    pub fn in_sync(&self) -> bool {
+        self.invalidations.in_sync()
+    }
+
+    /// The subscription's connection generation (moves on every reconnect).
+    pub fn generation(&self) -> u64 {
+        self.invalidations.generation()
+    }
 }
 
 #[async_trait]

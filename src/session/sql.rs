@@ -1,12 +1,15 @@
-//! Sessions in the database (embedded mode): they survive a restart with the SQLite
-//! file. Expired rows are ignored on read and removed by [`SqlSessionStore::purge_expired`].
+//! Sessions in the database: in embedded mode the only store (they survive a restart
+//! with the SQLite file); in distributed mode the source of truth behind the Redis copy
+//! ([`super::durable`]). Expired rows are ignored on read and removed by
+//! [`SqlSessionStore::purge_expired`] (embedded) or the nightly clean-up job.
 //!
 //! Reads are served from an in-process cache in front of the table. That is only
 //! correct because this store serves a single instance (embedded mode, docs/architecture.md):
 //! every write to a session goes through this same object, which updates the cache
 //! first. It takes the database off the hot path of every authenticated request
 //! (measured: a SQLite query per request cost more CPU in thread hand-offs than the
-//! rest of `GET /api/me`). Distributed mode uses [`super::redis::RedisSessionStore`].
+//! rest of `GET /api/me`). Shared by many instances ([`SqlSessionStore::shared`]) it
+//! has no cache.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,24 +26,58 @@ use crate::db::Db;
 /// a key known to have no session, so unknown cookies do not reach the database twice.
 type Cached = Arc<Option<(Vec<u8>, i64)>>;
 
-/// Sessions in the `sessions` table, with a read cache.
+/// Sessions in the `sessions` table, with a read cache when one instance owns them.
 pub struct SqlSessionStore {
     db: Db,
-    cache: moka::future::Cache<String, Cached>,
+    cache: Option<moka::future::Cache<String, Cached>>,
 }
 
 impl SqlSessionStore {
-    /// A store over `db`.
+    /// A store over `db` for the one instance that writes it (embedded mode), with
+    /// the read cache.
     pub fn new(db: Db) -> Self {
         Self {
             db,
             // Idle sessions leave the cache after ten minutes; a later request reads
             // them from the table again.
-            cache: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
+            cache: Some(
+                moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_idle(Duration::from_secs(600))
+                    .build(),
+            ),
         }
+    }
+
+    /// A store over `db` that many instances write (the source of truth behind
+    /// [`super::durable::DurableSessionStore`]): no cache, every read goes to the table.
+    pub fn shared(db: Db) -> Self {
+        Self { db, cache: None }
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, sqlx::Error> {
+        let row = crate::db::query("SELECT value, expires_at FROM sessions WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| {
+            Ok::<_, sqlx::Error>((
+                r.try_get::<Vec<u8>, _>("value")?,
+                r.try_get::<i64, _>("expires_at")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// The live value under `key` and the time it has left.
+    pub async fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Duration)>, BackendError> {
+        let now = clock::now_micros();
+        Ok(self.read(key).await?.and_then(|(value, expires)| {
+            (expires > now).then(|| (value, Duration::from_micros((expires - now).unsigned_abs())))
+        }))
     }
 
     /// Deletes expired sessions; returns how many.
@@ -60,7 +97,9 @@ impl SessionStore for SqlSessionStore {
             clock::now_micros().saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
         // Drop the cached entry first: if the write fails, the next read goes to the
         // table rather than trusting a value that may not be there.
-        self.cache.invalidate(key).await;
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key).await;
+        }
         crate::db::query(
             "INSERT INTO sessions (key, value, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
@@ -70,32 +109,26 @@ impl SessionStore for SqlSessionStore {
         .bind(expires)
         .execute(self.db.writer())
         .await?;
-        self.cache
-            .insert(key.to_owned(), Arc::new(Some((value.to_vec(), expires))))
-            .await;
+        if let Some(cache) = &self.cache {
+            cache
+                .insert(key.to_owned(), Arc::new(Some((value.to_vec(), expires))))
+                .await;
+        }
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let cached = match self.cache.get(key).await {
+        let Some(cache) = &self.cache else {
+            return Ok(self.get_with_ttl(key).await?.map(|(value, _)| value));
+        };
+        let cached = match cache.get(key).await {
             Some(hit) => hit,
             None => {
-                let row = crate::db::query("SELECT value, expires_at FROM sessions WHERE key = $1")
-                    .bind(key)
-                    .fetch_optional(self.db.pool())
-                    .await?;
-                let entry = row
-                    .map(|r| {
-                        Ok::<_, sqlx::Error>((
-                            r.try_get::<Vec<u8>, _>("value")?,
-                            r.try_get::<i64, _>("expires_at")?,
-                        ))
-                    })
-                    .transpose()?;
+                let entry = self.read(key).await?;
                 // `or_insert`, not `insert`: a `put` or `delete` that ran while we read
                 // the table has already stored the newer truth, which must win over
                 // what we read (a logout racing a request must stay a logout).
-                self.cache
+                cache
                     .entry(key.to_owned())
                     .or_insert(Arc::new(entry))
                     .await
@@ -109,12 +142,16 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.cache.invalidate(key).await;
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key).await;
+        }
         crate::db::query("DELETE FROM sessions WHERE key = $1")
             .bind(key)
             .execute(self.db.writer())
             .await?;
-        self.cache.insert(key.to_owned(), Arc::new(None)).await;
+        if let Some(cache) = &self.cache {
+            cache.insert(key.to_owned(), Arc::new(None)).await;
+        }
         Ok(())
     }
 

@@ -157,6 +157,23 @@ impl OwnRedis {
         }
     }
 
+    /// SIGSTOP: the server keeps its data and its connections but answers nothing,
+    /// as behind a network partition; [`OwnRedis::thaw`] ends it.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+            kill(pid, Signal::SIGSTOP).expect("SIGSTOP redis-server");
+        }
+    }
+
+    /// SIGCONT: a frozen server answers again, with everything it had.
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+            kill(pid, Signal::SIGCONT).expect("SIGCONT redis-server");
+        }
+    }
+
     /// SIGKILL and reap: the server is gone (with all its data) when this returns.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

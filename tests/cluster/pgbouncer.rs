@@ -33,12 +33,13 @@ async fn take_slots(admin_url: &str) -> Vec<PgConnection> {
         .await
         .expect("max_connections")
         .get("n");
-    let in_use: i64 =
-        sqlx::query("SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend'")
-            .fetch_one(&mut probe)
-            .await
-            .expect("count connections")
-            .get("n");
+    let in_use: i64 = sqlx::query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend'",
+    )
+    .fetch_one(&mut probe)
+    .await
+    .expect("count connections")
+    .get("n");
     let mut held = vec![probe];
     for _ in 0..(max - in_use - FREE_SLOTS) {
         held.push(PgConnection::connect(admin_url).await.expect("take a slot"));
@@ -103,7 +104,10 @@ async fn twenty_instances_through_pgbouncer_on_a_nearly_full_postgres_behave_as_
             .map(|r| (r.get("version"), r.get("success")))
             .collect();
     let want: Vec<(i64, bool)> = migration_files().keys().map(|v| (*v, true)).collect();
-    assert_eq!(applied, want, "exactly one successful row per migration file");
+    assert_eq!(
+        applied, want,
+        "exactly one successful row per migration file"
+    );
 
     // /health/cluster lists all twenty.
     let all: BTreeSet<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
@@ -125,7 +129,11 @@ async fn twenty_instances_through_pgbouncer_on_a_nearly_full_postgres_behave_as_
         assert_eq!(body["id"], account.id.as_str());
     }
     let (status, body) = call(with_cookie(cluster.post(19, "/api/auth/logout"), &login)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "logout on instance 20: {body}");
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "logout on instance 20: {body}"
+    );
     assert_logged_out_on(&cluster, &login, [0]).await;
 
     // Chat from instance 20 reaches a client on instance 1, and back.
@@ -226,5 +234,8 @@ async fn behind_pgbouncer_without_a_migration_url_instances_wait_for_shoal_migra
         .await;
     cluster.wait_all_ready().await;
     let (account, login) = cluster.user(0, 0).await;
-    assert_eq!(me_on(&cluster, &login, [0]).await[0]["id"], account.id.as_str());
+    assert_eq!(
+        me_on(&cluster, &login, [0]).await[0]["id"],
+        account.id.as_str()
+    );
 }

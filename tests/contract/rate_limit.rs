@@ -1,13 +1,35 @@
-//! `RateLimiter` contract: in-process (governor) and Redis (Lua GCRA).
+//! `RateLimiter` contract: in-process (governor), Redis (Lua GCRA), and Redis with
+//! the in-process limiter behind it for outages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal::rate_limit::fallback::FallbackRateLimiter;
 use shoal::rate_limit::memory::MemoryRateLimiter;
 use shoal::rate_limit::redis::RedisRateLimiter;
 use shoal::rate_limit::{Quota, RateLimiter};
 
-use crate::support::{Guard, Memory, Pair, RedisKind, redis_clients};
+use crate::support::{Guard, Memory, OwnRedis, Pair, RedisKind, redis_clients};
+
+/// Redis first, each instance's own limiter when Redis does not answer.
+pub(crate) struct Fallback;
+
+impl Fixture for Fallback {
+    async fn pair() -> Option<Pair<dyn RateLimiter>> {
+        let (a, b, guard) = redis_clients().await?;
+        let wrap = |client| -> Arc<dyn RateLimiter> {
+            Arc::new(FallbackRateLimiter::new(
+                Arc::new(RedisRateLimiter::new(client)),
+                Arc::new(MemoryRateLimiter::new()),
+            ))
+        };
+        Some(Pair {
+            a: wrap(a),
+            b: wrap(b),
+            _guard: guard,
+        })
+    }
+}
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn RateLimiter>>;
@@ -36,7 +58,7 @@ impl<R: RedisKind> Fixture for R {
 }
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster, fallback => crate::rate_limit::Fallback],
     cases: [
         burst_of_limit_then_denied,
         one_more_after_retry_after_and_denials_spend_nothing,
@@ -147,4 +169,36 @@ async fn redis_decision_is_one_round_trip() {
         .await
         .expect("check");
     assert_eq!(client.round_trips() - before, 1);
+}
+
+/// Redis down: the budget is still enforced, by each instance on its own, and shared
+/// again once Redis answers.
+#[tokio::test]
+async fn with_redis_down_each_instance_still_limits() {
+    let Some(mut redis) = OwnRedis::start().await else {
+        return;
+    };
+    let target = shoal::config::RedisTarget::Url(redis.url().into());
+    let client = shoal::redis_client::RedisClient::connect(&target, "fallback-test", None)
+        .await
+        .expect("connect");
+    let limiter = FallbackRateLimiter::new(
+        Arc::new(RedisRateLimiter::new(client)),
+        Arc::new(MemoryRateLimiter::new()),
+    );
+    let q = quota(3, 60_000);
+    redis.kill();
+    for n in 0..3 {
+        let d = limiter
+            .check("k", q)
+            .await
+            .expect("a decision without Redis");
+        assert!(d.allowed, "request {n} of the budget");
+    }
+    let d = limiter
+        .check("k", q)
+        .await
+        .expect("a decision without Redis");
+    assert!(!d.allowed, "past the budget without Redis");
+    assert!(d.retry_after.is_some());
 }

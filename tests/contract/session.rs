@@ -1,14 +1,36 @@
-//! `SessionStore` contract: SQL (temporary SQLite) and Redis.
+//! `SessionStore` contract: SQL (temporary SQLite), Redis, and the distributed
+//! store (PostgreSQL as the truth, Redis as the copy).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal::pubsub::redis::RedisPubSub;
 use shoal::session::SessionStore;
+use shoal::session::durable::DurableSessionStore;
 use shoal::session::redis::RedisSessionStore;
 use shoal::session::sql::SqlSessionStore;
 
-use crate::support::{Pair, RedisKind, Sql, eventually, redis_clients, sqlite_pair};
+use crate::support::{
+    Guard, OwnRedis, Pair, RedisKind, Sql, eventually, postgres_pair, redis_clients, sqlite_pair,
+};
+
+/// The distributed store: one PostgreSQL database and one Redis prefix, two instances.
+pub(crate) struct Durable;
+
+impl Fixture for Durable {
+    async fn pair() -> Option<Pair<dyn SessionStore>> {
+        let (db_a, db_b, db) = postgres_pair().await?;
+        let (a, b, guard) = redis_clients().await?;
+        Some(Pair {
+            a: Arc::new(DurableSessionStore::new(db_a, store_on(a).await)),
+            b: Arc::new(DurableSessionStore::new(db_b, store_on(b).await)),
+            _guard: Guard {
+                _db: Some(db),
+                ..guard
+            },
+        })
+    }
+}
 
 trait Fixture {
     async fn pair() -> Option<Pair<dyn SessionStore>>;
@@ -51,7 +73,7 @@ async fn store_on(client: shoal::redis_client::RedisClient) -> RedisSessionStore
 const HOUR: Duration = Duration::from_secs(3600);
 
 contract_suite!(
-    backends: [sql => crate::support::Sql, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
+    backends: [sql => crate::support::Sql, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster, durable => crate::session::Durable],
     cases: [
         put_then_get_on_every_instance,
         unknown_key_is_none,
@@ -187,4 +209,111 @@ async fn sql_sessions_survive_a_restart() {
         Some(b"v1".to_vec())
     );
     assert_eq!(after.get("gone").await.expect("get gone"), None);
+}
+
+/// The distributed store on a Redis this test owns: the two instances, the Redis, and
+/// a raw client on the same prefix.
+async fn durable_on_own_redis() -> Option<(
+    DurableSessionStore,
+    DurableSessionStore,
+    OwnRedis,
+    shoal::redis_client::RedisClient,
+    shoal_testkit::TestDb,
+)> {
+    let (db_a, db_b, db) = postgres_pair().await?;
+    let redis = OwnRedis::start().await?;
+    let target = shoal::config::RedisTarget::Url(redis.url().into());
+    let prefix = crate::support::random_prefix();
+    let connect = || shoal::redis_client::RedisClient::connect(&target, &prefix, None);
+    let (a, b, raw) = (
+        connect().await.expect("client A"),
+        connect().await.expect("client B"),
+        connect().await.expect("raw client"),
+    );
+    Some((
+        DurableSessionStore::new(db_a, store_on(a).await),
+        DurableSessionStore::new(db_b, store_on(b).await),
+        redis,
+        raw,
+        db,
+    ))
+}
+
+/// Redis's own copy of a session; `Err` while the raw client reconnects.
+async fn raw_session(
+    raw: &shoal::redis_client::RedisClient,
+    key: &str,
+) -> Result<Option<Vec<u8>>, shoal::backend_error::BackendError> {
+    raw.query(::redis::cmd("GET").arg(format!("{}:session:{key}", raw.prefix())))
+        .await
+}
+
+/// Redis restarted with nothing (no persistence, or a replica promoted before it
+/// synced): every session is still there, on every instance, and new ones work
+/// during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_sessions_survive_redis_coming_back_empty() {
+    let Some((a, b, mut redis, raw, _db)) = durable_on_own_redis().await else {
+        return;
+    };
+    a.put("kept", b"v1", HOUR).await.expect("put");
+    assert_eq!(b.get("kept").await.expect("get on B"), Some(b"v1".to_vec()));
+
+    redis.kill();
+    assert_eq!(
+        b.get("kept").await.expect("get on B while Redis is down"),
+        Some(b"v1".to_vec())
+    );
+    a.put("new", b"v2", HOUR)
+        .await
+        .expect("a login while Redis is down");
+    assert_eq!(
+        b.get("new").await.expect("get new on B"),
+        Some(b"v2".to_vec())
+    );
+
+    redis.restart().await.expect("restart redis-server, empty");
+    for (key, value) in [("kept", b"v1"), ("new", b"v2")] {
+        assert_eq!(b.get(key).await.expect("get on B"), Some(value.to_vec()));
+        assert_eq!(a.get(key).await.expect("get on A"), Some(value.to_vec()));
+    }
+    // And Redis holds them again once the instances trust it: read on, and the
+    // reads put them back.
+    eventually("the sessions to be back in Redis", || async {
+        assert_eq!(b.get("kept").await.expect("get"), Some(b"v1".to_vec()));
+        matches!(raw_session(&raw, "kept").await, Ok(Some(_)))
+            && matches!(raw_session(&raw, "new").await, Ok(Some(_)))
+    })
+    .await;
+}
+
+/// A logout while Redis is unreachable (frozen, as behind a partition: it keeps its
+/// data) holds on every instance at once, and still holds when Redis answers again
+/// with the old copy: the instances remove it before they trust Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_a_logout_while_redis_is_unreachable_holds_everywhere() {
+    let Some((a, b, redis, raw, _db)) = durable_on_own_redis().await else {
+        return;
+    };
+    a.put("k", b"v", HOUR).await.expect("put");
+    // Both instances hold it near.
+    assert!(a.get("k").await.expect("get on A").is_some());
+    assert!(b.get("k").await.expect("get on B").is_some());
+
+    redis.freeze();
+    a.delete("k")
+        .await
+        .expect("logout while Redis is unreachable");
+    assert_eq!(b.get("k").await.expect("get on B after the logout"), None);
+    assert_eq!(a.get("k").await.expect("get on A after the logout"), None);
+
+    redis.thaw();
+    assert_eq!(b.get("k").await.expect("get on B once Redis is back"), None);
+    eventually("the old copy to be removed from Redis", || async {
+        // Reads keep refusing it meanwhile.
+        assert_eq!(b.get("k").await.expect("get on B"), None);
+        matches!(raw_session(&raw, "k").await, Ok(None))
+    })
+    .await;
+    assert_eq!(a.get("k").await.expect("get on A"), None);
 }

@@ -74,6 +74,7 @@ pub(crate) struct Pair<T: ?Sized> {
 pub(crate) struct Guard {
     pub(crate) _dir: Option<tempfile::TempDir>,
     pub(crate) _keys: Option<PrefixCleanup>,
+    pub(crate) _db: Option<shoal_testkit::TestDb>,
 }
 
 /// The test Redis, or `None` (after saying so) when it is unreachable.
@@ -100,11 +101,11 @@ pub(crate) async fn redis_clients() -> Option<(RedisClient, RedisClient, Guard)>
         .await
         .expect("connect client B");
     let guard = Guard {
-        _dir: None,
         _keys: Some(PrefixCleanup {
             redis_url: redis_url(),
             prefix,
         }),
+        ..Guard::default()
     };
     Some((a, b, guard))
 }
@@ -123,7 +124,20 @@ pub(crate) async fn sqlite_pair() -> (Db, Db, Guard) {
     let b = Db::connect(&config).await.expect("open sqlite B");
     let guard = Guard {
         _dir: Some(dir),
-        _keys: None,
+        ..Guard::default()
     };
     (a, b, guard)
+}
+
+/// Two pools on one migrated fresh PostgreSQL database, or `None` (after saying so)
+/// when PostgreSQL is unreachable; the guard drops the database.
+pub(crate) async fn postgres_pair() -> Option<(Db, Db, shoal_testkit::TestDb)> {
+    let admin = shoal_testkit::Services::postgres().await?;
+    let db = shoal_testkit::TestDb::create(&admin).await;
+    let config = Config::from_pairs([("DATABASE_URL", db.url.as_str()), ("DB_POOL_MAX", "2")])
+        .expect("test config");
+    let a = Db::connect(&config).await.expect("open postgres A");
+    a.migrate().await.expect("migrate postgres");
+    let b = Db::connect(&config).await.expect("open postgres B");
+    Some((a, b, db))
 }

@@ -129,7 +129,10 @@ fn compose_has_three_instances_nginx_redis_postgres_and_an_ha_profile_with_senti
             "pool_mode = transaction",
             "ignore_startup_parameters = extra_float_digits",
         ] {
-            assert!(ini.contains(line), "PgBouncer config lacks `{line}`:\n{ini}");
+            assert!(
+                ini.contains(line),
+                "PgBouncer config lacks `{line}`:\n{ini}"
+            );
         }
     }
     // nginx renders the same template as scripts/local-cluster.sh.
@@ -349,7 +352,10 @@ fn restricted_violations(pod: &Value) -> Vec<String> {
 
 #[test]
 fn the_pods_pass_the_restricted_pod_security_profile() {
-    for file in ["deploy/k8s/deployment.yaml", "deploy/k8s/pgbouncer-deployment.yaml"] {
+    for file in [
+        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/pgbouncer-deployment.yaml",
+    ] {
         let deployment = yaml(file);
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(restricted_violations(pod), Vec::<String>::new(), "{file}");
