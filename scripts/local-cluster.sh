@@ -163,9 +163,13 @@ wait_routed() {
   # One curl sends 20 requests on one kept-alive connection: with many instances a
   # given one answers about one request in N.
   for _ in $(seq 1 20); do urls+=("http://127.0.0.1:$NGINX_PORT/health/live"); done
-  for _ in $(seq 1 $((50 + 5 * n))); do
-    curl -s -o /dev/null -D - "${urls[@]}" 2>/dev/null \
-      | tr -d '\r' | grep -qix "x-instance-id: $id" && return 0
+  local headers
+  # At least 15 s: nginx leaves a refused instance alone for fail_timeout (5 s).
+  for _ in $(seq 1 $((300 + 5 * n))); do
+    # Read whole, then searched: `grep -q` in the pipe would stop reading at the first
+    # match, and under pipefail the writer's SIGPIPE would turn the match into a miss.
+    headers="$(curl -s -o /dev/null -D - "${urls[@]}" 2>/dev/null | tr -d '\r' || true)"
+    grep -qix "x-instance-id: $id" <<<"$headers" && return 0
     sleep 0.05
   done
   echo "nginx did not route to the instance on :$1 again" >&2

@@ -18,6 +18,7 @@ use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::pubsub::PubSub;
+use crate::pubsub::fallback::FallbackPubSub;
 use crate::pubsub::memory::MemoryPubSub;
 use crate::pubsub::redis::RedisPubSub;
 use crate::rate_limit::RateLimiter;
@@ -117,7 +118,8 @@ impl Backends {
                 Arc::new(RedisRateLimiter::new(client.clone())),
                 memory_limiter.clone(),
             )),
-            pubsub: Arc::new(pubsub),
+            // Realtime events reach this instance's own sockets while Redis is down.
+            pubsub: Arc::new(FallbackPubSub::new(Arc::new(pubsub))),
             presence: Arc::new(RedisPresence::new(client.clone())),
             registry: Arc::new(RedisRegistry::new(client.clone())),
             opt_out: Arc::new(RedisOptOutStore::new(client.clone())),

@@ -5,6 +5,7 @@
 //! messages. It is told so with [`Delivery::Gap`], so that it can resynchronise
 //! (the cache clears its first level; realtime resumes from the database).
 
+pub mod fallback;
 pub mod memory;
 pub mod redis;
 

@@ -1,5 +1,5 @@
-//! `PubSub` contract: in-process and Redis, plus a Redis outage test on a server the
-//! test owns.
+//! `PubSub` contract: in-process, Redis, and Redis with this process behind it, plus
+//! Redis outage tests on a server the test owns.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use secrecy::SecretString;
 use shoal::config::RedisTarget;
+use shoal::pubsub::fallback::FallbackPubSub;
 use shoal::pubsub::memory::MemoryPubSub;
 use shoal::pubsub::redis::RedisPubSub;
 use shoal::pubsub::{Delivery, PubSub, Subscription};
@@ -42,8 +43,24 @@ impl<R: RedisKind> Fixture for R {
     }
 }
 
+/// Redis first, this process's own subscribers when a publish fails.
+pub(crate) struct Fallback;
+
+impl Fixture for Fallback {
+    async fn pair() -> Option<Pair<dyn PubSub>> {
+        let (a, b, guard) = redis_clients().await?;
+        let wrap =
+            |p: RedisPubSub| -> Arc<dyn PubSub> { Arc::new(FallbackPubSub::new(Arc::new(p))) };
+        Some(Pair {
+            a: wrap(RedisPubSub::connect(&a).await.expect("pubsub A")),
+            b: wrap(RedisPubSub::connect(&b).await.expect("pubsub B")),
+            _guard: guard,
+        })
+    }
+}
+
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster, fallback => crate::pubsub::Fallback],
     cases: [
         publish_reaches_subscribers_on_every_instance,
         order_is_kept_per_publisher,

@@ -199,10 +199,13 @@ async fn delivery_resumes_after_a_redis_restart_and_readiness_reports_the_outage
     let (b0, b1) = (app.base(0), app.base(1));
     let (ada, bob) = (user(&app.http, &b0).await, user(&app.http, &b1).await);
     let wid = workspace(&app.http, &b0, &ada, &[&bob]).await;
-    let a = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+    let mut a = Sio::connect(&b0, Auth::Token(&ada.token)).await;
     let mut b = Sio::connect(&b1, Auth::Token(&bob.token)).await;
+    // Bob also has a tab on Ada's instance.
+    let mut c = Sio::connect(&b0, Auth::Token(&bob.token)).await;
     a.join(&wid, None).await;
     b.join(&wid, None).await;
+    c.join(&wid, None).await;
     a.send(&wid, "before", "1").await;
     assert_eq!(b.next_message(&wid).await["seq"], 1);
 
@@ -217,9 +220,12 @@ async fn delivery_resumes_after_a_redis_restart_and_readiness_reports_the_outage
         })
         .await;
     }
-    // A message sent during the outage is committed and acked...
+    // A message sent during the outage is committed and acked, and the sockets on
+    // the sender's instance get it live, Redis or not...
     let during = a.send(&wid, "during", "2").await;
     assert_eq!(during["seq"], 2);
+    assert_eq!(c.message_with_seq(&wid, 2).await["id"], during["id"]);
+    assert_eq!(a.message_with_seq(&wid, 2).await["id"], during["id"]);
 
     redis
         .restart()
@@ -233,17 +239,21 @@ async fn delivery_resumes_after_a_redis_restart_and_readiness_reports_the_outage
         })
         .await;
     }
-    // ...and delivered after the reconnect (gap repair from the database), then live
-    // cross-instance delivery goes on, in both directions.
+    // ...and the other instance's sockets get it after the reconnect (gap repair from
+    // the database, no reconnect of the client), then live cross-instance delivery goes
+    // on, in both directions.
     assert_eq!(b.next_message(&wid).await["seq"], 2);
     a.send(&wid, "after", "3").await;
     assert_eq!(b.next_message(&wid).await["seq"], 3);
     b.send(&wid, "after too", "4").await;
-    let mut a = a;
     assert_eq!(a.message_with_seq(&wid, 4).await["seq"], 4);
     // Its own message comes back to the sender too (after the ack, not before).
     b.message_with_seq(&wid, 4).await;
+    c.message_with_seq(&wid, 4).await;
+    // Every socket: every message once, in order.
     assert_eq!(b.seen_seqs(&wid), vec![1, 2, 3, 4]);
+    assert_eq!(c.seen_seqs(&wid), vec![1, 2, 3, 4]);
+    assert_eq!(a.seen_seqs(&wid), vec![1, 2, 3, 4]);
 }
 
 #[tokio::test]
