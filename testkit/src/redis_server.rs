@@ -47,6 +47,51 @@ impl OwnRedis {
         Self::launch(dir, args).await
     }
 
+    /// Starts a replica of the server at `master_port` (no persistence, like the
+    /// master).
+    pub async fn start_replica(master_port: u16) -> Option<OwnRedis> {
+        let master = master_port.to_string();
+        let args = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &master,
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch(dir, args.iter().map(|a| (*a).to_owned()).collect()).await
+    }
+
+    /// Starts one of several Sentinels that watch the master `mymaster` at
+    /// `master_port`: `quorum` of them must agree it is down, which they may say after
+    /// `down_after` without an answer; they then promote a replica.
+    pub async fn start_sentinel_of(
+        master_port: u16,
+        quorum: u32,
+        down_after: std::time::Duration,
+    ) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        let ms = down_after.as_millis();
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor mymaster 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds mymaster {ms}\n\
+                 sentinel failover-timeout mymaster {}\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                ms * 5
+            ),
+        )
+        .expect("write sentinel.conf");
+        let args = vec![conf.display().to_string(), "--sentinel".into()];
+        Self::launch(dir, args).await
+    }
+
     /// Starts a server that speaks only TLS (`rediss://`), with the certificate and
     /// CA of `certs`; clients are not asked for certificates of their own.
     pub async fn start_tls(certs: &TestCerts) -> Option<OwnRedis> {

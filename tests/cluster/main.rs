@@ -16,6 +16,7 @@
 //! - [`migrations`]: 20 instances migrate one empty database once; start-up retries.
 //! - [`jobs`]: an export asked for on one instance, read from another.
 //! - [`hot_path`]: the Redis round-trip and database budget of `GET /api/me`.
+//! - [`failover`]: a Sentinel failover under chat load: nothing lost, nobody logged out.
 //! - [`outages`]: Redis and PostgreSQL going away and coming back.
 //! - [`tls`]: Redis over `rediss://` (one server, Sentinel, Cluster), PostgreSQL with
 //!   `sslmode=require` and `verify-full`, with a CA the test makes.
@@ -26,6 +27,7 @@
 mod analytics;
 mod cache;
 mod chat_commits;
+mod failover;
 mod harness;
 mod hot_path;
 mod jobs;
