@@ -6,8 +6,8 @@
 //! loader runs and its value is written with `SET … PX ttl`. L2 lookup and loader both
 //! run inside moka's `try_get_with`, so concurrent misses for one key on one instance
 //! cost one `GET` and one load. If Redis is unreachable, the loader runs directly
-//! (the source of truth still answers) and its value is kept in L1 only; the
-//! subscription's `Gap` on reconnect then clears L1.
+//! (the source of truth still answers); while the invalidation subscription is down
+//! L1 is neither read nor filled, and the subscription's `Gap` on reconnect clears it.
 //!
 //! Invalidation ([`super::invalidation`]): `DEL` in Redis and `PUBLISH` on
 //! `{prefix}:cache:invalidate` in one pipeline; a listener task on every instance
@@ -124,6 +124,12 @@ impl Cache for RedisCache {
             Ok(loaded)
         }
         .boxed();
+        // While the subscription is down (or back but its gap not handled), changes
+        // made on other instances cannot be heard: no near copy is read or kept, so a
+        // profile changed elsewhere during a Redis outage is seen at once.
+        if !self.invalidations.in_sync() {
+            return l2.await;
+        }
         self.l1.get_or_load_here(key, l2).await
     }
 

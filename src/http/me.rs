@@ -59,6 +59,12 @@ async fn patch_me(
     let user = users::update_display_name(state.db.writer(), me.user_id, req.display_name.trim())
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    state.users.invalidate(me.user_id).await?;
+    // The change is committed: a cache that cannot be told (Redis down) must not turn
+    // it into an error. The other instances do not read their near copies while Redis
+    // is down and drop them when it is back; Redis's own copy expires within
+    // CACHE_TTL (docs/operations.md, "What a Redis outage degrades").
+    if let Err(e) = state.users.invalidate(me.user_id).await {
+        tracing::warn!(error = %e, "user cache not invalidated; stale for at most CACHE_TTL");
+    }
     Ok(Json(user))
 }
