@@ -24,35 +24,19 @@ export LOG_LEVEL=warn REDIS_KEY_PREFIX="pooler$$" \
   RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000 \
   SESSION_SECRET="$(head -c 48 /dev/urandom | base64)" SESSION_ENCRYPTION_KEY="$(head -c 48 /dev/urandom | base64)" \
   JWT_ACCESS_SECRET="$(head -c 48 /dev/urandom | base64)" JWT_REFRESH_SECRET="$(head -c 48 /dev/urandom | base64)"
+# shellcheck source=scripts/lib/pgbouncer.sh
+. scripts/lib/pgbouncer.sh
 PID=""
 stop() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; PID=""; }
 cleanup() {
   stop || true
-  [ -f "$RUN/pgbouncer.pid" ] && kill -TERM "$(cat "$RUN/pgbouncer.pid")" 2>/dev/null || true
+  pgbouncer_stop "$RUN/bouncer"
   "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "pooler$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-cat >"$RUN/pgbouncer.ini" <<EOF
-[databases]
-* = host=127.0.0.1 port=5432
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $RUN/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 200
-ignore_startup_parameters = extra_float_digits
-logfile = $RUN/pgbouncer.log
-pidfile = $RUN/pgbouncer.pid
-EOF
-echo '"postgres" ""' >"$RUN/userlist.txt"
-chown -R postgres: "$RUN" 2>/dev/null || true
-if [ "$(id -u)" = 0 ]; then runuser -u postgres -- pgbouncer -d "$RUN/pgbouncer.ini"; else pgbouncer -d "$RUN/pgbouncer.ini"; fi
+pgbouncer_start "$RUN/bouncer" "$BOUNCER_PORT" 20 200
 "${PSQL[@]}" -c "CREATE DATABASE $DB"
 DIRECT="postgres://postgres@127.0.0.1:5432/$DB"
 POOLED="postgres://postgres@127.0.0.1:$BOUNCER_PORT/$DB"

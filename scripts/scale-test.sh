@@ -45,16 +45,13 @@ PSQL=(psql -h 127.0.0.1 -p 5432 -U postgres -qXtA)
 BIN="${SHOAL_BIN:-}"
 if [ -z "$BIN" ]; then cargo build --release --locked -p shoal --quiet; BIN="$PWD/target/release/shoal"; fi
 
+# shellcheck source=scripts/lib/pgbouncer.sh
+. scripts/lib/pgbouncer.sh
 cluster() { RUN_DIR="$RUN/cluster" SHOAL_BIN="$BIN" scripts/local-cluster.sh "$@"; }
-bouncer_pid() { cat "$RUN/bouncer/pgbouncer.pid" 2>/dev/null || true; }
 cleanup() {
   [ -n "${WRK_PID:-}" ] && kill -INT "$WRK_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
-  local pid; pid="$(bouncer_pid)"
-  if [ -n "$pid" ]; then # SIGTERM: immediate shutdown (SIGINT would wait for clients)
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
+  pgbouncer_stop "$RUN/bouncer"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "$PREFIX:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
 }
@@ -63,39 +60,8 @@ figure() { printf '%-44s %s\n' "$1" "$2" | tee -a "$OUT/figures.txt"; }
 now_ms() { date +%s%3N; }
 
 # ------------------------------------------------------------------ PgBouncer
-# What Shoal needs from it: transaction pooling, `extra_float_digits` ignored (sqlx
-# sends it; PgBouncer 1.18 refuses unknown startup parameters), client slots for every
-# instance's pool. It runs as `postgres` (it refuses root).
-mkdir -p "$RUN/bouncer"
-cat >"$RUN/bouncer/pgbouncer.ini" <<EOF
-[databases]
-* = host=127.0.0.1 port=5432
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $RUN/bouncer/userlist.txt
-admin_users = postgres
-pool_mode = transaction
-default_pool_size = $BOUNCER_POOL
-max_client_conn = $((N * DB_POOL_MAX + 100))
-ignore_startup_parameters = extra_float_digits
-logfile = $RUN/bouncer/pgbouncer.log
-pidfile = $RUN/bouncer/pgbouncer.pid
-EOF
-echo '"postgres" ""' >"$RUN/bouncer/userlist.txt"
-chown -R postgres: "$RUN/bouncer" 2>/dev/null || true
-chmod 755 "$RUN"
 ulimit -n "$(( $(ulimit -Hn) < 16384 ? $(ulimit -Hn) : 16384 ))"
-if [ "$(id -u)" = 0 ]; then runuser -u postgres -- pgbouncer -d "$RUN/bouncer/pgbouncer.ini"
-else pgbouncer -d "$RUN/bouncer/pgbouncer.ini"; fi
-for _ in $(seq 1 100); do
-  psql -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -XtAq pgbouncer -c "SHOW VERSION" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-psql -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -XtAq pgbouncer -c "SHOW VERSION" >/dev/null \
-  || { echo "PgBouncer did not start on :$BOUNCER_PORT; see $RUN/bouncer/pgbouncer.log" >&2; exit 1; }
+pgbouncer_start "$RUN/bouncer" "$BOUNCER_PORT" "$BOUNCER_POOL" $((N * DB_POOL_MAX + 100))
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
 REDIS_BEFORE="$(redis-cli info clients | tr -d '\r' | awk -F: '/^connected_clients/{print $2}')"
 echo "pgbouncer :$BOUNCER_PORT (pool $BOUNCER_POOL), database $DB, $N instances, logs in $RUN"

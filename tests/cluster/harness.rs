@@ -66,6 +66,27 @@ pub(crate) async fn assert_logged_out_on(
     }
 }
 
+/// `/health/cluster` on each of `instances` answers 200 and lists every instance of
+/// the cluster, no more.
+pub(crate) async fn assert_cluster_lists_all(
+    cluster: &Cluster,
+    instances: impl IntoIterator<Item = usize>,
+) {
+    let all: std::collections::BTreeSet<String> =
+        cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    for i in instances {
+        let (status, body) = call(cluster.get(i, "/health/cluster")).await;
+        assert_eq!(status, StatusCode::OK, "instance {}: {body}", i + 1);
+        let ids: std::collections::BTreeSet<String> = body["instances"]
+            .as_array()
+            .expect("an instances array")
+            .iter()
+            .map(|r| r["id"].as_str().expect("an id").to_owned())
+            .collect();
+        assert_eq!(ids, all, "/health/cluster on instance {}", i + 1);
+    }
+}
+
 /// A numeric response header.
 pub(crate) fn header_u64(r: &Response, name: &str) -> Option<u64> {
     r.headers().get(name)?.to_str().ok()?.parse().ok()

@@ -3,14 +3,12 @@
 //! logout everywhere, a profile change seen at once, one rate-limit budget, one
 //! opt-out list and one registry.
 
-use std::collections::BTreeSet;
-
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::harness::{
-    Cluster, Services, Spec, assert_limited, assert_logged_out_on, call, me_on, send,
-    spend_user_budget, with_cookie,
+    Cluster, Services, Spec, assert_cluster_lists_all, assert_limited, assert_logged_out_on, call,
+    me_on, send, spend_user_budget, with_cookie,
 };
 use shoal_testkit::missing_service;
 
@@ -45,18 +43,7 @@ async fn three_instances_on_a_redis_cluster_behave_as_one() {
     let cluster = Cluster::start(&services, spec).await;
 
     // /health/cluster on every instance lists all three.
-    let all: BTreeSet<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-    for i in 0..3 {
-        let (status, body) = call(cluster.get(i, "/health/cluster")).await;
-        assert_eq!(status, StatusCode::OK, "instance {}: {body}", i + 1);
-        let ids: BTreeSet<String> = body["instances"]
-            .as_array()
-            .expect("an instances array")
-            .iter()
-            .map(|r| r["id"].as_str().expect("an id").to_owned())
-            .collect();
-        assert_eq!(ids, all, "/health/cluster on instance {}", i + 1);
-    }
+    assert_cluster_lists_all(&cluster, 0..3).await;
 
     // Logged in through instance 1; cookie and token work on 2 and 3, and every
     // instance caches the user with its old name.

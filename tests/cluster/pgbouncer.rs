@@ -5,14 +5,12 @@
 //! connection. Behind a pooler without a direct migration URL, instances wait
 //! (unready, `migrations_pending`) for `shoal migrate`.
 
-use std::collections::BTreeSet;
-
 use reqwest::StatusCode;
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::harness::{
-    Cluster, Node, OwnPostgres, Services, Spec, assert_logged_out_on, call, eventually, me_on,
-    with_cookie,
+    Cluster, Node, OwnPostgres, Services, Spec, assert_cluster_lists_all, assert_logged_out_on,
+    call, eventually, me_on, with_cookie,
 };
 use crate::migrations::migration_files;
 use shoal_testkit::{Auth, PgBouncer, Sio, user, workspace};
@@ -110,18 +108,7 @@ async fn twenty_instances_through_pgbouncer_on_a_nearly_full_postgres_behave_as_
     );
 
     // /health/cluster lists all twenty.
-    let all: BTreeSet<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-    for i in [0, 19] {
-        let (status, body) = call(cluster.get(i, "/health/cluster")).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let ids: BTreeSet<String> = body["instances"]
-            .as_array()
-            .expect("an instances array")
-            .iter()
-            .map(|r| r["id"].as_str().expect("an id").to_owned())
-            .collect();
-        assert_eq!(ids, all, "/health/cluster on instance {}", i + 1);
-    }
+    assert_cluster_lists_all(&cluster, [0, 19]).await;
 
     // A login on instance 1 works on instance 20; a logout on 20 ends it on 1.
     let (account, login) = cluster.user(0, 0).await;
