@@ -69,6 +69,9 @@ struct Inner {
     repairing: tokio::sync::Mutex<()>,
     /// Whether a task already retries the repair until Redis can be trusted again.
     retrying: std::sync::atomic::AtomicBool,
+    /// Moves with every repair recorded here: a pass that overlapped one does not
+    /// count as complete (it may have read the list before the new entry).
+    recorded: AtomicU64,
 }
 
 impl DurableSessionStore {
@@ -82,6 +85,7 @@ impl DurableSessionStore {
                 repaired: AtomicU64::new(NEVER),
                 repairing: tokio::sync::Mutex::new(()),
                 retrying: std::sync::atomic::AtomicBool::new(false),
+                recorded: AtomicU64::new(0),
             }),
         }
     }
@@ -101,10 +105,14 @@ impl Inner {
         let Ok(_pass) = self.repairing.try_lock() else {
             return false;
         };
+        let recorded = self.recorded.load(Ordering::Acquire);
         match self.repair().await {
             Ok(applied) => {
                 if applied > 0 {
                     tracing::info!(applied, "session copies in Redis brought back in line");
+                }
+                if self.recorded.load(Ordering::Acquire) != recorded {
+                    return false;
                 }
                 self.repaired.store(generation, Ordering::Release);
                 self.redis.in_sync() && self.redis.generation() == generation
@@ -167,6 +175,7 @@ impl Inner {
         // This instance reads the database until the repair is applied; the others
         // do too if Redis is down (their subscription dropped). If Redis only missed
         // this one write, the repair below fixes it within a second or so.
+        self.recorded.fetch_add(1, Ordering::AcqRel);
         self.repaired.store(NEVER, Ordering::Release);
         if !self.retrying.swap(true, Ordering::AcqRel) {
             let me = self.clone();
