@@ -43,6 +43,40 @@ pub(crate) fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// Waits (bounded by [`PATIENCE`]) until something listens on `127.0.0.1:{port}`;
+/// panics with `log()` otherwise.
+pub(crate) async fn wait_listening(port: u16, what: &str, log: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what} did not start:\n{}", log());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Stops a server started by [`as_postgres`]: `signal` to its own pid (the child may
+/// be `runuser`), which must be gone before its directory is removed (SIGKILL after
+/// [`PATIENCE`]), then the child is killed and reaped.
+pub(crate) fn stop(server: Option<Pid>, signal: Signal, child: Option<Child>) {
+    if let Some(pid) = server {
+        let _ = kill(pid, signal);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    if let Some(mut child) = child {
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = child.wait();
+    }
+}
+
 impl OwnPostgres {
     /// Initialises and starts a server with the stock settings (`max_connections`
     /// 100), or `None` (after saying so) when the server binaries cannot run here.
@@ -132,16 +166,7 @@ impl OwnPostgres {
             child: Some(child),
             dir,
         };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if tokio::time::Instant::now() >= deadline {
-                panic!("own PostgreSQL did not start:\n{}", server.log_text());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_listening(port, "own PostgreSQL", || server.log_text()).await;
         // Listening is not yet accepting sessions: wait for the first one to work.
         let url = server.url(
             "postgres",
@@ -189,25 +214,11 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        // The server's own pid (the child may be `runuser`): SIGINT is a fast shutdown.
-        let pid_file = self.dir.path().join("data/postmaster.pid");
-        let server = std::fs::read_to_string(&pid_file)
+        // SIGINT is PostgreSQL's fast shutdown.
+        let server = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
             .ok()
             .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
             .map(Pid::from_raw);
-        if let Some(pid) = server {
-            let _ = kill(pid, Signal::SIGINT);
-            // Gone before its directory is removed (bounded: SIGKILL after PATIENCE).
-            let deadline = std::time::Instant::now() + PATIENCE;
-            while kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
-                std::thread::sleep(POLL);
-            }
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = child.wait();
-        }
+        stop(server, Signal::SIGINT, self.child.take());
     }
 }

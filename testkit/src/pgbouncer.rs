@@ -5,12 +5,11 @@
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::{Pid, User, chown};
 
-use crate::own_postgres::as_postgres;
+use crate::own_postgres::{as_postgres, stop, wait_listening};
 use crate::services::{free_port, missing_service};
-use crate::wait::{PATIENCE, POLL};
 
 /// A running PgBouncer on 127.0.0.1 that lends every database of one PostgreSQL.
 pub struct PgBouncer {
@@ -81,16 +80,7 @@ impl PgBouncer {
             child: Some(child),
             dir,
         };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if tokio::time::Instant::now() >= deadline {
-                panic!("PgBouncer did not start:\n{}", bouncer.log_text());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_listening(port, "PgBouncer", || bouncer.log_text()).await;
         Some(bouncer)
     }
 
@@ -107,23 +97,11 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        // PgBouncer's own pid (the child is `runuser` when this process is root).
+        // SIGTERM is PgBouncer's immediate shutdown (SIGINT would wait for clients).
         let pid = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid"))
             .ok()
             .and_then(|t| t.trim().parse::<i32>().ok())
             .map(Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = kill(pid, Signal::SIGINT);
-            let deadline = std::time::Instant::now() + PATIENCE;
-            while kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
-                std::thread::sleep(POLL);
-            }
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = child.wait();
-        }
+        stop(pid, Signal::SIGTERM, self.child.take());
     }
 }
