@@ -44,6 +44,10 @@ use secrecy::ExposeSecret;
 use crate::backend_error::BackendError;
 use crate::config::{RedisTarget, TlsCa};
 
+mod breaker;
+
+use breaker::{Breaker, Outcome, Rejected, Ticket};
+
 /// Upper bound on one command (or pipeline, or script) including the wait for a
 /// connection. Two seconds: far above a healthy round trip (well under 1 ms on a LAN),
 /// short enough that a request fails with 503 long before a load balancer or client
@@ -72,6 +76,8 @@ struct Shared {
     /// Set while a Sentinel re-resolution is running, so a burst of failing commands
     /// starts only one.
     resolving: AtomicBool,
+    /// Fails commands at once while Redis does not answer (see [`breaker`]).
+    breaker: Breaker,
 }
 
 /// Where commands go.
@@ -211,6 +217,7 @@ impl RedisClient {
                 prefix: prefix.to_owned(),
                 round_trips: AtomicU64::new(0),
                 resolving: AtomicBool::new(false),
+                breaker: Breaker::default(),
             }),
         };
         this.ping().await?;
@@ -272,23 +279,23 @@ impl RedisClient {
 
     /// Sends one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
+        let ticket = self.permit()?;
         let result = match self.begin() {
-            Commands::Server(mut c) => timeout(cmd.query_async(&mut c)).await,
-            Commands::Cluster(mut c) => timeout(cmd.query_async(&mut c)).await,
+            Commands::Server(mut c) => bounded(cmd.query_async(&mut c)).await,
+            Commands::Cluster(mut c) => bounded(cmd.query_async(&mut c)).await,
         };
-        self.after(&result);
-        result
+        self.finish(ticket, result)
     }
 
     /// Sends a pipeline (or a `MULTI`/`EXEC` transaction) in one round trip. On a
     /// cluster, every keyed command of it must be in one slot.
     pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, BackendError> {
+        let ticket = self.permit()?;
         let result = match self.begin() {
-            Commands::Server(mut c) => timeout(pipe.query_async(&mut c)).await,
-            Commands::Cluster(mut c) => timeout(pipe.query_async(&mut c)).await,
+            Commands::Server(mut c) => bounded(pipe.query_async(&mut c)).await,
+            Commands::Cluster(mut c) => bounded(pipe.query_async(&mut c)).await,
         };
-        self.after(&result);
-        result
+        self.finish(ticket, result)
     }
 
     /// Runs a Lua script by `EVALSHA`, falling back to loading it on `NOSCRIPT`.
@@ -296,12 +303,17 @@ impl RedisClient {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
+        let ticket = self.permit()?;
         let result = match self.begin() {
-            Commands::Server(mut c) => timeout(invocation.invoke_async(&mut c)).await,
-            Commands::Cluster(mut c) => timeout(invocation.invoke_async(&mut c)).await,
+            Commands::Server(mut c) => bounded(invocation.invoke_async(&mut c)).await,
+            Commands::Cluster(mut c) => bounded(invocation.invoke_async(&mut c)).await,
         };
-        self.after(&result);
-        result
+        self.finish(ticket, result)
+    }
+
+    /// Whether the breaker is failing commands at once (Redis stopped answering).
+    pub fn is_paused(&self) -> bool {
+        self.inner.breaker.is_open()
     }
 
     /// Readiness: one `PING`.
@@ -410,6 +422,46 @@ impl RedisClient {
         }
     }
 
+    /// The breaker's permission to send a command; a refusal is the same `Unavailable`
+    /// error a failed command gives, so every backend takes the same fallback.
+    fn permit(&self) -> Result<Ticket<'_>, BackendError> {
+        self.inner.breaker.permit().map_err(|Rejected| {
+            BackendError::unavailable(
+                "redis",
+                "commands paused: Redis stopped answering (one probe at a time)",
+            )
+        })
+    }
+
+    /// Tells the breaker how a sent command ended, maps its error, and starts a Sentinel
+    /// re-resolution after a failure.
+    fn finish<T>(&self, ticket: Ticket<'_>, result: Bounded<T>) -> Result<T, BackendError> {
+        let result = match result {
+            Ok(Ok(value)) => {
+                ticket.record(Outcome::Answered);
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                let unanswered = e.is_timeout()
+                    || e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped();
+                ticket.record(if unanswered {
+                    Outcome::Unanswered
+                } else {
+                    Outcome::Answered
+                });
+                Err(BackendError::from(e))
+            }
+            Err(_elapsed) => {
+                ticket.record(Outcome::Unanswered);
+                Err(no_answer())
+            }
+        };
+        self.after(&result);
+        result
+    }
+
     fn begin(&self) -> Commands {
         self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
         self.inner
@@ -476,15 +528,16 @@ impl std::fmt::Debug for RedisClient {
     }
 }
 
-/// The manager reconnects on its own; we keep its own retries short (3 tries, ≤ 0.5 s
-/// apart) because a command waiting for a reconnect is bounded by [`COMMAND_TIMEOUT`]
-/// anyway, and the next command after a failed reconnect starts a new one.
+/// The manager reconnects on demand: the next command after a failed reconnect starts
+/// a new one. One try per reconnect, no retries of its own: the breaker paces the
+/// attempts while Redis is gone (one probe at a time), and with retries every command
+/// that arrived during a reconnect waited for all of them — outage p99 480 ms with two
+/// retries, 4.8 ms with none (`scripts/fault-redis.sh`, docs/operations.md).
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(COMMAND_TIMEOUT))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500))
+        .set_number_of_retries(0)
 }
 
 /// rustls needs one process-wide crypto provider; sqlx's TLS and redis-rs's both use
@@ -542,9 +595,18 @@ pub(crate) async fn timeout<T>(
 ) -> Result<T, BackendError> {
     match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
         Ok(result) => result.map_err(BackendError::from),
-        Err(_) => Err(BackendError::unavailable(
-            "redis",
-            format!("no answer within {COMMAND_TIMEOUT:?}"),
-        )),
+        Err(_) => Err(no_answer()),
     }
+}
+
+/// A command's result, or `Err` when it got no answer within [`COMMAND_TIMEOUT`].
+type Bounded<T> = Result<redis::RedisResult<T>, tokio::time::error::Elapsed>;
+
+/// Bounds `fut` by [`COMMAND_TIMEOUT`], keeping a timeout apart for the breaker.
+async fn bounded<T>(fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Bounded<T> {
+    tokio::time::timeout(COMMAND_TIMEOUT, fut).await
+}
+
+fn no_answer() -> BackendError {
+    BackendError::unavailable("redis", format!("no answer within {COMMAND_TIMEOUT:?}"))
 }

@@ -115,6 +115,26 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "shoal_redis_unanswered_total",
+        "Redis commands that got no answer (timed out after 2 s, or no connection)",
+    ),
+    (
+        Kind::Counter,
+        "shoal_redis_rejected_total",
+        "Redis commands failed at once because Redis stopped answering (breaker open)",
+    ),
+    (
+        Kind::Counter,
+        "shoal_redis_breaker_opened_total",
+        "Times commands to Redis were paused after two unanswered in a row",
+    ),
+    (
+        Kind::Gauge,
+        "shoal_redis_breaker_open",
+        "1 while Redis commands are paused because Redis stopped answering, else 0",
+    ),
+    (
+        Kind::Counter,
         "shoal_degraded_seconds_total",
         "Seconds this instance served while a shared dependency (Redis) was down",
     ),

@@ -8,19 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Cluster, Login, Services, Spec, call, eventually, with_cookie};
+use crate::harness::{Cluster, Login, Services, Spec, call, eventually, metrics, with_cookie};
 use shoal_testkit::prometheus::metric_value;
-
-async fn metrics(cluster: &Cluster, node: usize) -> String {
-    cluster
-        .get(node, "/metrics")
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
 
 async fn post_message(
     cluster: &Cluster,

@@ -10,6 +10,18 @@ pub(crate) use shoal_testkit::{
     set_database_reachable, token, with_bearer, with_cookie,
 };
 
+/// The Prometheus text of instance `node`'s `/metrics`.
+pub(crate) async fn metrics(cluster: &Cluster, node: usize) -> String {
+    cluster
+        .get(node, "/metrics")
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// `GET /api/me` on each of `instances` with the login's cookie and with its access
 /// token: both answer 200 for the same user. Returns the cookie answers' bodies.
 pub(crate) async fn me_on(

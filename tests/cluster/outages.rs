@@ -11,9 +11,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Cluster, OwnRedis, Services, Spec, assert_logged_out_on, call, eventually, me_on,
-    set_database_reachable, with_cookie,
+    Cluster, OwnRedis, Services, Spec, assert_logged_out_on, call, eventually, me_on, metrics,
+    set_database_reachable, with_bearer, with_cookie,
 };
+use shoal_testkit::prometheus::metric_value;
 
 /// Waits until `/health/ready` on instance `i` is 503 naming `reason`.
 async fn wait_not_ready(cluster: &Cluster, i: usize, reason: &str) -> Value {
@@ -95,6 +96,13 @@ async fn instances_serve_through_a_redis_outage_and_recover_by_themselves() {
         assert_eq!(status, StatusCode::OK, "{health}");
         assert_eq!(health["status"], "degraded", "{health}");
     }
+    // A stopped Redis refuses connections; after two refused commands the instance
+    // stops trying each one (a reconnect with its retries takes about a second).
+    eventually("instance 1 to pause its Redis commands", || async {
+        let text = metrics(&cluster, 0).await;
+        (metric_value(&text, "shoal_redis_breaker_open", &[]) == 1.0).then_some(())
+    })
+    .await;
     // Logged-in users keep working on every instance, cookie and token alike.
     me_on(&cluster, &login, 0..2).await;
     // New logins work, and are good on the other instance.
@@ -153,6 +161,77 @@ async fn instances_serve_through_a_redis_outage_and_recover_by_themselves() {
         body["display_name"], "Grace",
         "instance 2 serves a stale user: its invalidation subscription did not come back"
     );
+}
+
+// A hung Redis (a frozen process, as behind a partition that drops packets) answers
+// nothing, so each command would wait the whole command timeout before its fallback
+// runs. After two unanswered commands in a row the instance stops waiting: commands
+// fail at once (one probe at a time finds out when Redis answers again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_a_few_timeouts_not_one_per_request() {
+    const REQUESTS: usize = 20;
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let Some(redis) = OwnRedis::start().await else {
+        return;
+    };
+    let cluster = Cluster::start(&services, Spec::new(2).redis(redis.url())).await;
+    let (_, login) = cluster.user(0, 0).await;
+    let (_, leaving) = cluster.user(1, 1).await;
+    me_on(&cluster, &login, 0..2).await;
+
+    redis.freeze();
+    eventually("instance 1 to pause its Redis commands", || async {
+        // Readiness pings Redis, so polling it drives the timeouts that open the breaker.
+        let (status, body) = call(cluster.get(0, "/health/ready")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a hung Redis leaves it ready: {body}"
+        );
+        let text = metrics(&cluster, 0).await;
+        (metric_value(&text, "shoal_redis_breaker_open", &[]) == 1.0).then_some(())
+    })
+    .await;
+    let before = metrics(&cluster, 0).await;
+    for _ in 0..REQUESTS {
+        let (status, body) = call(with_bearer(cluster.get(0, "/api/me"), &login)).await;
+        assert_eq!(status, StatusCode::OK, "bearer with a hung Redis: {body}");
+    }
+    let after = metrics(&cluster, 0).await;
+    let unanswered = metric_value(&after, "shoal_redis_unanswered_total", &[])
+        - metric_value(&before, "shoal_redis_unanswered_total", &[]);
+    let rejected = metric_value(&after, "shoal_redis_rejected_total", &[])
+        - metric_value(&before, "shoal_redis_rejected_total", &[]);
+    // Each of these requests asks Redis at least once (rate limit, session); without
+    // the breaker each of those would be a timeout.
+    assert!(
+        unanswered < REQUESTS as f64,
+        "{unanswered} timeouts for {REQUESTS} requests: requests still wait for Redis"
+    );
+    assert!(
+        rejected >= REQUESTS as f64,
+        "only {rejected} commands failed at once"
+    );
+
+    // A logout while Redis hangs holds on the other instance, as with a stopped Redis.
+    let (status, body) = call(with_cookie(cluster.post(1, "/api/auth/logout"), &leaving)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "logout, Redis hung: {body}");
+    assert_logged_out_on(&cluster, &leaving, [0]).await;
+
+    redis.thaw();
+    for i in 0..2 {
+        eventually("Redis commands to resume after the thaw", || async {
+            let text = metrics(&cluster, i).await;
+            let (_, body) = call(cluster.get(i, "/health/ready")).await;
+            let redis_up = body["degraded"].as_array().is_some_and(Vec::is_empty);
+            (metric_value(&text, "shoal_redis_breaker_open", &[]) == 0.0 && redis_up).then_some(())
+        })
+        .await;
+    }
+    me_on(&cluster, &login, 0..2).await;
+    assert_logged_out_on(&cluster, &leaving, [0, 1]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
