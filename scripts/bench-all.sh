@@ -21,7 +21,7 @@ RUN="$(mktemp -d)"
 # Run a copy from $RUN, so that its command line identifies the processes of this run.
 cp "$BIN" "$RUN/shoal"; BIN="$RUN/shoal"
 trap 'pkill -TERM -f "$RUN/shoal" 2>/dev/null || true; (cd "$SHARED/peers/node-stack" && RUN_DIR=$RUN/peer scripts/instances.sh stop >/dev/null 2>&1) || true' EXIT
-LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
+LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
 PSQL="psql -h 127.0.0.1 -U postgres -qX"
 . scripts/lib/bench.sh
 new_secrets

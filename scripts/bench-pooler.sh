@@ -21,7 +21,7 @@ RUN="$(mktemp -d /tmp/shoal-pooler.XXXXXX)"
 DB="shoal_pooler_$$"
 PSQL=(psql -h 127.0.0.1 -p 5432 -U postgres -qXtA -d postgres)
 export LOG_LEVEL=warn REDIS_KEY_PREFIX="pooler$$" \
-  RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000 \
+  RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000 \
   SESSION_SECRET="$(head -c 48 /dev/urandom | base64)" SESSION_ENCRYPTION_KEY="$(head -c 48 /dev/urandom | base64)" \
   JWT_ACCESS_SECRET="$(head -c 48 /dev/urandom | base64)" JWT_REFRESH_SECRET="$(head -c 48 /dev/urandom | base64)"
 # shellcheck source=scripts/lib/pgbouncer.sh

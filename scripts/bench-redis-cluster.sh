@@ -22,7 +22,7 @@ cleanup() {
   for p in "${PORTS[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
-LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
+LIMITS=(RATE_LIMIT_AUTH_PER_MIN=1000000 RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN=1000000 RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_IP_PER_MIN=1000000)
 PSQL="psql -h 127.0.0.1 -U postgres -qX"
 . scripts/lib/bench.sh
 new_secrets

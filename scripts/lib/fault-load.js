@@ -14,8 +14,12 @@
 // HTTP by status with p50/p99, chat sent/acked/delivered/lost/duplicated, the seconds
 // from the phase's start to the first delivery across instances, and readiness.
 //
+// The last QUIET instances have receivers only: a message reaches them from another
+// instance or not at all, which shows when delivery across instances stops and when
+// it is back.
+//
 //   node scripts/lib/fault-load.js --lb URL --instances URL,URL --phase-file F
-//        [--http-rate 100] [--chat-rate 10] [--drain-ms 15000]
+//        [--http-rate 100] [--chat-rate 10] [--quiet 1] [--drain-ms 15000]
 const fs = require('fs');
 const path = require('path');
 const { io } = require(path.join(__dirname, '../../../shared/bench/node_modules/socket.io-client'));
@@ -29,10 +33,11 @@ const PHASE_FILE = args['phase-file'];
 const HTTP_RATE = Number(args['http-rate'] || 100);
 const CHAT_RATE = Number(args['chat-rate'] || 10); // per sender (one per instance)
 const DRAIN_MS = Number(args['drain-ms'] || 15000);
+const QUIET = Number(args.quiet ?? 1);
 const REQUEST_TIMEOUT_MS = 5000;
 const MAX_IN_FLIGHT = 400;
 const PASSWORD = 'correct horse battery staple';
-if (!LB || INSTANCES.length < 2 || !PHASE_FILE) {
+if (!LB || INSTANCES.length < 2 || !PHASE_FILE || QUIET >= INSTANCES.length) {
   console.error('usage: fault-load.js --lb URL --instances URL,URL[,…] --phase-file FILE');
   process.exit(2);
 }
@@ -149,7 +154,10 @@ function socketFor(base, user, wid, index) {
       if (typeof m.seq === 'number' && (lastSeq === null || m.seq > lastSeq)) lastSeq = m.seq;
       seen.set(m.client_id, (seen.get(m.client_id) || 0) + 1);
       const origin = sent.get(m.client_id);
-      if (origin && origin.from !== index >> 1) crossArrivals.push({ t: now(), latency: now() - origin.t, phase: origin.phase });
+      if (origin && origin.from !== index >> 1) {
+        const quiet = index >> 1 >= INSTANCES.length - QUIET;
+        crossArrivals.push({ t: now(), latency: now() - origin.t, phase: origin.phase, quiet });
+      }
     });
   });
 }
@@ -201,7 +209,9 @@ function report() {
   for (const p of phases) {
     const s = stats(p);
     const lat = s.http.latencies.sort((a, b) => a - b);
-    const total = lat.length;
+    // Requests the client could not even send (MAX_IN_FLIGHT earlier ones still
+    // hanging) count as failed attempts.
+    const total = lat.length + (s.http.status.client_overloaded || 0);
     const ok = Object.entries(s.http.status).filter(([k]) => /^2/.test(k)).reduce((a, [, v]) => a + v, 0);
     // Messages sent in this phase that the server acknowledged: each must reach every
     // receiver once.
@@ -219,6 +229,8 @@ function report() {
     const end = phases[phases.indexOf(p) + 1] ? phaseStart[phases[phases.indexOf(p) + 1]] : phaseStart.done;
     const inWindow = crossArrivals.filter((a) => a.t >= start && a.t < end);
     const live = crossArrivals.filter((a) => a.phase === p && a.latency < LIVE_S);
+    const liveQuiet = live.filter((a) => a.quiet);
+    const firstAfter = (list) => (list.length ? Math.round((Math.min(...list.map((a) => a.t)) - start) * 100) / 100 : null);
     out.phases.push({
       phase: p,
       seconds: Math.round((end - start) * 10) / 10,
@@ -241,9 +253,13 @@ function report() {
         unacked_but_delivered: unackedDelivered,
         // Deliveries across instances that arrived during the phase (live or repaired).
         cross_instance_arrivals: inWindow.length,
+        quiet_instance_arrivals: inWindow.filter((a) => a.quiet).length,
         // Seconds from the phase's start to the first message sent in it that reached
-        // another instance live: when cross-instance delivery was back.
-        cross_instance_live_after_s: live.length ? Math.round((Math.min(...live.map((a) => a.t)) - start) * 100) / 100 : null,
+        // another instance within LIVE_S of its send: on any instance, and on a quiet one
+        // (no sender of its own: nothing there reveals a hole, so only a working
+        // cross-instance path brings it anything).
+        cross_instance_live_after_s: firstAfter(live),
+        quiet_instance_live_after_s: firstAfter(liveQuiet),
       },
       ready: s.ready,
     });
@@ -268,7 +284,7 @@ async function main() {
     if (add.status !== 201 && add.status !== 200) throw new Error(`add member: ${add.status} ${JSON.stringify(add.json)}`);
     users.push(u);
   }
-  // Two sockets per instance; the first of each pair sends.
+  // Two sockets per instance; on all but the quiet ones the first of the pair sends.
   const sockets = await Promise.all(INSTANCES.flatMap((base, i) => [
     socketFor(base, users[2 * i], wid, 2 * i), socketFor(base, users[2 * i + 1], wid, 2 * i + 1),
   ]));
@@ -284,7 +300,7 @@ async function main() {
   }, 10);
   const chatTimer = setInterval(() => {
     if (phase === 'setup' || phase === 'done') return;
-    INSTANCES.forEach((_, i) => chatOne(sockets[2 * i], i, wid));
+    INSTANCES.slice(0, INSTANCES.length - QUIET).forEach((_, i) => chatOne(sockets[2 * i], i, wid));
   }, 1000 / CHAT_RATE);
   const readyTimer = setInterval(() => { if (phase !== 'setup' && phase !== 'done') pollReady(); }, 500);
 

@@ -1,4 +1,4 @@
-//! Socket.IO: message size and presence lifetime.
+//! Socket.IO: message size, presence lifetime, connections per user.
 
 use std::time::Duration;
 
@@ -18,6 +18,11 @@ pub const KEYS: &[Key] = &[
         default: "30 (s)",
         meaning: "a connection's presence entry lives this long without a refresh (refreshed every third of it; ≥ 3)",
     },
+    Key {
+        name: "REALTIME_MAX_SOCKETS_PER_USER",
+        default: "32",
+        meaning: "Socket.IO connections one user may hold open on one instance; the next handshake gets `connect_error` `too_many_connections` (1 … 100000)",
+    },
 ];
 
 /// The raw keys; field names are the lower-cased keys.
@@ -27,6 +32,8 @@ pub(super) struct Raw {
     realtime_max_message_bytes: usize,
     #[serde(default = "default_presence_ttl")]
     realtime_presence_ttl: u64,
+    #[serde(default = "default_max_sockets_per_user")]
+    realtime_max_sockets_per_user: usize,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -34,6 +41,9 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_presence_ttl() -> u64 {
     30
+}
+fn default_max_sockets_per_user() -> usize {
+    32
 }
 
 /// The realtime section.
@@ -44,6 +54,10 @@ pub struct RealtimeConfig {
     /// How long a Socket.IO connection stays in `presence:list` without a refresh
     /// (refreshed every third of it while connected, so a dead instance's entries go).
     pub presence_ttl: Duration,
+    /// Socket.IO connections one user may hold on one instance: enough for many tabs
+    /// and devices, few enough that one account cannot hold an instance's memory and
+    /// file descriptors.
+    pub max_sockets_per_user: usize,
 }
 
 impl RealtimeConfig {
@@ -60,9 +74,16 @@ impl RealtimeConfig {
                 "must be at least 3 (seconds)",
             ));
         }
+        if !(1..=100_000).contains(&raw.realtime_max_sockets_per_user) {
+            return Err(ConfigError::new(
+                "REALTIME_MAX_SOCKETS_PER_USER",
+                "must be 1 to 100000",
+            ));
+        }
         Ok(Self {
             max_message_bytes: raw.realtime_max_message_bytes,
             presence_ttl: Duration::from_secs(raw.realtime_presence_ttl),
+            max_sockets_per_user: raw.realtime_max_sockets_per_user,
         })
     }
 
@@ -73,6 +94,10 @@ impl RealtimeConfig {
                 self.max_message_bytes.to_string(),
             ),
             ("REALTIME_PRESENCE_TTL", secs(self.presence_ttl)),
+            (
+                "REALTIME_MAX_SOCKETS_PER_USER",
+                self.max_sockets_per_user.to_string(),
+            ),
         ]);
     }
 }

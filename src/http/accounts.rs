@@ -17,6 +17,7 @@ use crate::auth::tokens::token_hash;
 use crate::clock;
 use crate::db::users::User;
 use crate::db::{StoreError, tokens, users};
+use crate::rate_limit::Quota;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -126,14 +127,41 @@ pub struct LoginResponse {
     expires_in: u64,
 }
 
+/// Login attempts per e-mail address, from any client address
+/// (`RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN`): the per-IP budget of `/api/auth/*` alone
+/// lets a botnet guess one account's password from many addresses. Charged before the
+/// password hash is checked, for known and unknown addresses alike (the answer must
+/// not tell them apart). The key holds a hash of the address, not the address. If the
+/// limiter fails the attempt goes on, as everywhere (src/http/rate_limit.rs).
+async fn charge_account_attempt(state: &AppState, email: &str) -> ApiResult<()> {
+    let key = format!("rl:login:{}", &token_hash(email)[..32]);
+    let quota = Quota::per_minute(state.config.rate_limit.login_per_account_per_min);
+    match state.rate_limiter.check(&key, quota).await {
+        Ok(decision) if !decision.allowed => {
+            metrics::counter!("shoal_rate_limited_total", "scope" => "login_account").increment(1);
+            Err(ApiError::RateLimited {
+                retry_after: decision.retry_after.unwrap_or_default(),
+            })
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            metrics::counter!("shoal_rate_limiter_errors_total").increment(1);
+            tracing::warn!(error = %e, "rate limiter unavailable; letting the login attempt through");
+            Ok(())
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse, description = "also sets the session cookie"),
-              (status = 401, description = "unknown e-mail or wrong password (same answer)")))]
+              (status = 401, description = "unknown e-mail or wrong password (same answer)"),
+              (status = 429, description = "too many attempts from this address, or for this e-mail address from any (`Retry-After`)")))]
 async fn login(
     State(state): State<AppState>,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Response> {
     let email = req.email.trim().to_lowercase();
+    charge_account_attempt(&state, &email).await?;
     let found = users::find_credentials(state.db.pool(), &email).await?;
     let (user, stored) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),

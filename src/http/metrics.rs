@@ -115,6 +115,11 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "shoal_realtime_connections_refused_total",
+        "Socket.IO handshakes refused by a connection cap, by reason",
+    ),
+    (
+        Kind::Counter,
         "shoal_redis_unanswered_total",
         "Redis commands that got no answer (timed out after 2 s, or no connection)",
     ),

@@ -1,5 +1,6 @@
 //! Request budgets on `/api/*`: per user when authenticated, per client IP otherwise,
-//! and a stricter per-IP budget on `/api/auth/*` (password guessing). Every limited
+//! and a stricter per-IP budget on `/api/auth/*` (password guessing). An IPv6 client
+//! is budgeted per /64 ([`ip_bucket`]). Every limited
 //! response carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a
 //! 429 also carries `Retry-After`.
 //!
@@ -25,7 +26,11 @@ pub async fn limit(state: &AppState, req: Request, next: Next) -> Response {
         .extensions()
         .get::<ConnectInfo<crate::listener::PeerAddr>>()
         .map(|c| c.0.0.ip());
-    let ip = client_ip(&state.config.server.trusted_proxies, peer, req.headers());
+    let ip = ip_bucket(client_ip(
+        &state.config.server.trusted_proxies,
+        peer,
+        req.headers(),
+    ));
     let (scope, key, quota) = if req.uri().path().starts_with("/api/auth/") {
         (
             "auth",
@@ -79,6 +84,23 @@ fn set_headers(headers: &mut HeaderMap, d: &Decision) {
     }
 }
 
+/// The budget an address spends: an IPv4 address (also written as an IPv4-mapped IPv6
+/// one) is its own; an IPv6 address spends its /64's. One IPv6 subscriber commonly
+/// gets a whole /64 (or more) and picks addresses in it at will, so a per-address budget
+/// would be no budget at all.
+pub fn ip_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !(u128::from(u64::MAX));
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// The client's address: the TCP peer, unless the peer is a trusted proxy, in which
 /// case `X-Forwarded-For` is walked from the right (the entries proxies appended)
 /// past every trusted hop; the first untrusted address is the client. Entries a
@@ -109,6 +131,20 @@ pub fn client_ip(trusted: &[IpNet], peer: Option<IpAddr>, headers: &HeaderMap) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64s_budget_and_ipv4_ones_do_not() {
+        let bucket = |s: &str| ip_bucket(s.parse().expect("ip"));
+        assert_eq!(bucket("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            bucket("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            "2001:db8:1:2::/64"
+        );
+        assert_ne!(bucket("2001:db8:1:3::1"), bucket("2001:db8:1:2::1"));
+        assert_eq!(bucket("203.0.113.9"), "203.0.113.9");
+        assert_ne!(bucket("203.0.113.9"), bucket("203.0.113.10"));
+        assert_eq!(bucket("::ffff:203.0.113.9"), "203.0.113.9");
+    }
 
     fn headers(xff: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

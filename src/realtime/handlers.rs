@@ -23,9 +23,11 @@ use uuid::Uuid;
 
 use super::Ctx;
 use super::fanout::Member;
+use super::limits::Slot;
 use super::presence::{online_users, presence_join, presence_leave};
 use super::resume::{self, Conn, SyncError};
 use crate::events::{self, Room, ServerEvent, Typing};
+
 use crate::rate_limit::Quota;
 use crate::usecase::chat::{self, InputError, Membership, NewMessage, PostError};
 use crate::usecase::identity::{self, Credential, IdentityError, cookie_value};
@@ -152,6 +154,12 @@ async fn authenticate(
             return Err(HandshakeRefused("service_unavailable"));
         }
     };
+    let Some(slot) = ctx.sockets.take(user_id) else {
+        metrics::counter!("shoal_realtime_connections_refused_total", "reason" => "too_many_connections")
+            .increment(1);
+        return Err(HandshakeRefused("too_many_connections"));
+    };
+    socket.extensions.insert(Arc::new(slot));
     let presence_key = format!("{}:{}", state.instance.id, socket.id);
     let conn = Arc::new(Conn::new(user_id, presence_key));
     socket.extensions.insert(conn.clone());
@@ -203,6 +211,8 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
                 .ws_connections
                 .fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(sid = %socket.id, %reason, "socket disconnected");
+            // Frees the user's place at once (the socket itself may outlive this).
+            socket.extensions.remove::<Arc<Slot>>();
             if let Some(conn) = conn_of(&socket) {
                 for workspace in conn.joined() {
                     conn.end(workspace);

@@ -36,10 +36,12 @@
 //! - [`presence`]: this instance's presence entries, `presence:update` on the first
 //!   and last connection of a user.
 //! - [`hub`]: the subscriber task and the presence refresher.
+//! - [`limits`]: the cap on one user's connections to this instance.
 
 pub(crate) mod fanout;
 pub(crate) mod handlers;
 pub(crate) mod hub;
+pub(crate) mod limits;
 pub(crate) mod presence;
 pub mod resume;
 
@@ -70,6 +72,8 @@ pub(crate) struct Ctx {
     pub(crate) tasks: TaskTracker,
     /// The chat rooms of this instance (live `message:new` fan-out).
     pub(crate) fanout: std::sync::Arc<fanout::ChatRooms>,
+    /// Open connections per user (`REALTIME_MAX_SOCKETS_PER_USER`).
+    pub(crate) sockets: std::sync::Arc<limits::SocketsPerUser>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -107,6 +111,7 @@ impl Realtime {
             state: state.clone(),
             tasks: TaskTracker::new(),
             fanout: std::sync::Arc::default(),
+            sockets: limits::SocketsPerUser::new(state.config.realtime.max_sockets_per_user),
         };
         handlers::register(&io, ctx.clone());
         let subscription = state

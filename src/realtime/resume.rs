@@ -274,16 +274,30 @@ pub(crate) async fn sync(
     generation: u64,
     from_head: bool,
 ) -> Result<SyncReport, SyncError> {
+    let mut replayed = 0;
+    let mut recovered = true;
     if from_head {
         let head = head_seq(ctx, workspace).await?;
         conn.with_cursor(workspace, generation, |c| c.last_seq = c.last_seq.max(head))?;
     }
-    let mut replayed = 0;
-    let mut recovered = true;
+    let mut first = !from_head;
     loop {
         let after = conn.with_cursor(workspace, generation, |c| c.last_seq)?;
         let rows =
             messages::list_after(ctx.state.db.pool(), workspace, after, REPLAY_LIMIT + 1).await?;
+        if std::mem::take(&mut first) && rows.is_empty() {
+            // Nothing after the client's `since_seq`: it is the head, or beyond it. A
+            // cursor beyond the head would wait for messages that do not exist (and park
+            // every live one), so it moves back to the head and the client is told to
+            // reload. One more query, on resumes that find nothing only.
+            let head = head_seq(ctx, workspace).await?;
+            conn.with_cursor(workspace, generation, |c| {
+                if c.last_seq > head {
+                    c.last_seq = head;
+                    recovered = false;
+                }
+            })?;
+        }
         let skip_to = if rows.len() > REPLAY_LIMIT as usize {
             Some(head_seq(ctx, workspace).await?)
         } else {

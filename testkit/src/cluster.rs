@@ -95,6 +95,7 @@ pub fn base_env() -> Vec<(String, String)> {
         ("HEALTH_CHECK_TIMEOUT", "500"),
         ("SHUTDOWN_TIMEOUT", "10"),
         ("RATE_LIMIT_AUTH_PER_MIN", "100000"),
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN", "100000"),
         ("RATE_LIMIT_IP_PER_MIN", "100000"),
         ("RATE_LIMIT_USER_PER_MIN", "100000"),
     ]

@@ -316,6 +316,88 @@ async fn the_auth_budget_answers_429_with_rate_limit_headers() {
     assert!(reset >= 1);
 }
 
+// Guessing one account's password from many addresses: each address is within its own
+// budget, the account's runs out; the right password then waits too, other accounts do
+// not, and the answer is the same for an address nobody registered.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_attempts_are_budgeted_per_account_across_addresses() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN", "3"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
+    ])
+    .await;
+    let email = unique_email();
+    let other = unique_email();
+    for e in [&email, &other] {
+        assert_eq!(
+            app.register(e, PASSWORD, "x").await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let attempt = |from: String, email: String, password: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({ "email": email, "password": password }));
+        async move { request.send().await.expect("login request") }
+    };
+    for i in 0..3 {
+        let r = attempt(
+            format!("203.0.113.{i}"),
+            email.to_uppercase(),
+            "wrong guess",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let fourth = attempt("198.51.100.7".into(), email.clone(), PASSWORD).await;
+    let retry_after = header(fourth.headers(), "retry-after").to_owned();
+    assert_error(fourth, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert!(retry_after.parse::<u64>().expect("seconds") >= 1);
+    let r = attempt("198.51.100.7".into(), other.clone(), PASSWORD).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "another account is not affected"
+    );
+
+    let nobody = unique_email();
+    for i in 0..3 {
+        let r = attempt(format!("192.0.2.{i}"), nobody.clone(), "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt("192.0.2.9".into(), nobody, "guess").await;
+    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_clients_share_the_budget_of_their_64() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_AUTH_PER_MIN", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
+    ])
+    .await;
+    let login_from = |from: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({ "email": unique_email(), "password": PASSWORD }));
+        async move { request.send().await.expect("login request") }
+    };
+    for from in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        assert_eq!(login_from(from).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let third = login_from("2001:db8:1:2:ffff::3").await;
+    assert_error(third, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(
+        login_from("2001:db8:1:3::1").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the next /64 has its own budget"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_auth_budget_covers_register_too() {
     let app = spawn_app_with(&[("RATE_LIMIT_AUTH_PER_MIN", "2")]).await;

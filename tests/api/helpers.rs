@@ -70,6 +70,10 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("HOST".into(), "127.0.0.1".into()),
         ("DATA_DIR".into(), dir),
         ("RATE_LIMIT_AUTH_PER_MIN".into(), "100000".into()),
+        (
+            "RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN".into(),
+            "100000".into(),
+        ),
         ("RATE_LIMIT_IP_PER_MIN".into(), "100000".into()),
         ("RATE_LIMIT_USER_PER_MIN".into(), "100000".into()),
     ];

@@ -82,6 +82,7 @@ async fn measure(services: &Services, redis: (&str, String)) {
         // The first heartbeat goes out at start; no other may land inside a measurement.
         ("REGISTRY_HEARTBEAT", "3600".to_owned()),
         ("RATE_LIMIT_AUTH_PER_MIN", "100000".to_owned()),
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN", "100000".to_owned()),
         ("RATE_LIMIT_USER_PER_MIN", "100000".to_owned()),
         ("DB_POOL_MAX", "3".to_owned()),
         // Job workers poll the database on their own schedule; a poll landing inside a

@@ -61,6 +61,10 @@ impl TestDatabase {
             ("QUEUE_BACKOFF_BASE".into(), "0".into()),
             ("QUEUE_TEST_HANDLERS".into(), "true".into()),
             ("RATE_LIMIT_AUTH_PER_MIN".into(), "100000".into()),
+            (
+                "RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN".into(),
+                "100000".into(),
+            ),
             ("RATE_LIMIT_IP_PER_MIN".into(), "100000".into()),
             ("RATE_LIMIT_USER_PER_MIN".into(), "100000".into()),
             ("LOG_LEVEL".into(), "warn".into()),

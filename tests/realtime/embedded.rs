@@ -5,7 +5,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use shoal_testkit::metric_value;
-use shoal_testkit::{Auth, Cluster, Sio, api, post_message, rest_seqs, user, workspace};
+use shoal_testkit::{
+    Auth, Cluster, Sio, api, eventually, post_message, rest_seqs, user, workspace,
+};
 
 #[tokio::test]
 async fn a_bad_handshake_gets_connect_error_with_a_reason() {
@@ -55,6 +57,47 @@ async fn a_bad_handshake_gets_connect_error_with_a_reason() {
         Sio::refusal(&base, Auth::Token(&ada.token)).await,
         "session_expired"
     );
+}
+
+// One account cannot make an instance hold unbounded connections: past
+// REALTIME_MAX_SOCKETS_PER_USER its handshakes are refused with a reason (which also
+// stops the stock client's retries), others are not affected, and a closed
+// connection frees its place.
+#[tokio::test]
+async fn one_user_holds_at_most_the_cap_of_connections_on_an_instance() {
+    let app = Cluster::embedded(&[("REALTIME_MAX_SOCKETS_PER_USER", "2")]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let first = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let _second = Sio::connect(&base, Auth::Cookie(&ada.cookie)).await;
+    for auth in [Auth::Token(&ada.token), Auth::Cookie(&ada.cookie)] {
+        assert_eq!(Sio::refusal(&base, auth).await, "too_many_connections");
+    }
+    Sio::connect(&base, Auth::Token(&bob.token))
+        .await
+        .close()
+        .await;
+
+    first.close().await;
+    eventually("a closed connection to free its place", || async {
+        Sio::try_connect(&base, Auth::Token(&ada.token)).await
+    })
+    .await;
+    let text = app
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let refused = metric_value(
+        &text,
+        "shoal_realtime_connections_refused_total",
+        &["reason=\"too_many_connections\""],
+    );
+    assert_eq!(refused, 2.0, "each refusal is counted");
 }
 
 #[tokio::test]
@@ -359,6 +402,39 @@ async fn missing_too_much_is_reported_as_not_recovered() {
     post_message(&app.http, &base, &ada, &wid, "after").await;
     assert_eq!(a.next_message(&wid).await["seq"], limit + 2);
     assert_eq!(a.seen_seqs(&wid), vec![limit + 2]);
+}
+
+// A `since_seq` beyond the head (a client's bug, or an attacker's try at making the
+// server wait for messages that do not exist) is answered like a cursor that cannot
+// be recovered: `recovered: false` at the head, and live delivery from there. It used
+// to leave the socket joining forever, its room re-reading the database.
+#[tokio::test]
+async fn a_since_seq_beyond_the_head_is_not_recovered_and_delivery_goes_on() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let wid = workspace(&app.http, &base, &ada, &[]).await;
+    post_message(&app.http, &base, &ada, &wid, "first").await;
+    for since in [2, 1_000_000, i64::MAX] {
+        let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+        let ack = a.join(&wid, Some(since)).await;
+        assert_eq!(ack["recovered"], false, "since_seq {since}: {ack}");
+        assert_eq!(ack["replayed"], 0, "since_seq {since}: {ack}");
+        let head = ack["last_seq"].as_i64().expect("last_seq");
+        post_message(&app.http, &base, &ada, &wid, "next").await;
+        assert_eq!(
+            a.next_message(&wid).await["seq"],
+            head + 1,
+            "since_seq {since}: live delivery from the head"
+        );
+        a.close().await;
+    }
+    // Exactly the head is a normal, recovered resume.
+    let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let ack = a.join(&wid, Some(4)).await;
+    assert_eq!(ack["recovered"], true, "{ack}");
+    post_message(&app.http, &base, &ada, &wid, "last").await;
+    assert_eq!(a.next_message(&wid).await["seq"], 5);
 }
 
 #[tokio::test]
