@@ -345,17 +345,25 @@ impl RoomState {
     }
 }
 
+/// The most messages one room repair delivers, in reads of [`REPLAY_LIMIT`]. A room
+/// misses messages for as long as its instance hears nothing from the broker: 60 s of
+/// a Redis outage at 10 msg/s is 600 (`scripts/fault-redis.sh`), which a repair capped
+/// at one read used to turn into `resync` for every socket. Ten reads cover a long
+/// outage of a busy room and keep one repair's work bounded.
+pub(crate) const REPAIR_LIMIT: u32 = 10 * REPLAY_LIMIT;
+
 /// Fills a hole in a room's live stream from the database (after `delay`, only if
-/// the hole is still open then, or at once after a broker gap). If more than
-/// [`REPLAY_LIMIT`] are missing, the live sockets get `resync` and the head jumps to
-/// the newest message; if the database fails, they are disconnected so that their
-/// clients resume.
+/// the hole is still open then, or at once after a broker gap), [`REPLAY_LIMIT`]
+/// messages per read. If more than [`REPAIR_LIMIT`] are missing, the live sockets get
+/// `resync` and the head jumps to the newest message; if the database fails, they are
+/// disconnected so that their clients resume.
 fn spawn_room_repair(ctx: &Ctx, room: Arc<Room>, delay: Duration) {
     let ctx = ctx.clone();
     ctx.tasks.clone().spawn(async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        let mut budget = REPAIR_LIMIT as usize;
         loop {
             let after = {
                 let mut st = room.state.lock().await;
@@ -373,7 +381,7 @@ fn spawn_room_repair(ctx: &Ctx, room: Arc<Room>, delay: Duration) {
             let read = async {
                 let pool = ctx.state.db.pool();
                 let rows = messages::list_after(pool, room.workspace, after, REPLAY_LIMIT + 1).await?;
-                let skip_to = if rows.len() > REPLAY_LIMIT as usize {
+                let skip_to = if rows.len() > budget {
                     Some(resume::head_seq(&ctx, room.workspace).await?)
                 } else {
                     None
@@ -412,6 +420,7 @@ fn spawn_room_repair(ctx: &Ctx, room: Arc<Room>, delay: Duration) {
                     }
                 }
                 None => {
+                    budget -= rows.len();
                     for row in &rows {
                         if st.head.is_some_and(|h| row.seq == h + 1)
                             && let Some(message) = ChatMessage::encode(row)
@@ -421,6 +430,10 @@ fn spawn_room_repair(ctx: &Ctx, room: Arc<Room>, delay: Duration) {
                                 st.head = Some(row.seq);
                             }
                         }
+                    }
+                    if rows.len() > REPLAY_LIMIT as usize {
+                        // More after this read: read on from the new head.
+                        st.force_read = true;
                     }
                 }
             }

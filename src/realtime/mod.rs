@@ -52,8 +52,8 @@ use axum::extract::{Request, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::{ParserConfig, SocketIo};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -62,6 +62,9 @@ use crate::state::AppState;
 
 /// The Socket.IO path.
 pub const PATH: &str = "/socket.io";
+
+/// How long a transport may stay open without a Socket.IO CONNECT (authentication).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What handlers and background repairs share.
 #[derive(Clone)]
@@ -106,6 +109,18 @@ impl Realtime {
             // grows it. 1 KiB → 512 B took an idle connection from 7.8 to 7.4 KiB.
             .ws_read_buffer_size(512)
             .ack_timeout(Duration::from_secs(10))
+            // An Engine.IO connection that never sends its Socket.IO CONNECT (with the
+            // credentials) is closed after 10 s instead of the default 45 s.
+            .connect_timeout(HANDSHAKE_TIMEOUT)
+            // Shoal's events carry JSON only: a packet that announces binary
+            // attachments closes the connection before any attachment is buffered
+            // (the defaults buffer up to 10,000 attachments, 10 MB, for a minute).
+            .with_parser(
+                ParserConfig::common()
+                    .max_incoming_binaries(0)
+                    .max_incoming_binary_buf_size(0)
+                    .packet_completion_timeout(Duration::from_secs(1)),
+            )
             .build_layer();
         let ctx = Ctx {
             state: state.clone(),

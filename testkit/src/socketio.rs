@@ -316,6 +316,20 @@ impl Sio {
             .collect()
     }
 
+    /// Emits `event` with one binary attachment (no ack).
+    pub async fn emit_binary(&self, event: &str, bytes: Vec<u8>) {
+        self.client
+            .emit(event, Payload::Binary(bytes.into()))
+            .await
+            .expect("emit a binary event");
+    }
+
+    /// How many `event` items were received so far.
+    pub fn count_of(&mut self, event: &str) -> usize {
+        self.drain();
+        self.seen.iter().filter(|r| r.event == event).count()
+    }
+
     /// Disconnects.
     pub async fn close(self) {
         let _ = self.client.disconnect().await;

@@ -226,6 +226,14 @@ async fn delivery_resumes_after_a_redis_restart_and_readiness_reports_the_outage
     assert_eq!(during["seq"], 2);
     assert_eq!(c.message_with_seq(&wid, 2).await["id"], during["id"]);
     assert_eq!(a.message_with_seq(&wid, 2).await["id"], during["id"]);
+    // A long outage of a busy room: more messages than one replay read (as if sent on
+    // an instance without these sockets; nothing publishes them).
+    let db = sqlx::PgPool::connect(&app.env_value("DATABASE_URL").expect("db url"))
+        .await
+        .expect("connect to the test database");
+    let missed = i64::from(shoal::realtime::resume::REPLAY_LIMIT) + 100;
+    commit_unpublished(&db, &wid, &ada.id, missed).await;
+    let (first_after, last_missed) = (3 + missed, 2 + missed);
 
     redis
         .restart()
@@ -239,21 +247,30 @@ async fn delivery_resumes_after_a_redis_restart_and_readiness_reports_the_outage
         })
         .await;
     }
-    // ...and the other instance's sockets get it after the reconnect (gap repair from
-    // the database, no reconnect of the client), then live cross-instance delivery goes
+    // ...and the other instance's sockets get it and everything else missed after the
+    // reconnect (gap repair from the database, in reads of the replay limit, no
+    // reconnect of the client, no `resync`), then live cross-instance delivery goes
     // on, in both directions.
-    assert_eq!(b.next_message(&wid).await["seq"], 2);
-    a.send(&wid, "after", "3").await;
-    assert_eq!(b.next_message(&wid).await["seq"], 3);
-    b.send(&wid, "after too", "4").await;
-    assert_eq!(a.message_with_seq(&wid, 4).await["seq"], 4);
+    assert_eq!(
+        b.message_with_seq(&wid, last_missed).await["seq"],
+        last_missed
+    );
+    a.send(&wid, "after", "x1").await;
+    assert_eq!(b.next_message(&wid).await["seq"], first_after);
+    b.send(&wid, "after too", "x2").await;
+    let last = first_after + 1;
+    assert_eq!(a.message_with_seq(&wid, last).await["seq"], last);
     // Its own message comes back to the sender too (after the ack, not before).
-    b.message_with_seq(&wid, 4).await;
-    c.message_with_seq(&wid, 4).await;
+    b.message_with_seq(&wid, last).await;
+    c.message_with_seq(&wid, last).await;
     // Every socket: every message once, in order.
-    assert_eq!(b.seen_seqs(&wid), vec![1, 2, 3, 4]);
-    assert_eq!(c.seen_seqs(&wid), vec![1, 2, 3, 4]);
-    assert_eq!(a.seen_seqs(&wid), vec![1, 2, 3, 4]);
+    let all: Vec<i64> = (1..=last).collect();
+    assert_eq!(b.seen_seqs(&wid), all);
+    assert_eq!(c.seen_seqs(&wid), all);
+    assert_eq!(a.seen_seqs(&wid), all);
+    for sio in [&mut a, &mut b, &mut c] {
+        assert_eq!(sio.count_of("resync"), 0, "no resync was needed");
+    }
 }
 
 #[tokio::test]

@@ -100,6 +100,32 @@ async fn one_user_holds_at_most_the_cap_of_connections_on_an_instance() {
     assert_eq!(refused, 2.0, "each refusal is counted");
 }
 
+// Shoal's events are JSON only; a packet announcing binary attachments closes that
+// connection before anything is buffered, and nobody else notices.
+#[tokio::test]
+async fn a_binary_attachment_closes_the_connection_and_others_are_served() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[&bob]).await;
+    let mut b = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    b.join(&wid, None).await;
+
+    let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    a.join(&wid, None).await;
+    a.emit_binary("message:send", vec![0u8; 16]).await;
+    a.dropped().await;
+
+    let a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    a.join(&wid, None).await;
+    let ack = a.send(&wid, "still served", "c1").await;
+    let got = b.next_message(&wid).await;
+    assert_eq!(
+        got["id"], ack["id"],
+        "the next message is the JSON one: {got}"
+    );
+}
+
 #[tokio::test]
 async fn a_sent_message_is_acked_after_commit_and_reaches_the_room_once() {
     let app = Cluster::embedded(&[]).await;
