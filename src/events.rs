@@ -93,6 +93,17 @@ pub struct JobCompleted {
     pub workspace_id: Option<Uuid>,
 }
 
+/// `session:ended` data: the login a socket authenticated with ended (a logout, or a
+/// refresh token used twice). Sent to `user:{id}`; each instance closes the sockets of
+/// that login after telling them why, and leaves the user's other logins alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    /// The login (refresh family) that ended.
+    pub family_id: Uuid,
+    /// `logout` or `refresh_token_reused`.
+    pub reason: String,
+}
+
 /// `typing` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Typing {
@@ -130,6 +141,9 @@ pub enum ServerEvent {
     /// Sent to `user:{id}` of the requester when a job succeeded or died.
     #[serde(rename = "job:completed")]
     JobCompleted(JobCompleted),
+    /// Sent to `user:{id}`: one of the user's logins ended; its sockets are closed.
+    #[serde(rename = "session:ended")]
+    SessionEnded(SessionEnded),
 }
 
 impl ServerEvent {
@@ -144,6 +158,7 @@ impl ServerEvent {
             ServerEvent::PresenceUpdate(_) => "presence:update",
             ServerEvent::Typing(_) => "typing",
             ServerEvent::JobCompleted(_) => "job:completed",
+            ServerEvent::SessionEnded(_) => "session:ended",
         }
     }
 }

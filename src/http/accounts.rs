@@ -17,6 +17,7 @@ use crate::auth::tokens::token_hash;
 use crate::clock;
 use crate::db::users::User;
 use crate::db::{StoreError, tokens, users};
+use crate::events::{self, Room, ServerEvent, SessionEnded};
 use crate::rate_limit::Quota;
 use crate::state::AppState;
 
@@ -275,6 +276,13 @@ async fn refresh(
         tokens::revoke_family(&mut *tx, stored.family_id).await?;
         tx.commit().await.map_err(StoreError::from)?;
         state.sessions.destroy(&stored.session_key).await?;
+        end_sockets(
+            &state,
+            stored.user_id,
+            stored.family_id,
+            "refresh_token_reused",
+        )
+        .await;
         tracing::warn!(family = %stored.family_id, "refresh token reuse; family revoked");
         return Err(refused(
             "refresh_token_reused",
@@ -321,9 +329,25 @@ async fn refresh(
 async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Response> {
     tokens::revoke_family(state.db.writer(), me.family_id).await?;
     state.sessions.destroy(&me.session_key).await?;
+    end_sockets(&state, me.user_id, me.family_id, "logout").await;
     let mut response = StatusCode::NO_CONTENT.into_response();
     set_cookie(response.headers_mut(), &state, None);
     Ok(response)
+}
+
+/// Closes the Socket.IO connections of an ended login on every instance
+/// (`session:ended`, docs/realtime.md): a socket is authenticated once, at its
+/// handshake, so without this it would outlive the login.
+async fn end_sockets(state: &AppState, user_id: Uuid, family_id: Uuid, reason: &str) {
+    events::publish(
+        state,
+        Room::User(user_id),
+        ServerEvent::SessionEnded(SessionEnded {
+            family_id,
+            reason: reason.to_owned(),
+        }),
+    )
+    .await;
 }
 
 /// Sets (or, with `None`, clears) the session cookie. Written by hand: one header

@@ -146,8 +146,8 @@ async fn authenticate(
     } else {
         return Err(HandshakeRefused("unauthorized"));
     };
-    let user_id = match identity::authenticate(state, credential).await {
-        Ok(principal) => principal.user_id,
+    let (user_id, family_id) = match identity::authenticate(state, credential).await {
+        Ok(principal) => (principal.user_id, principal.family_id),
         Err(IdentityError::Refused(refused)) => return Err(HandshakeRefused(refused.code())),
         Err(IdentityError::Unavailable(e)) => {
             tracing::warn!(error = %e, "session store unavailable during a Socket.IO handshake");
@@ -161,7 +161,7 @@ async fn authenticate(
     };
     socket.extensions.insert(Arc::new(slot));
     let presence_key = format!("{}:{}", state.instance.id, socket.id);
-    let conn = Arc::new(Conn::new(user_id, presence_key));
+    let conn = Arc::new(Conn::new(user_id, family_id, presence_key));
     socket.extensions.insert(conn.clone());
     install(ctx.clone(), socket, &conn);
     Ok(())

@@ -18,7 +18,7 @@ use super::fanout::ChatMessage;
 use super::handlers::conn_of;
 use super::presence::{forget_presence, presence_entry, refresh_presence_many};
 use super::resume::Conn;
-use crate::events::{CHANNEL, Envelope, ServerEvent};
+use crate::events::{CHANNEL, Envelope, ServerEvent, SessionEnded};
 use crate::pubsub::{Delivery, Subscription};
 
 /// Consumes the subscription until `stop`; after a [`Delivery::Gap`] (or a lost
@@ -79,11 +79,18 @@ async fn resubscribe(ctx: &Ctx, stop: &CancellationToken) -> Option<Subscription
 /// room's cursor ([`super::fanout`]), anything else as one broadcast (serialised once),
 /// at most once (a full socket buffer drops it).
 async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
-    if let ServerEvent::MessageNew(message) = &envelope.event {
-        if let Some(encoded) = ChatMessage::encode(message) {
-            ctx.fanout.deliver(ctx, encoded).await;
+    match &envelope.event {
+        ServerEvent::MessageNew(message) => {
+            if let Some(encoded) = ChatMessage::encode(message) {
+                ctx.fanout.deliver(ctx, encoded).await;
+            }
+            return;
         }
-        return;
+        ServerEvent::SessionEnded(ended) => {
+            close_login(io, &envelope.room, ended);
+            return;
+        }
+        _ => {}
     }
     // The typist is skipped only if it is connected here; elsewhere it is not in
     // this instance's rooms anyway.
@@ -97,6 +104,18 @@ async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
         None => io.to(envelope.room),
     };
     let _ = broadcast(&envelope.event, operators).await;
+}
+
+/// Closes this instance's sockets of the login that ended, after telling them why
+/// (`session:ended`); the user's sockets of other logins stay. Their disconnect
+/// handlers leave their rooms, so nothing of a workspace reaches them afterwards.
+fn close_login(io: &SocketIo, room: &str, ended: &SessionEnded) {
+    for socket in io.to(room.to_owned()).sockets() {
+        if conn_of(&socket).is_some_and(|c| c.family_id == ended.family_id) {
+            let _ = socket.emit("session:ended", ended);
+            let _ = socket.disconnect();
+        }
+    }
 }
 
 async fn repair_all(ctx: &Ctx) {
@@ -148,5 +167,6 @@ async fn broadcast(event: &ServerEvent, to: BroadcastOperators) -> Result<(), Br
         ServerEvent::PresenceUpdate(d) => to.emit(name, d).await,
         ServerEvent::Typing(d) => to.emit(name, d).await,
         ServerEvent::JobCompleted(d) => to.emit(name, d).await,
+        ServerEvent::SessionEnded(d) => to.emit(name, d).await,
     }
 }

@@ -42,6 +42,8 @@ pub const REPLAY_LIMIT: u32 = 500;
 pub(crate) struct Conn {
     /// The authenticated user.
     pub(crate) user_id: Uuid,
+    /// The login (refresh family) it authenticated with: its end closes the socket.
+    pub(crate) family_id: Uuid,
     /// This connection's key in the presence backend: `{instance}:{sid}`, unique
     /// across instances.
     pub(crate) presence_key: String,
@@ -104,9 +106,10 @@ pub(crate) enum SyncError {
 }
 
 impl Conn {
-    pub(crate) fn new(user_id: Uuid, presence_key: String) -> Self {
+    pub(crate) fn new(user_id: Uuid, family_id: Uuid, presence_key: String) -> Self {
         Self {
             user_id,
+            family_id,
             presence_key,
             workspaces: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),

@@ -6,7 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use shoal_testkit::{
-    Auth, Cluster, Received, Services, Sio, api, eventually, rest_seqs, user, workspace,
+    Account, Auth, Cluster, Received, Services, Sio, api, eventually, login, rest_seqs, user,
+    workspace,
 };
 use shoal_testkit::{OwnRedis, set_database_reachable};
 
@@ -87,6 +88,73 @@ async fn clients_on_different_instances_see_messages_tasks_typing_and_presence()
         })
         .await;
     assert_eq!(update.data["workspace_id"], wid.as_str());
+}
+
+// A socket is authenticated once, at its handshake; ending its login must still reach
+// it, on every instance: a logout (or a refresh token used twice) closes that login's
+// sockets after telling them why, and the user's other login keeps its own.
+#[tokio::test]
+async fn ending_a_login_closes_its_sockets_on_every_instance() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let app = Cluster::distributed(&services, None, 2, &[]).await;
+    let (b0, b1) = (app.base(0), app.base(1));
+    let ada = user(&app.http, &b0).await;
+    let bob = user(&app.http, &b1).await;
+    let wid = workspace(&app.http, &b0, &ada, &[&bob]).await;
+    let account = Account {
+        id: ada.id.clone(),
+        email: ada.email.clone(),
+    };
+    let phone = login(&app.http, &b1, &account).await;
+    let leaked = login(&app.http, &b0, &account).await;
+
+    // Ada's first login on both instances (token and cookie), her phone's login, and
+    // a login whose refresh token is about to leak.
+    let mut by_token = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+    let mut by_cookie = Sio::connect(&b1, Auth::Cookie(&ada.cookie)).await;
+    let mut on_phone = Sio::connect(&b1, Auth::Token(&phone.access_token)).await;
+    let mut stolen = Sio::connect(&b1, Auth::Token(&leaked.access_token)).await;
+    for s in [&by_token, &by_cookie, &on_phone, &stolen] {
+        s.join(&wid, None).await;
+    }
+
+    let r = app
+        .http
+        .post(format!("{b0}/api/auth/logout"))
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for s in [&mut by_token, &mut by_cookie] {
+        let ended = s.next_event("session:ended").await;
+        assert_eq!(ended["reason"], "logout", "{ended}");
+        s.dropped().await;
+    }
+
+    // The refresh token used twice: the second use revokes that login.
+    for expected in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
+        let r = app
+            .http
+            .post(format!("{b0}/api/auth/refresh"))
+            .json(&json!({ "refresh_token": leaked.refresh_token }))
+            .send()
+            .await
+            .expect("refresh");
+        assert_eq!(r.status(), expected);
+    }
+    let ended = stolen.next_event("session:ended").await;
+    assert_eq!(ended["reason"], "refresh_token_reused", "{ended}");
+    stolen.dropped().await;
+
+    // The phone's login was not ended: it stays connected and keeps receiving.
+    let sent = Sio::connect(&b0, Auth::Token(&bob.token)).await;
+    sent.join(&wid, None).await;
+    let ack = sent.send(&wid, "still there?", "p1").await;
+    assert_eq!(on_phone.next_message(&wid).await["id"], ack["id"]);
+    assert_eq!(on_phone.count_of("session:ended"), 0);
 }
 
 #[tokio::test]
