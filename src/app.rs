@@ -84,7 +84,9 @@ impl App {
             }
         };
         let backends = Backends::connect(&config, &db).await?;
-        let passwords = Passwords::new().await.context("password hasher")?;
+        // One password hash at a time per core (src/auth/password.rs).
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let passwords = Passwords::new(cores).await.context("password hasher")?;
 
         let tcp = crate::listener::bind(
             config.server.host,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::{Checks, Json, Validate};
+use crate::auth::password::PasswordError;
 use crate::auth::sessions::SessionRecord;
 use crate::auth::tokens::token_hash;
 use crate::clock;
@@ -73,7 +74,8 @@ impl Validate for RegisterRequest {
 }
 
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = User), (status = 409, description = "e-mail taken"), (status = 422, description = "invalid fields")))]
+    responses((status = 201, body = User), (status = 409, description = "e-mail taken"), (status = 422, description = "invalid fields"),
+              (status = 503, description = "every password-hashing slot is busy (`Retry-After`)")))]
 async fn register(
     State(state): State<AppState>,
     Json(req): Json<RegisterRequest>,
@@ -83,7 +85,7 @@ async fn register(
         .passwords
         .hash(req.password)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(password_error)?;
     match users::create(state.db.writer(), &email, &hash, req.display_name.trim()).await {
         Ok(user) => Ok((StatusCode::CREATED, Json(user))),
         Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
@@ -128,6 +130,17 @@ pub struct LoginResponse {
     expires_in: u64,
 }
 
+/// Every password slot stayed busy: 503 with `Retry-After`, as for any dependency that
+/// cannot take more right now.
+fn password_error(e: PasswordError) -> ApiError {
+    match e {
+        PasswordError::Busy => ApiError::Unavailable {
+            dependency: "password hashing",
+        },
+        PasswordError::Failed(detail) => ApiError::Internal(detail),
+    }
+}
+
 /// Login attempts per e-mail address, from any client address
 /// (`RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MIN`): the per-IP budget of `/api/auth/*` alone
 /// lets a botnet guess one account's password from many addresses. Charged before the
@@ -156,7 +169,8 @@ async fn charge_account_attempt(state: &AppState, email: &str) -> ApiResult<()> 
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse, description = "also sets the session cookie"),
               (status = 401, description = "unknown e-mail or wrong password (same answer)"),
-              (status = 429, description = "too many attempts from this address, or for this e-mail address from any (`Retry-After`)")))]
+              (status = 429, description = "too many attempts from this address, or for this e-mail address from any (`Retry-After`)"),
+              (status = 503, description = "every password-hashing slot is busy (`Retry-After`)")))]
 async fn login(
     State(state): State<AppState>,
     Json(req): Json<LoginRequest>,
@@ -168,7 +182,11 @@ async fn login(
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
-    let valid = state.passwords.verify(req.password, stored).await;
+    let valid = state
+        .passwords
+        .verify(req.password, stored)
+        .await
+        .map_err(password_error)?;
     let Some(user) = user.filter(|_| valid) else {
         return Err(ApiError::Unauthorized {
             code: "invalid_credentials",

@@ -115,6 +115,11 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "shoal_password_busy_total",
+        "Logins and registrations answered 503 because every password-hashing slot stayed busy",
+    ),
+    (
+        Kind::Counter,
         "shoal_realtime_connections_refused_total",
         "Socket.IO handshakes refused by a connection cap, by reason",
     ),

@@ -398,6 +398,48 @@ async fn ipv6_clients_share_the_budget_of_their_64() {
     );
 }
 
+// A flood of logins cannot make the instance hash without bound: password checks run a
+// few at a time and the excess is told to come back (503, `Retry-After`), never a 500,
+// and the instance goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_flood_is_answered_503_with_retry_after_beyond_the_hashing_slots() {
+    const FLOOD: usize = 1000;
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let attempts = (0..FLOOD).map(|_| {
+        let request = app
+            .client
+            .post(app.url("/api/auth/login"))
+            .json(&json!({ "email": unique_email(), "password": PASSWORD }))
+            .send();
+        async move {
+            let r = request.await.expect("login request");
+            let status = r.status();
+            let retry_after = r.headers().contains_key("retry-after");
+            let body: Value = r.json().await.unwrap_or_default();
+            (status, retry_after, body)
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let mut busy = 0;
+    for (status, retry_after, body) in &answers {
+        match *status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                assert!(retry_after, "503 without Retry-After: {body}");
+                assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "{FLOOD} logins at once were all hashed without waiting"
+    );
+    assert_eq!(app.get(&user, "/api/me").await.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_auth_budget_covers_register_too() {
     let app = spawn_app_with(&[("RATE_LIMIT_AUTH_PER_MIN", "2")]).await;
