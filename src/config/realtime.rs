@@ -23,6 +23,11 @@ pub const KEYS: &[Key] = &[
         default: "32",
         meaning: "Socket.IO connections one user may hold open on one instance; the next handshake gets `connect_error` `too_many_connections` (1 … 100000)",
     },
+    Key {
+        name: "REALTIME_MAX_SOCKETS_PER_IP",
+        default: "1000",
+        meaning: "Socket.IO connections one client address (an IPv6 /64) may hold open on one instance, all users together; the next handshake gets `connect_error` `too_many_connections` (1 … 100000)",
+    },
 ];
 
 /// The raw keys; field names are the lower-cased keys.
@@ -34,6 +39,8 @@ pub(super) struct Raw {
     realtime_presence_ttl: u64,
     #[serde(default = "default_max_sockets_per_user")]
     realtime_max_sockets_per_user: usize,
+    #[serde(default = "default_max_sockets_per_ip")]
+    realtime_max_sockets_per_ip: usize,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -44,6 +51,9 @@ fn default_presence_ttl() -> u64 {
 }
 fn default_max_sockets_per_user() -> usize {
     32
+}
+fn default_max_sockets_per_ip() -> usize {
+    1000
 }
 
 /// The realtime section.
@@ -58,6 +68,9 @@ pub struct RealtimeConfig {
     /// and devices, few enough that one account cannot hold an instance's memory and
     /// file descriptors.
     pub max_sockets_per_user: usize,
+    /// Socket.IO connections one client address may hold on one instance: room for an
+    /// office behind one NAT, not for one machine opening thousands.
+    pub max_sockets_per_ip: usize,
 }
 
 impl RealtimeConfig {
@@ -80,7 +93,14 @@ impl RealtimeConfig {
                 "must be 1 to 100000",
             ));
         }
+        if !(1..=100_000).contains(&raw.realtime_max_sockets_per_ip) {
+            return Err(ConfigError::new(
+                "REALTIME_MAX_SOCKETS_PER_IP",
+                "must be 1 to 100000",
+            ));
+        }
         Ok(Self {
+            max_sockets_per_ip: raw.realtime_max_sockets_per_ip,
             max_message_bytes: raw.realtime_max_message_bytes,
             presence_ttl: Duration::from_secs(raw.realtime_presence_ttl),
             max_sockets_per_user: raw.realtime_max_sockets_per_user,
@@ -97,6 +117,10 @@ impl RealtimeConfig {
             (
                 "REALTIME_MAX_SOCKETS_PER_USER",
                 self.max_sockets_per_user.to_string(),
+            ),
+            (
+                "REALTIME_MAX_SOCKETS_PER_IP",
+                self.max_sockets_per_ip.to_string(),
             ),
         ]);
     }

@@ -7,6 +7,7 @@
 //! script so that all instances spend one budget; [`fallback::FallbackRateLimiter`]
 //! puts the first behind the second for when Redis is down.
 
+pub mod client;
 pub mod fallback;
 pub mod memory;
 pub mod redis;

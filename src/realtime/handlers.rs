@@ -21,9 +21,13 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use uuid::Uuid;
 
+use super::ClientAddr;
 use super::Ctx;
 use super::fanout::Member;
 use super::limits::Slot;
+
+/// A connection's places under its user's and its address's caps.
+type Slots = (Slot<Uuid>, Slot<String>);
 use super::presence::{online_users, presence_join, presence_leave};
 use super::resume::{self, Conn, SyncError};
 use crate::events::{self, Room, ServerEvent, Typing};
@@ -154,12 +158,22 @@ async fn authenticate(
             return Err(HandshakeRefused("service_unavailable"));
         }
     };
-    let Some(slot) = ctx.sockets.take(user_id) else {
-        metrics::counter!("shoal_realtime_connections_refused_total", "reason" => "too_many_connections")
+    let address = socket
+        .req_parts()
+        .extensions
+        .get::<ClientAddr>()
+        .map_or_else(String::new, |a| a.0.clone());
+    let refused = |scope: &'static str| {
+        metrics::counter!("shoal_realtime_connections_refused_total", "reason" => "too_many_connections", "scope" => scope)
             .increment(1);
-        return Err(HandshakeRefused("too_many_connections"));
+        HandshakeRefused("too_many_connections")
     };
-    socket.extensions.insert(Arc::new(slot));
+    let by_address = ctx
+        .sockets_per_ip
+        .take(address)
+        .ok_or_else(|| refused("ip"))?;
+    let by_user = ctx.sockets.take(user_id).ok_or_else(|| refused("user"))?;
+    socket.extensions.insert(Arc::new((by_user, by_address)));
     let presence_key = format!("{}:{}", state.instance.id, socket.id);
     let conn = Arc::new(Conn::new(user_id, family_id, presence_key));
     socket.extensions.insert(conn.clone());
@@ -212,7 +226,7 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
                 .fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(sid = %socket.id, %reason, "socket disconnected");
             // Frees the user's place at once (the socket itself may outlive this).
-            socket.extensions.remove::<Arc<Slot>>();
+            socket.extensions.remove::<Arc<Slots>>();
             if let Some(conn) = conn_of(&socket) {
                 for workspace in conn.joined() {
                     conn.end(workspace);

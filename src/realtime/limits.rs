@@ -1,30 +1,36 @@
-//! How many Socket.IO connections one user holds on this instance
-//! (`REALTIME_MAX_SOCKETS_PER_USER`).
+//! How many Socket.IO connections one user (`REALTIME_MAX_SOCKETS_PER_USER`) and one
+//! client address (`REALTIME_MAX_SOCKETS_PER_IP`) hold on this instance.
 //!
-//! Per instance, not shared through Redis: the cap bounds what one account can make
-//! one instance hold (memory, file descriptors, presence entries to refresh), which is
-//! a local cost; a user spread over N instances holds at most N × the cap in all.
+//! Per instance, not shared through Redis: a cap bounds what one account or one address
+//! can make one instance hold (memory, file descriptors, presence entries to refresh),
+//! which is a local cost; spread over N instances it holds at most N × the cap in all.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-/// The open connections per user of this instance.
+/// The open connections per key (a user, a client address) of this instance.
 #[derive(Debug)]
-pub(crate) struct SocketsPerUser {
+pub(crate) struct Caps<K: Eq + Hash + Clone> {
     max: usize,
-    open: Mutex<HashMap<Uuid, usize>>,
+    open: Mutex<HashMap<K, usize>>,
 }
 
-/// One connection's place under its user's cap; dropping it frees the place.
+/// Connections per user.
+pub(crate) type SocketsPerUser = Caps<Uuid>;
+/// Connections per client address (its rate-limit bucket: an IPv6 /64).
+pub(crate) type SocketsPerIp = Caps<String>;
+
+/// One connection's place under a cap; dropping it frees the place.
 #[derive(Debug)]
-pub(crate) struct Slot {
-    owner: Arc<SocketsPerUser>,
-    user: Uuid,
+pub(crate) struct Slot<K: Eq + Hash + Clone> {
+    owner: Arc<Caps<K>>,
+    user: K,
 }
 
-impl SocketsPerUser {
+impl<K: Eq + Hash + Clone> Caps<K> {
     pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
@@ -33,9 +39,9 @@ impl SocketsPerUser {
     }
 
     /// A place for one more connection of `user`, or `None` at the cap.
-    pub(crate) fn take(self: &Arc<Self>, user: Uuid) -> Option<Slot> {
+    pub(crate) fn take(self: &Arc<Self>, user: K) -> Option<Slot<K>> {
         let mut open = self.lock();
-        let n = open.entry(user).or_insert(0);
+        let n = open.entry(user.clone()).or_insert(0);
         if *n >= self.max {
             return None;
         }
@@ -48,16 +54,16 @@ impl SocketsPerUser {
 
     /// Connections `user` holds here now.
     #[cfg(test)]
-    fn held(&self, user: Uuid) -> usize {
+    fn held(&self, user: K) -> usize {
         self.lock().get(&user).copied().unwrap_or(0)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, usize>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, usize>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Drop for Slot {
+impl<K: Eq + Hash + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut open = self.owner.lock();
         if let Some(n) = open.get_mut(&self.user) {

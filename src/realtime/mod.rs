@@ -48,7 +48,7 @@ pub mod resume;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -58,6 +58,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::pubsub::Subscription;
+use crate::rate_limit::Quota;
+use crate::rate_limit::client::{client_ip, ip_bucket};
 use crate::state::AppState;
 
 /// The Socket.IO path.
@@ -77,6 +79,8 @@ pub(crate) struct Ctx {
     pub(crate) fanout: std::sync::Arc<fanout::ChatRooms>,
     /// Open connections per user (`REALTIME_MAX_SOCKETS_PER_USER`).
     pub(crate) sockets: std::sync::Arc<limits::SocketsPerUser>,
+    /// Open connections per client address (`REALTIME_MAX_SOCKETS_PER_IP`).
+    pub(crate) sockets_per_ip: std::sync::Arc<limits::SocketsPerIp>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -127,6 +131,7 @@ impl Realtime {
             tasks: TaskTracker::new(),
             fanout: std::sync::Arc::default(),
             sockets: limits::SocketsPerUser::new(state.config.realtime.max_sockets_per_user),
+            sockets_per_ip: limits::SocketsPerIp::new(state.config.realtime.max_sockets_per_ip),
         };
         handlers::register(&io, ctx.clone());
         let subscription = state
@@ -210,8 +215,42 @@ pub async fn handshake_gate(State(state): State<AppState>, req: Request, next: N
     if state.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    next.run(detach_head(req)).await
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<crate::listener::PeerAddr>>()
+        .map(|c| c.0.0.ip());
+    let address = ip_bucket(client_ip(
+        &state.config.server.trusted_proxies,
+        peer,
+        req.headers(),
+    ));
+    // A handshake spends the per-address budget of anonymous HTTP requests: opening
+    // sockets in a loop costs what requests in a loop cost.
+    let quota = Quota::per_minute(state.config.rate_limit.ip_per_min);
+    if let Ok(decision) = state
+        .rate_limiter
+        .check(&format!("rl:ip:{address}"), quota)
+        .await
+        && !decision.allowed
+    {
+        metrics::counter!("shoal_rate_limited_total", "scope" => "socket_handshake").increment(1);
+        let retry = decision.retry_after.unwrap_or_default().as_secs().max(1);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry.to_string())],
+            "too many handshakes from this address",
+        )
+            .into_response();
+    }
+    let mut req = detach_head(req);
+    req.extensions_mut().insert(ClientAddr(address));
+    next.run(req).await
 }
+
+/// The client address (its rate-limit bucket) of a handshake, kept with the
+/// connection for [`limits::SocketsPerIp`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAddr(pub(crate) String);
 
 /// Headers a Socket.IO connection needs after its handshake request: the WebSocket
 /// upgrade, the cookie (authentication), and the client's addresses for logs. The

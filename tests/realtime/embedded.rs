@@ -100,6 +100,56 @@ async fn one_user_holds_at_most_the_cap_of_connections_on_an_instance() {
     assert_eq!(refused, 2.0, "each refusal is counted");
 }
 
+// One address (a machine, or an office behind one NAT) cannot make an instance hold
+// unbounded connections either, whatever accounts it uses: past
+// REALTIME_MAX_SOCKETS_PER_IP the handshake is refused; and opening transports spends
+// the address's budget of anonymous requests (429 with Retry-After past it).
+#[tokio::test]
+async fn one_address_holds_at_most_its_cap_and_handshakes_spend_its_budget() {
+    let app = Cluster::embedded(&[
+        ("REALTIME_MAX_SOCKETS_PER_IP", "2"),
+        ("RATE_LIMIT_IP_PER_MIN", "6"),
+    ])
+    .await;
+    let base = app.base(0);
+    let (ada, bob, eve) = (
+        user(&app.http, &base).await,
+        user(&app.http, &base).await,
+        user(&app.http, &base).await,
+    );
+    let first = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let _second = Sio::connect(&base, Auth::Token(&bob.token)).await;
+    assert_eq!(
+        Sio::refusal(&base, Auth::Token(&eve.token)).await,
+        "too_many_connections"
+    );
+    first.close().await;
+    eventually(
+        "a closed connection to free its address's place",
+        || async { Sio::try_connect(&base, Auth::Token(&eve.token)).await },
+    )
+    .await;
+
+    // Raw Engine.IO handshakes until the budget (6 a minute, shared with the
+    // handshakes above) runs out.
+    let mut refused = None;
+    for _ in 0..6 {
+        let r = app
+            .http
+            .get(format!("{base}/socket.io/?EIO=4&transport=polling"))
+            .send()
+            .await
+            .expect("handshake");
+        if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let refused = refused.expect("the handshake budget ran out");
+    assert!(refused.headers().contains_key("retry-after"));
+}
+
 // Shoal's events are JSON only; a packet announcing binary attachments closes that
 // connection before anything is buffered, and nobody else notices.
 #[tokio::test]
