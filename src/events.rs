@@ -104,6 +104,18 @@ pub struct SessionEnded {
     pub reason: String,
 }
 
+/// `member:removed` data: a member left or was removed. Sent to the workspace; each
+/// instance then takes that user's sockets out of the workspace's room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRemoved {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// Who is no longer a member.
+    pub user_id: Uuid,
+    /// Who removed them (the user themself when they left).
+    pub actor_id: Uuid,
+}
+
 /// `typing` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Typing {
@@ -144,6 +156,9 @@ pub enum ServerEvent {
     /// Sent to `user:{id}`: one of the user's logins ended; its sockets are closed.
     #[serde(rename = "session:ended")]
     SessionEnded(SessionEnded),
+    /// Sent to the workspace: a member left or was removed; their sockets leave it.
+    #[serde(rename = "member:removed")]
+    MemberRemoved(MemberRemoved),
 }
 
 impl ServerEvent {
@@ -159,6 +174,7 @@ impl ServerEvent {
             ServerEvent::Typing(_) => "typing",
             ServerEvent::JobCompleted(_) => "job:completed",
             ServerEvent::SessionEnded(_) => "session:ended",
+            ServerEvent::MemberRemoved(_) => "member:removed",
         }
     }
 }

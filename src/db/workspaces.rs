@@ -163,6 +163,50 @@ pub async fn add_member<'e>(
     Ok(())
 }
 
+/// Removes `user` from `workspace` (inside the caller's transaction). The workspace
+/// row is locked first, so removals of one workspace run one after another and the
+/// last owner is never removed ([`RemoveOutcome::LastOwner`]), however they interleave.
+pub async fn remove_member(
+    conn: &mut AnyConnection,
+    workspace: Uuid,
+    user: Uuid,
+) -> Result<RemoveOutcome, StoreError> {
+    crate::db::query("UPDATE workspaces SET name = name WHERE id = $1")
+        .bind(workspace.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let role = role_of(&mut *conn, workspace, user).await?;
+    let Some(role) = role else {
+        return Ok(RemoveOutcome::NotMember);
+    };
+    let removed = crate::db::query(
+        "DELETE FROM members WHERE workspace_id = $1 AND user_id = $2 \
+         AND (role <> 'owner' OR (SELECT COUNT(*) FROM members \
+              WHERE workspace_id = $1 AND role = 'owner') > 1)",
+    )
+    .bind(workspace.to_string())
+    .bind(user.to_string())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(match (removed, role) {
+        (0, Role::Owner) => RemoveOutcome::LastOwner,
+        (0, _) => RemoveOutcome::NotMember,
+        _ => RemoveOutcome::Removed(role),
+    })
+}
+
+/// What [`remove_member`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// Removed; the role it had.
+    Removed(Role),
+    /// Not a member (any more).
+    NotMember,
+    /// The workspace's only owner: not removed.
+    LastOwner,
+}
+
 /// One member of `workspace`.
 pub async fn member<'e>(
     ex: impl Executor<'e, Database = Any>,

@@ -12,8 +12,11 @@ use uuid::Uuid;
 use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::{Checks, Json, Path, Validate};
-use crate::db::workspaces::{self, Member, Role, Workspace};
-use crate::db::{StoreError, users};
+use serde_json::json;
+
+use crate::db::workspaces::{self, Member, RemoveOutcome, Role, Workspace};
+use crate::db::{StoreError, activity, users};
+use crate::events::{self, MemberRemoved, Room, ServerEvent};
 use crate::state::AppState;
 use crate::usecase::membership::{self, AccessError};
 
@@ -22,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workspace, list_workspaces))
         .routes(routes!(add_member, list_members))
+        .routes(routes!(remove_member))
 }
 
 /// A list page. `next_cursor` is null on the last page.
@@ -147,6 +151,63 @@ async fn add_member(
         .await?
         .ok_or(ApiError::NotFound("user"))?;
     Ok((StatusCode::CREATED, Json(member)))
+}
+
+#[utoipa::path(delete, path = "/api/workspaces/{wid}/members/{uid}", tag = "workspaces",
+    params(("wid" = Uuid, Path, description = "workspace id"), ("uid" = Uuid, Path, description = "the member's user id (your own to leave)")),
+    responses((status = 204, description = "removed (or left); their sockets leave the workspace on every instance"),
+              (status = 403, description = "only the owner removes others"),
+              (status = 404, description = "no such workspace, or that user is not a member"),
+              (status = 409, description = "`last_owner`: the workspace's only owner cannot leave")))]
+async fn remove_member(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path((wid, uid)): Path<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    let my_role = require_member(&state, wid, me.user_id).await?;
+    if uid != me.user_id && my_role != Role::Owner {
+        return Err(ApiError::Forbidden(
+            "only the workspace owner can remove members".into(),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    match workspaces::remove_member(&mut tx, wid, uid).await? {
+        RemoveOutcome::Removed(role) => {
+            let kind = if uid == me.user_id {
+                "member.left"
+            } else {
+                "member.removed"
+            };
+            activity::record(
+                &mut tx,
+                wid,
+                me.user_id,
+                kind,
+                None,
+                &json!({ "user_id": uid, "role": role }),
+            )
+            .await?;
+        }
+        RemoveOutcome::NotMember => return Err(ApiError::NotFound("member")),
+        RemoveOutcome::LastOwner => {
+            return Err(ApiError::Conflict {
+                code: "last_owner",
+                message: "the workspace's only owner cannot leave".into(),
+            });
+        }
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    events::publish(
+        &state,
+        Room::Workspace(wid),
+        ServerEvent::MemberRemoved(MemberRemoved {
+            workspace_id: wid,
+            user_id: uid,
+            actor_id: me.user_id,
+        }),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/workspaces/{wid}/members", tag = "workspaces",

@@ -315,6 +315,31 @@ async fn charge(ctx: &Ctx, socket: &SocketRef) -> Result<(), Refusal> {
     }
 }
 
+/// A chat message spends its sender's request budget (`RATE_LIMIT_USER_PER_MIN`, the
+/// key the HTTP API charges), so it costs the same over Socket.IO as over
+/// `POST …/messages`, however many sockets and instances the user spreads it over. The
+/// per-socket budget above only smooths one connection's bursts.
+async fn charge_user(call: &Call) -> Result<(), Refusal> {
+    let state = &call.ctx.state;
+    let quota = Quota::per_minute(state.config.rate_limit.user_per_min);
+    let key = format!("rl:user:{}", call.conn.user_id);
+    match state.rate_limiter.check(&key, quota).await {
+        Ok(d) if !d.allowed => {
+            metrics::counter!("shoal_rate_limited_total", "scope" => "user").increment(1);
+            let ms = d.retry_after.unwrap_or_default().as_millis();
+            Err(Refusal::new(
+                "rate_limited",
+                format!("over your request budget; retry in {ms} ms"),
+            ))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; allowing the message");
+            Ok(())
+        }
+    }
+}
+
 /// Membership check: a non-member (or an unknown workspace) gets `not_found`, as over
 /// HTTP, so workspace ids do not leak.
 async fn require_member(call: &Call, workspace: Uuid) -> Result<(), Refusal> {
@@ -420,6 +445,7 @@ struct SendRequest {
 /// `message:send {workspace_id, body, client_id}` → `{id, seq}` once committed. A
 /// retry with the same `client_id` answers the original `id` and `seq`.
 async fn send_message(call: Call, req: SendRequest) -> Reply {
+    charge_user(&call).await?;
     let max = call.ctx.state.config.realtime.max_message_bytes;
     let message = NewMessage::parse(req.body, req.client_id, max).map_err(|errors| {
         // The body's rule comes first; a too large body has its own code.

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::Ctx;
 use super::fanout::ChatMessage;
 use super::handlers::conn_of;
-use super::presence::{forget_presence, presence_entry, refresh_presence_many};
+use super::presence::{forget_presence, presence_entry, presence_leave, refresh_presence_many};
 use super::resume::Conn;
 use crate::events::{CHANNEL, Envelope, ServerEvent, SessionEnded};
 use crate::pubsub::{Delivery, Subscription};
@@ -92,6 +92,10 @@ async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
         }
         _ => {}
     }
+    let removed = match &envelope.event {
+        ServerEvent::MemberRemoved(m) => Some((m.workspace_id, m.user_id)),
+        _ => None,
+    };
     // The typist is skipped only if it is connected here; elsewhere it is not in
     // this instance's rooms anyway.
     let except = envelope
@@ -99,11 +103,26 @@ async fn dispatch(ctx: &Ctx, io: &SocketIo, envelope: Envelope) {
         .as_deref()
         .and_then(|sid| sid.parse::<Sid>().ok())
         .and_then(|sid| io.get_socket(sid));
+    let room = envelope.room;
     let operators = match except {
-        Some(socket) => socket.broadcast().to(envelope.room),
-        None => io.to(envelope.room),
+        Some(socket) => socket.broadcast().to(room.clone()),
+        None => io.to(room.clone()),
     };
     let _ = broadcast(&envelope.event, operators).await;
+    // After the event (the removed member sees it too), that member's sockets leave
+    // the room: nothing of the workspace reaches them afterwards.
+    if let Some((workspace, user)) = removed {
+        for socket in io.to(room.clone()).sockets() {
+            let Some(conn) = conn_of(&socket).filter(|c| c.user_id == user) else {
+                continue;
+            };
+            socket.leave(room.clone());
+            if conn.end(workspace) {
+                ctx.fanout.leave(workspace, socket.id).await;
+                presence_leave(ctx, &conn, workspace).await;
+            }
+        }
+    }
 }
 
 /// Closes this instance's sockets of the login that ended, after telling them why
@@ -168,5 +187,6 @@ async fn broadcast(event: &ServerEvent, to: BroadcastOperators) -> Result<(), Br
         ServerEvent::Typing(d) => to.emit(name, d).await,
         ServerEvent::JobCompleted(d) => to.emit(name, d).await,
         ServerEvent::SessionEnded(d) => to.emit(name, d).await,
+        ServerEvent::MemberRemoved(d) => to.emit(name, d).await,
     }
 }

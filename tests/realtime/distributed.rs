@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use shoal_testkit::{
-    Account, Auth, Cluster, Received, Services, Sio, api, eventually, login, rest_seqs, user,
+    Account, Auth, Cluster, Received, Services, Sio, api, call, eventually, login, rest_seqs, user,
     workspace,
 };
 use shoal_testkit::{OwnRedis, set_database_reachable};
@@ -155,6 +155,94 @@ async fn ending_a_login_closes_its_sockets_on_every_instance() {
     let ack = sent.send(&wid, "still there?", "p1").await;
     assert_eq!(on_phone.next_message(&wid).await["id"], ack["id"]);
     assert_eq!(on_phone.count_of("session:ended"), 0);
+}
+
+// Removal from a workspace reaches live sockets on every instance: everyone in the
+// room gets `member:removed`, the removed member's sockets leave the room (nothing of
+// the workspace reaches them afterwards) and its HTTP access ends; a member can leave,
+// the only owner cannot.
+#[tokio::test]
+async fn a_removed_member_receives_nothing_of_the_workspace_afterwards() {
+    let Some(services) = Services::discover().await else {
+        return;
+    };
+    let app = Cluster::distributed(&services, None, 2, &[]).await;
+    let (b0, b1) = (app.base(0), app.base(1));
+    let (ada, bob, cat) = (
+        user(&app.http, &b0).await,
+        user(&app.http, &b1).await,
+        user(&app.http, &b1).await,
+    );
+    let wid = workspace(&app.http, &b0, &ada, &[&bob, &cat]).await;
+    let a = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+    let mut b = Sio::connect(&b1, Auth::Token(&bob.token)).await;
+    let mut c = Sio::connect(&b1, Auth::Token(&cat.token)).await;
+    for s in [&a, &b, &c] {
+        s.join(&wid, None).await;
+    }
+    let remove = |who: &str, by: &shoal_testkit::User| {
+        app.http
+            .delete(format!("{b0}/api/workspaces/{wid}/members/{who}"))
+            .bearer_auth(&by.token)
+    };
+    // Only the owner removes others.
+    let (status, body) = call(remove(&ada.id, &bob)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    let (status, body) = call(remove(&bob.id, &ada)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for s in [&mut b, &mut c] {
+        let removed = s.next_event("member:removed").await;
+        assert_eq!(removed["user_id"], bob.id.as_str(), "{removed}");
+    }
+    // Cat, on Bob's instance, is the barrier: once she has the next message, Bob would
+    // have had it too.
+    let sent = a.send(&wid, "after the removal", "r1").await;
+    assert_eq!(c.next_message(&wid).await["id"], sent["id"]);
+    assert!(
+        b.seen_seqs(&wid).is_empty(),
+        "a removed member got a message"
+    );
+    let (status, _) = api(
+        &app.http,
+        Method::GET,
+        format!("{b1}/api/workspaces/{wid}/tasks"),
+        &bob,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(b.try_join(&wid, None).await.expect("an ack")["ok"], false);
+
+    // Cat leaves by herself; the only owner cannot; a second removal finds nobody.
+    let (status, body) = call(remove(&cat.id, &cat)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = call(remove(&ada.id, &ada)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "last_owner", "{body}");
+    let (status, _) = call(remove(&cat.id, &ada)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Both changes are in the activity log.
+    let (status, log) = api(
+        &app.http,
+        Method::GET,
+        format!("{b0}/api/workspaces/{wid}/activity"),
+        &ada,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let kinds: Vec<&str> = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"member.removed") && kinds.contains(&"member.left"),
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]

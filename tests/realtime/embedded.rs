@@ -150,6 +150,40 @@ async fn one_address_holds_at_most_its_cap_and_handshakes_spend_its_budget() {
     assert!(refused.headers().contains_key("retry-after"));
 }
 
+// A chat message costs the sender's request budget whichever way it is sent: HTTP
+// requests and messages over any number of sockets spend one budget together.
+#[tokio::test]
+async fn chat_over_sockets_and_requests_over_http_spend_one_user_budget() {
+    let app = Cluster::embedded(&[("RATE_LIMIT_USER_PER_MIN", "6")]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let wid = workspace(&app.http, &base, &ada, &[]).await; // 1 request
+    let (a, b) = (
+        Sio::connect(&base, Auth::Token(&ada.token)).await,
+        Sio::connect(&base, Auth::Token(&ada.token)).await,
+    );
+    a.join(&wid, None).await;
+    b.join(&wid, None).await;
+    post_message(&app.http, &base, &ada, &wid, "over HTTP").await; // 2
+    for (i, sio) in [&a, &b, &a, &b].into_iter().enumerate() {
+        sio.send(&wid, "over a socket", &format!("s{i}")).await; // 3..=6
+    }
+    let refused = b
+        .call(
+            "message:send",
+            json!({ "workspace_id": wid, "body": "one too many", "client_id": "s9" }),
+        )
+        .await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"]["code"], "rate_limited", "{refused}");
+    let (status, _) = api(&app.http, Method::GET, format!("{base}/api/me"), &ada, None).await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::TOO_MANY_REQUESTS,
+        "the same budget over HTTP"
+    );
+}
+
 // Shoal's events are JSON only; a packet announcing binary attachments closes that
 // connection before anything is buffered, and nobody else notices.
 #[tokio::test]
