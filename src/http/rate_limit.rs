@@ -7,28 +7,24 @@
 //! If the limiter's backend is down, requests pass (fail open) and the failure is
 //! logged and counted: an outage of Redis must not take the API down with it.
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::rate_limit::client::{client_ip, ip_bucket};
+use crate::rate_limit::client::bucket_of;
 use crate::rate_limit::{Decision, Quota};
 use crate::state::AppState;
 
 /// See the module doc.
 pub async fn limit(state: &AppState, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<crate::listener::PeerAddr>>()
-        .map(|c| c.0.0.ip());
-    let ip = ip_bucket(client_ip(
+    let ip = bucket_of(
         &state.config.server.trusted_proxies,
-        peer,
+        req.extensions(),
         req.headers(),
-    ));
+    );
     let (scope, key, quota) = if req.uri().path().starts_with("/api/auth/") {
         (
             "auth",

@@ -4,9 +4,21 @@
 
 use std::net::IpAddr;
 
-use axum::http::HeaderMap;
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap};
 
 use crate::config::IpNet;
+use crate::listener::PeerAddr;
+
+/// The budget bucket ([`ip_bucket`]) of the client behind a request: its TCP peer
+/// (from the listener's connection info) and `X-Forwarded-For` as [`client_ip`] reads
+/// them.
+pub fn bucket_of(trusted: &[IpNet], extensions: &Extensions, headers: &HeaderMap) -> String {
+    let peer = extensions
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|c| c.0.0.ip());
+    ip_bucket(client_ip(trusted, peer, headers))
+}
 
 /// The budget an address spends: an IPv4 address (also written as an IPv4-mapped IPv6
 /// one) is its own; an IPv6 address spends its /64's. One IPv6 subscriber commonly

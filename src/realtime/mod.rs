@@ -48,7 +48,7 @@ pub mod resume;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -59,7 +59,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::pubsub::Subscription;
 use crate::rate_limit::Quota;
-use crate::rate_limit::client::{client_ip, ip_bucket};
+use crate::rate_limit::client::bucket_of;
 use crate::state::AppState;
 
 /// The Socket.IO path.
@@ -215,15 +215,11 @@ pub async fn handshake_gate(State(state): State<AppState>, req: Request, next: N
     if state.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<crate::listener::PeerAddr>>()
-        .map(|c| c.0.0.ip());
-    let address = ip_bucket(client_ip(
+    let address = bucket_of(
         &state.config.server.trusted_proxies,
-        peer,
+        req.extensions(),
         req.headers(),
-    ));
+    );
     // A handshake spends the per-address budget of anonymous HTTP requests: opening
     // sockets in a loop costs what requests in a loop cost.
     let quota = Quota::per_minute(state.config.rate_limit.ip_per_min);
