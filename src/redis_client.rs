@@ -311,11 +311,6 @@ impl RedisClient {
         self.finish(ticket, result)
     }
 
-    /// Whether the breaker is failing commands at once (Redis stopped answering).
-    pub fn is_paused(&self) -> bool {
-        self.inner.breaker.is_open()
-    }
-
     /// Readiness: one `PING`.
     pub async fn ping(&self) -> Result<(), BackendError> {
         let _: String = self.query(&redis::cmd("PING")).await?;

@@ -94,7 +94,8 @@ impl Breaker {
     }
 
     /// Whether commands are being refused right now.
-    pub(super) fn is_open(&self) -> bool {
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) != 0
     }
 
