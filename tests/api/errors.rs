@@ -316,6 +316,22 @@ async fn the_auth_budget_answers_429_with_rate_limit_headers() {
     assert!(reset >= 1);
 }
 
+/// A login sent through the trusted proxy on behalf of client address `from`.
+async fn login_from(
+    app: &crate::helpers::TestApp,
+    from: String,
+    email: String,
+    password: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/auth/login"))
+        .header("x-forwarded-for", from)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("login request")
+}
+
 // Guessing one account's password from many addresses: each address is within its own
 // budget, the account's runs out; the right password then waits too, other accounts do
 // not, and the answer is the same for an address nobody registered.
@@ -335,12 +351,7 @@ async fn login_attempts_are_budgeted_per_account_across_addresses() {
         );
     }
     let attempt = |from: String, email: String, password: &'static str| {
-        let request = app
-            .client
-            .post(app.url("/api/auth/login"))
-            .header("x-forwarded-for", from)
-            .json(&json!({ "email": email, "password": password }));
-        async move { request.send().await.expect("login request") }
+        login_from(&app, from, email, password)
     };
     for i in 0..3 {
         let r = attempt(
@@ -378,14 +389,7 @@ async fn ipv6_clients_share_the_budget_of_their_64() {
         ("TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
     ])
     .await;
-    let login_from = |from: &'static str| {
-        let request = app
-            .client
-            .post(app.url("/api/auth/login"))
-            .header("x-forwarded-for", from)
-            .json(&json!({ "email": unique_email(), "password": PASSWORD }));
-        async move { request.send().await.expect("login request") }
-    };
+    let login_from = |from: &str| login_from(&app, from.to_owned(), unique_email(), PASSWORD);
     for from in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
         assert_eq!(login_from(from).await.status(), StatusCode::UNAUTHORIZED);
     }

@@ -9,6 +9,17 @@ use shoal_testkit::{
     Auth, Cluster, Sio, api, eventually, post_message, rest_seqs, user, workspace,
 };
 
+/// The Prometheus text of `base`'s `/metrics`.
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 #[tokio::test]
 async fn a_bad_handshake_gets_connect_error_with_a_reason() {
     let app = Cluster::embedded(&[]).await;
@@ -83,15 +94,7 @@ async fn one_user_holds_at_most_the_cap_of_connections_on_an_instance() {
         Sio::try_connect(&base, Auth::Token(&ada.token)).await
     })
     .await;
-    let text = app
-        .http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = metrics_text(&app.http, &base).await;
     let refused = metric_value(
         &text,
         "shoal_realtime_connections_refused_total",
@@ -248,15 +251,7 @@ async fn a_sent_message_is_acked_after_commit_and_reaches_the_room_once() {
     );
 
     // Each handled event is timed, by event name (three sends, two joins).
-    let metrics = app
-        .http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = metrics_text(&app.http, &base).await;
     let count = |event: &str| {
         metric_value(
             &metrics,
