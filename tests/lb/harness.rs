@@ -55,6 +55,8 @@ pub(crate) struct LocalCluster {
     pub(crate) http: Client,
     pub(crate) ports: Vec<u16>,
     nginx_port: u16,
+    /// nginx's operator server (operator endpoints included).
+    operator_port: u16,
     env: Vec<(String, String)>,
     run_dir: tempfile::TempDir,
     _db: TestDb,
@@ -82,6 +84,7 @@ impl LocalCluster {
         let run_dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let nginx_port = free_port();
+        let operator_port = free_port();
         let ports_list = ports
             .iter()
             .map(u16::to_string)
@@ -92,11 +95,13 @@ impl LocalCluster {
             ("SHOAL_BIN".into(), shoal_bin().display().to_string()),
             ("PORTS".into(), ports_list),
             ("NGINX_PORT".into(), nginx_port.to_string()),
+            ("OPERATOR_PORT".into(), operator_port.to_string()),
         ]);
         let cluster = LocalCluster {
             http: plain_client(),
             ports,
             nginx_port,
+            operator_port,
             env,
             run_dir,
             _db: db,
@@ -126,6 +131,11 @@ impl LocalCluster {
     /// nginx's address: what clients use.
     pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.nginx_port)
+    }
+
+    /// nginx's operator server: the public one serves no operator endpoint.
+    pub(crate) fn operator_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.operator_port)
     }
 
     /// Instance `i`'s id (the script names them `shoal-PORT`).
@@ -199,7 +209,10 @@ impl Drop for LocalCluster {
 // ---------------------------------------------------------------- Socket.IO
 
 /// Connects through `base` with a Bearer token (retrying while instances come and
-/// go) and joins `wid`; the client and the join's ack.
+/// go) and joins `wid`; the client and the join's ack. Each attempt is bounded by
+/// [`ATTEMPT`] and a failed one closes its client: an attempt that reached an
+/// instance on its way out may get no answer at all, and must not use up the patience
+/// of the whole wait (nor leave a connection open).
 pub(crate) async fn join_through(
     base: &str,
     token: &str,
@@ -209,13 +222,38 @@ pub(crate) async fn join_through(
     eventually(
         "a Socket.IO client connects and joins through nginx",
         || async move {
-            let chat = Sio::try_connect(base, Auth::Token(token)).await?;
-            let ack = chat.try_join(wid, since).await?;
-            (ack["ok"] == true).then_some((chat, ack))
+            let Ok(Some(mut chat)) =
+                tokio::time::timeout(ATTEMPT, Sio::try_open(base, Auth::Token(token))).await
+            else {
+                eprintln!("join_through: no engine.io connection within {ATTEMPT:?}");
+                return None;
+            };
+            let joined = tokio::time::timeout(ATTEMPT, async {
+                let first = chat.try_next_where(|r| r.event.starts_with('$')).await?;
+                if first.event != "$connect" {
+                    return None;
+                }
+                chat.try_join(wid, since).await
+            })
+            .await;
+            match joined {
+                Ok(Some(ack)) if ack["ok"] == true => Some((chat, ack)),
+                other => {
+                    eprintln!(
+                        "join_through: attempt failed: {other:?}; seen {:?}",
+                        chat.seen
+                    );
+                    let _ = tokio::time::timeout(ATTEMPT, chat.close()).await;
+                    None
+                }
+            }
         },
     )
     .await
 }
+
+/// The longest one connect-and-join attempt through nginx may take.
+const ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A receiver that follows a workspace through instance restarts: on a dropped
 /// transport it reconnects through `base` and resumes with `since_seq`. Every
