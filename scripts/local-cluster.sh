@@ -12,7 +12,8 @@
 # Environment (all optional): DATABASE_URL (default a `shoal_cluster` database on the
 # local PostgreSQL, created when missing), REDIS_URL (redis://127.0.0.1:6379),
 # BASE_PORT (8081) or PORTS ("p1 p2 …", explicit instance ports), NGINX_PORT (8080;
-# 0 = no nginx), NGINX_BIN (nginx), SHOAL_BIN (default: builds target/release/shoal),
+# 0 = no nginx), OPERATOR_PORT (8090: nginx's operator server, the only way through
+# nginx to /metrics, /dashboard, /health and /health/cluster), NGINX_BIN (nginx), SHOAL_BIN (default: builds target/release/shoal),
 # RUN_DIR (/tmp/shoal-cluster: pid files, logs, the rendered nginx prefix and the
 # generated shared secrets), and any other Shoal key (RATE_LIMIT_*, LOG_FORMAT, …),
 # passed through to every instance. TRUSTED_PROXIES defaults to 127.0.0.1/32 (nginx).
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 RUN_DIR="${RUN_DIR:-/tmp/shoal-cluster}"
 BASE_PORT="${BASE_PORT:-8081}"
 NGINX_PORT="${NGINX_PORT:-8080}"
+OPERATOR_PORT="${OPERATOR_PORT:-8090}"
 NGINX_BIN="${NGINX_BIN:-nginx}"
 NGINX_PREFIX="$RUN_DIR/nginx"
 TEMPLATE="$PWD/deploy/nginx/shoal.conf.template"
@@ -105,6 +107,7 @@ render_nginx() {
     tls="        listen 127.0.0.1:$TLS_PORT ssl;\n        ssl_certificate ${TLS_CERT:?TLS_CERT};\n        ssl_certificate_key ${TLS_KEY:?TLS_KEY};\n        ssl_protocols TLSv1.2 TLSv1.3;\n"
   fi
   sed -e "s|listen @LISTEN@|listen 127.0.0.1:$NGINX_PORT|" -e "s|^@SERVERS@\$|$servers|" \
+    -e "s|listen @OPERATOR_LISTEN@|listen 127.0.0.1:$OPERATOR_PORT|" \
     -e "s|^@TLS@\$|$tls|" "$TEMPLATE" \
     >"$NGINX_PREFIX/nginx.conf.new"
   mv "$NGINX_PREFIX/nginx.conf.new" "$NGINX_PREFIX/nginx.conf"
@@ -226,7 +229,7 @@ status() {
   done
   if nginx_on && [ -n "$(nginx_pid)" ]; then
     echo "nginx :$NGINX_PORT pid $(nginx_pid)"
-    curl -s "http://127.0.0.1:$NGINX_PORT/health/cluster" && echo
+    curl -s "http://127.0.0.1:$OPERATOR_PORT/health/cluster" && echo
   else
     curl -s "http://127.0.0.1:$first/health/cluster" && echo
   fi

@@ -16,7 +16,8 @@ async fn the_dashboard_lists_the_live_instances_in_headless_chromium_without_err
     let Some(lc) = LocalCluster::up(2, &[]).await else {
         return;
     };
-    let base = lc.base();
+    // Operator endpoints are served by nginx's operator server only.
+    let base = lc.operator_base();
     // Both instances are in the registry (their first heartbeat is at start-up).
     eventually("both instances are registered", || async {
         let body = lc

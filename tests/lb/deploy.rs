@@ -501,6 +501,7 @@ fn the_rendered_nginx_config_passes_nginx_t() {
         "ssl_certificate_key ",
         "proxy_set_header X-Request-Id $shoal_request_id;",
         "request_id=$shoal_request_id",
+        "location ~ ^/(metrics|dashboard|health|health/cluster|health/backend|api/health)/?$",
     ] {
         assert!(conf.contains(want), "rendered config has {want:?}");
     }

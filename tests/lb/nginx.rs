@@ -74,6 +74,51 @@ async fn the_api_and_socketio_work_through_nginx_and_forwarded_for_cannot_be_spo
         .expect("through nginx");
     assert_eq!(r.headers()["x-request-id"], "trace-from-the-client");
 
+    // Operator endpoints (instance addresses, backend errors, every metric) do not
+    // exist on the public server; nginx's operator server has them. Readiness and
+    // liveness stay public for load balancers.
+    let operator = lc.operator_base();
+    for path in [
+        "/metrics",
+        "/dashboard",
+        "/health",
+        "/health/",
+        "/health/cluster",
+        "/health/backend",
+        "/api/health",
+    ] {
+        let public = lc
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("through nginx");
+        assert_eq!(public.status(), StatusCode::NOT_FOUND, "public {path}");
+        let body = public.text().await.unwrap_or_default();
+        assert!(
+            !body.contains("127.0.0.1:") && !body.contains("shoal_"),
+            "public {path} shows nothing of the instances: {body}"
+        );
+    }
+    for path in ["/metrics", "/dashboard", "/health", "/health/cluster"] {
+        let r = lc
+            .http
+            .get(format!("{operator}{path}"))
+            .send()
+            .await
+            .expect("through nginx's operator server");
+        assert_eq!(r.status(), StatusCode::OK, "operator {path}");
+    }
+    for path in ["/health/ready", "/health/live"] {
+        let r = lc
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("through nginx");
+        assert_eq!(r.status(), StatusCode::OK, "public {path}");
+    }
+
     // Socket.IO over WebSocket through nginx: chat both ways, REST → socket events.
     let (a, _) = join_through(&base, &ada.token, &wid, None).await;
     let (mut b, _) = join_through(&base, &bob.token, &wid, None).await;
@@ -351,10 +396,11 @@ async fn kill_9_of_one_instance_costs_at_most_the_requests_in_flight_and_clients
     let wid = workspace(&lc.http, &base, &ada, &[&bob]).await;
     let (chat, _) = join_through(&base, &bob.token, &wid, None).await;
     // The victim: the instance holding bob's WebSocket (from the registry).
+    let operator = lc.operator_base();
     let victim = eventually("the registry shows bob's WebSocket", || async {
         let r = lc
             .http
-            .get(format!("{base}/health/cluster"))
+            .get(format!("{operator}/health/cluster"))
             .send()
             .await
             .ok()?;
