@@ -100,7 +100,8 @@ pub struct JobCompleted {
 pub struct SessionEnded {
     /// The login (refresh family) that ended.
     pub family_id: Uuid,
-    /// `logout` or `refresh_token_reused`.
+    /// `logout` or `refresh_token_reused` (sent by the hub), `token_expired` or
+    /// `session_expired` (sent by src/realtime/expiry.rs).
     pub reason: String,
 }
 

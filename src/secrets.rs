@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secrets;
+use crate::config::{KeyRing, Secrets};
 
 #[derive(Serialize, Deserialize)]
 struct SecretsFile {
@@ -57,9 +57,9 @@ pub fn load_or_generate(data_dir: &Path) -> anyhow::Result<Secrets> {
     let file: SecretsFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a Shoal secrets file", path.display()))?;
     Ok(Secrets {
-        session_secret: file.session_secret.into(),
-        session_encryption_key: file.session_encryption_key.into(),
-        jwt_access_secret: file.jwt_access_secret.into(),
-        jwt_refresh_secret: file.jwt_refresh_secret.into(),
+        session_secret: KeyRing::single(file.session_secret),
+        session_encryption_key: KeyRing::single(file.session_encryption_key),
+        jwt_access_secret: KeyRing::single(file.jwt_access_secret),
+        jwt_refresh_secret: KeyRing::single(file.jwt_refresh_secret),
     })
 }

@@ -5,6 +5,10 @@
 //! record is sealed with XChaCha20-Poly1305 under a key derived from
 //! SESSION_ENCRYPTION_KEY, with the storage key as associated data so a record cannot
 //! be moved to another key. Neither the user id nor anything else is readable at rest.
+//!
+//! While a secret is rotated (a comma list, src/config/auth.rs `KeyRing`), new
+//! sessions use the first secret of each list and existing ones are still found and
+//! opened with the others, so nobody is logged out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,14 +36,21 @@ pub struct SessionRecord {
     pub family_id: Uuid,
     /// Login time, microseconds since the epoch.
     pub created_at: i64,
+    /// When the session ends unless saved again, microseconds since the epoch; set by
+    /// [`Sessions::save`] (0 in records written before it was kept: see
+    /// [`Sessions::expires_at`]).
+    #[serde(default)]
+    pub expires_at: i64,
 }
 
 /// Creates, reads and ends sessions over any [`SessionStore`].
 #[derive(Clone)]
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
-    cipher: XChaCha20Poly1305,
-    hmac_key: Vec<u8>,
+    /// The current cipher first, then those of older keys (open only).
+    ciphers: Vec<XChaCha20Poly1305>,
+    /// The current HMAC key first, then older ones (lookup only).
+    hmac_keys: Vec<Vec<u8>>,
     ttl: Duration,
     /// The last record unsealed per storage key, with the sealed bytes it came from.
     /// A read whose bytes are the same skips the AEAD and the JSON parse (measured:
@@ -51,13 +62,26 @@ pub struct Sessions {
 impl Sessions {
     /// Sessions of lifetime `ttl` in `store`.
     pub fn new(store: Arc<dyn SessionStore>, secrets: &Secrets, ttl: Duration) -> Self {
-        let key = Sha256::digest(secrets.session_encryption_key.expose_secret().as_bytes());
-        let cipher = XChaCha20Poly1305::new_from_slice(&key)
-            .unwrap_or_else(|_| unreachable!("SHA-256 output is 32 bytes"));
+        let ciphers = secrets
+            .session_encryption_key
+            .all()
+            .iter()
+            .map(|secret| {
+                let key = Sha256::digest(secret.expose_secret().as_bytes());
+                XChaCha20Poly1305::new_from_slice(&key)
+                    .unwrap_or_else(|_| unreachable!("SHA-256 output is 32 bytes"))
+            })
+            .collect();
+        let hmac_keys = secrets
+            .session_secret
+            .all()
+            .iter()
+            .map(|secret| secret.expose_secret().as_bytes().to_vec())
+            .collect();
         Self {
             store,
-            cipher,
-            hmac_key: secrets.session_secret.expose_secret().as_bytes().to_vec(),
+            ciphers,
+            hmac_keys,
             ttl,
             unsealed: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -71,18 +95,36 @@ impl Sessions {
         self.ttl
     }
 
-    /// The storage key of a cookie value.
-    pub fn key_for_cookie(&self, cookie: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hmac_key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(cookie.as_bytes());
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut key = String::with_capacity(64);
-        for b in mac.finalize().into_bytes() {
-            key.push(char::from(HEX[usize::from(b >> 4)]));
-            key.push(char::from(HEX[usize::from(b & 0x0f)]));
+    /// When `record`'s session ends unless saved again, microseconds since the
+    /// epoch. A record written before the expiry was kept gives its login time plus
+    /// the lifetime, which is no later than the real end.
+    pub fn expires_at(&self, record: &SessionRecord) -> i64 {
+        if record.expires_at > 0 {
+            return record.expires_at;
         }
-        key
+        let ttl = i64::try_from(self.ttl.as_micros()).unwrap_or(i64::MAX);
+        record.created_at.saturating_add(ttl)
+    }
+
+    /// The storage key of a new session's cookie value.
+    fn key_for_cookie(&self, cookie: &str) -> String {
+        storage_key(&self.hmac_keys[0], cookie)
+    }
+
+    /// The live session a cookie stands for, with its storage key. A cookie issued
+    /// under an older `SESSION_SECRET` is looked up under that secret's key too
+    /// (one more store read, only while rotating and only for such cookies).
+    pub async fn find_by_cookie(
+        &self,
+        cookie: &str,
+    ) -> Result<Option<(String, SessionRecord)>, BackendError> {
+        for hmac_key in &self.hmac_keys {
+            let key = storage_key(hmac_key, cookie);
+            if let Some(record) = self.load(&key).await? {
+                return Ok(Some((key, record)));
+            }
+        }
+        Ok(None)
     }
 
     /// Starts a session; returns the cookie value and the storage key.
@@ -95,7 +137,12 @@ impl Sessions {
 
     /// Writes `record` under `key`, restarting its lifetime.
     pub async fn save(&self, key: &str, record: &SessionRecord) -> Result<(), BackendError> {
-        let sealed = self.seal(key, record);
+        let ttl = i64::try_from(self.ttl.as_micros()).unwrap_or(i64::MAX);
+        let record = SessionRecord {
+            expires_at: crate::clock::now_micros().saturating_add(ttl),
+            ..record.clone()
+        };
+        let sealed = self.seal(key, &record);
         self.store.put(key, &sealed, self.ttl).await
     }
 
@@ -135,8 +182,7 @@ impl Sessions {
         let plain = serde_json::to_vec(record).unwrap_or_default();
         let nonce_bytes: [u8; 24] = rand::random();
         let nonce = XNonce::from(nonce_bytes);
-        let sealed = self
-            .cipher
+        let sealed = self.ciphers[0]
             .encrypt(
                 &nonce,
                 Payload {
@@ -157,16 +203,126 @@ impl Sessions {
         }
         let (nonce, ciphertext) = sealed.split_at(24);
         let nonce = XNonce::try_from(nonce).ok()?;
+        let payload = || Payload {
+            msg: ciphertext,
+            aad: key.as_bytes(),
+        };
         let plain = self
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: key.as_bytes(),
-                },
-            )
-            .ok()?;
+            .ciphers
+            .iter()
+            .find_map(|cipher| cipher.decrypt(&nonce, payload()).ok())?;
         serde_json::from_slice(&plain).ok()
+    }
+}
+
+/// Hex HMAC-SHA256 of a cookie value under one `SESSION_SECRET`.
+fn storage_key(hmac_key: &[u8], cookie: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(cookie.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(64);
+    for b in mac.finalize().into_bytes() {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::config::KeyRing;
+
+    /// A map is store enough here: this checks the keys, not the store.
+    #[derive(Default)]
+    struct MapStore(Mutex<HashMap<String, Vec<u8>>>);
+
+    #[async_trait]
+    impl SessionStore for MapStore {
+        async fn put(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), BackendError> {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+            let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(map.get(key).cloned())
+        }
+        async fn delete(&self, key: &str) -> Result<(), BackendError> {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.remove(key);
+            Ok(())
+        }
+        async fn check(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    /// Sessions over `store` whose HMAC and encryption rings are `hmac` and `seal`
+    /// (letters, each standing for a 32-character secret).
+    fn sessions(store: &Arc<MapStore>, hmac: &str, seal: &str) -> Sessions {
+        let ring = |letters: &str| {
+            let list: Vec<String> = letters.chars().map(|c| c.to_string().repeat(32)).collect();
+            KeyRing::parse("SESSION_SECRET", &list.join(",")).expect("valid secrets")
+        };
+        let secrets = Secrets {
+            session_secret: ring(hmac),
+            session_encryption_key: ring(seal),
+            jwt_access_secret: KeyRing::single("y".repeat(32)),
+            jwt_refresh_secret: KeyRing::single("z".repeat(32)),
+        };
+        Sessions::new(store.clone(), &secrets, Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn a_session_made_before_a_rotation_is_found_during_it_and_lost_after_it() {
+        let store = Arc::new(MapStore::default());
+        let record = SessionRecord {
+            user_id: Uuid::now_v7(),
+            family_id: Uuid::now_v7(),
+            created_at: 1,
+            expires_at: 0,
+        };
+        let (old_cookie, old_key) = sessions(&store, "a", "b")
+            .create(&record)
+            .await
+            .expect("create");
+
+        let rotating = sessions(&store, "ca", "db");
+        let (key, found) = rotating
+            .find_by_cookie(&old_cookie)
+            .await
+            .expect("read")
+            .expect("an older secret still finds and opens the session");
+        assert_eq!(
+            (key.as_str(), found.user_id),
+            (old_key.as_str(), record.user_id)
+        );
+        let (new_cookie, _) = rotating.create(&record).await.expect("create");
+
+        let after = sessions(&store, "c", "d");
+        assert!(
+            after
+                .find_by_cookie(&old_cookie)
+                .await
+                .expect("read")
+                .is_none(),
+            "a secret dropped from the list finds nothing"
+        );
+        assert_eq!(
+            after
+                .find_by_cookie(&new_cookie)
+                .await
+                .expect("read")
+                .map(|(_, r)| r.user_id),
+            Some(record.user_id),
+            "new sessions use the first secret of each list"
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::config::Secrets;
+use crate::config::{KeyRing, Secrets};
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -78,9 +78,10 @@ pub struct IssuedRefresh {
 #[derive(Clone)]
 pub struct TokenKeys {
     access_enc: EncodingKey,
-    access_dec: DecodingKey,
+    /// The current key first, then older ones while `JWT_ACCESS_SECRET` rotates.
+    access_dec: Vec<DecodingKey>,
     refresh_enc: EncodingKey,
-    refresh_dec: DecodingKey,
+    refresh_dec: Vec<DecodingKey>,
     access_ttl: Duration,
     refresh_ttl: Duration,
     validation: Validation,
@@ -89,17 +90,33 @@ pub struct TokenKeys {
 impl TokenKeys {
     /// Keys from the shared secrets.
     pub fn new(secrets: &Secrets, access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        let access = secrets.jwt_access_secret.expose_secret().as_bytes();
-        let refresh = secrets.jwt_refresh_secret.expose_secret().as_bytes();
+        let decoders = |ring: &KeyRing| {
+            ring.all()
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes()))
+                .collect()
+        };
         let mut validation = Validation::new(Algorithm::HS256);
         // A few seconds of clock skew between instances; not the library's 60 s
         // default, which would stretch a 15-minute token noticeably.
         validation.leeway = 5;
         Self {
-            access_enc: EncodingKey::from_secret(access),
-            access_dec: DecodingKey::from_secret(access),
-            refresh_enc: EncodingKey::from_secret(refresh),
-            refresh_dec: DecodingKey::from_secret(refresh),
+            access_enc: EncodingKey::from_secret(
+                secrets
+                    .jwt_access_secret
+                    .current()
+                    .expose_secret()
+                    .as_bytes(),
+            ),
+            access_dec: decoders(&secrets.jwt_access_secret),
+            refresh_enc: EncodingKey::from_secret(
+                secrets
+                    .jwt_refresh_secret
+                    .current()
+                    .expose_secret()
+                    .as_bytes(),
+            ),
+            refresh_dec: decoders(&secrets.jwt_refresh_secret),
             access_ttl,
             refresh_ttl,
             validation,
@@ -128,9 +145,7 @@ impl TokenKeys {
 
     /// Checks an access token.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let claims: AccessClaims = jsonwebtoken::decode(token, &self.access_dec, &self.validation)
-            .map_err(classify)?
-            .claims;
+        let claims: AccessClaims = self.decode(token, &self.access_dec)?;
         if claims.typ != "access" {
             return Err(TokenError::Invalid);
         }
@@ -162,14 +177,32 @@ impl TokenKeys {
 
     /// Checks a refresh token's signature and expiry (its state is in the database).
     pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, TokenError> {
-        let claims: RefreshClaims =
-            jsonwebtoken::decode(token, &self.refresh_dec, &self.validation)
-                .map_err(classify)?
-                .claims;
+        let claims: RefreshClaims = self.decode(token, &self.refresh_dec)?;
         if claims.typ != "refresh" {
             return Err(TokenError::Invalid);
         }
         Ok(claims)
+    }
+
+    /// Decodes with the first key whose signature matches. The signature is checked
+    /// before the claims, so an expired token signed by any key answers `Expired`.
+    fn decode<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        keys: &[DecodingKey],
+    ) -> Result<C, TokenError> {
+        let mut outcome = Err(TokenError::Invalid);
+        for key in keys {
+            match jsonwebtoken::decode::<C>(token, key, &self.validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {}
+                Err(e) => {
+                    outcome = Err(classify(e));
+                    break;
+                }
+            }
+        }
+        outcome
     }
 }
 
@@ -198,20 +231,63 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
 
-    fn keys() -> TokenKeys {
-        let s = |c: char| SecretString::from(c.to_string().repeat(32));
+    /// Keys whose access and refresh rings are `access` and `refresh` (letters,
+    /// each standing for a 32-character secret).
+    fn keys_with(access: &str, refresh: &str) -> TokenKeys {
+        let ring = |letters: &str| {
+            let list: Vec<String> = letters.chars().map(|c| c.to_string().repeat(32)).collect();
+            KeyRing::parse("JWT_ACCESS_SECRET", &list.join(",")).expect("valid secrets")
+        };
         TokenKeys::new(
             &Secrets {
-                session_secret: s('a'),
-                session_encryption_key: s('b'),
-                jwt_access_secret: s('c'),
-                jwt_refresh_secret: s('d'),
+                session_secret: KeyRing::single("a".repeat(32)),
+                session_encryption_key: KeyRing::single("b".repeat(32)),
+                jwt_access_secret: ring(access),
+                jwt_refresh_secret: ring(refresh),
             },
             Duration::from_secs(900),
             Duration::from_secs(3600),
         )
+    }
+
+    fn keys() -> TokenKeys {
+        keys_with("c", "d")
+    }
+
+    #[test]
+    fn a_rotated_secret_still_verifies_what_it_signed_and_the_new_one_signs() {
+        let (user, fam) = (Uuid::now_v7(), Uuid::now_v7());
+        let before = keys_with("c", "d");
+        let old_access = before.issue_access(user, "sid", fam);
+        let old_refresh = before.issue_refresh(user, fam);
+
+        let rotating = keys_with("ec", "fd");
+        assert_eq!(
+            rotating.verify_access(&old_access).expect("old key").sub,
+            user
+        );
+        assert_eq!(
+            rotating
+                .verify_refresh(&old_refresh.token)
+                .expect("old key")
+                .fam,
+            fam
+        );
+        let new_access = rotating.issue_access(user, "sid", fam);
+        assert_eq!(
+            before.verify_access(&new_access).err(),
+            Some(TokenError::Invalid),
+            "new tokens are signed with the first secret of the list"
+        );
+
+        let after = keys_with("e", "f");
+        assert_eq!(after.verify_access(&new_access).expect("new key").sub, user);
+        assert_eq!(
+            after.verify_access(&old_access).err(),
+            Some(TokenError::Invalid),
+            "a secret dropped from the list verifies nothing any more"
+        );
     }
 
     #[test]

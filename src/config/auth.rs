@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{ConfigError, Key, positive, secs};
@@ -16,7 +16,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "SESSION_SECRET",
         default: "generated in `DATA_DIR/secrets.json` (0600) in embedded mode; **required** with Redis",
-        meaning: "keys the HMAC of the session cookie; ≥ 32 characters; all four secrets or none",
+        meaning: "keys the HMAC of the session cookie; ≥ 32 characters; all four secrets or none. Each of the four takes a comma list to rotate: the first signs or seals, every one verifies or opens (docs/operations.md)",
     },
     Key {
         name: "SESSION_ENCRYPTION_KEY",
@@ -92,17 +92,68 @@ fn default_jwt_refresh_ttl() -> u64 {
     7 * 86_400
 }
 
+/// One secret, or several while one is being rotated: the first signs or seals new
+/// things, every one verifies or opens what older instances made. Rotation is then
+/// two rolling restarts (add the new secret in front, later drop the old one) and
+/// logs nobody out.
+#[derive(Debug, Clone)]
+pub struct KeyRing(Vec<SecretString>);
+
+impl KeyRing {
+    /// A ring of one secret.
+    pub fn single(secret: String) -> Self {
+        Self(vec![secret.into()])
+    }
+
+    /// The secret that signs and seals.
+    pub fn current(&self) -> &SecretString {
+        &self.0[0]
+    }
+
+    /// Every secret, the current one first.
+    pub fn all(&self) -> &[SecretString] {
+        &self.0
+    }
+
+    /// Parses a comma list of secrets, each at least [`MIN_SECRET_LEN`] long.
+    pub fn parse(key: &'static str, value: &str) -> Result<Self, ConfigError> {
+        let mut ring = Vec::new();
+        for part in value.split(',') {
+            let part = part.trim();
+            if part.chars().count() < MIN_SECRET_LEN {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "each secret (a comma list rotates them) must be at least {MIN_SECRET_LEN} characters"
+                    ),
+                ));
+            }
+            ring.push(SecretString::from(part.to_owned()));
+        }
+        Ok(Self(ring))
+    }
+
+    fn shares_a_secret_with(&self, other: &KeyRing) -> bool {
+        self.0.iter().any(|a| {
+            other
+                .0
+                .iter()
+                .any(|b| a.expose_secret() == b.expose_secret())
+        })
+    }
+}
+
 /// The four shared secrets. Generated under `DATA_DIR` in embedded mode.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     /// Keys the HMAC that turns a session cookie into its storage key.
-    pub session_secret: SecretString,
+    pub session_secret: KeyRing,
     /// Derives the AEAD key that encrypts session records at rest.
-    pub session_encryption_key: SecretString,
+    pub session_encryption_key: KeyRing,
     /// Signs access JWTs (HS256).
-    pub jwt_access_secret: SecretString,
+    pub jwt_access_secret: KeyRing,
     /// Signs refresh JWTs (HS256); a different key so one can never pass for the other.
-    pub jwt_refresh_secret: SecretString,
+    pub jwt_refresh_secret: KeyRing,
 }
 
 /// The sessions and tokens section.
@@ -155,9 +206,10 @@ impl AuthConfig {
     }
 
     pub(super) fn describe(&self, out: &mut Vec<(&'static str, String)>) {
-        fn mask(s: Option<&SecretString>) -> String {
-            match s {
-                Some(_) => "******** (set)".into(),
+        fn mask(s: Option<&KeyRing>) -> String {
+            match s.map(|ring| ring.all().len()) {
+                Some(1) => "******** (set)".into(),
+                Some(n) => format!("******** (set, {n} secrets: the first signs)"),
                 None => "(generated under DATA_DIR)".into(),
             }
         }
@@ -190,60 +242,55 @@ fn secrets(
     given: [(&'static str, Option<String>); 4],
     distributed: bool,
 ) -> Result<Option<Secrets>, ConfigError> {
+    let mut rings = Vec::with_capacity(4);
     for (key, value) in &given {
-        if let Some(v) = value
-            && v.len() < MIN_SECRET_LEN
-        {
+        if let Some(v) = value {
+            rings.push(KeyRing::parse(key, v)?);
+        }
+    }
+    if let Ok(
+        [
+            session_secret,
+            session_encryption_key,
+            jwt_access_secret,
+            jwt_refresh_secret,
+        ],
+    ) = <[KeyRing; 4]>::try_from(rings)
+    {
+        if jwt_access_secret.shares_a_secret_with(&jwt_refresh_secret) {
             return Err(ConfigError::new(
-                key,
-                format!("must be at least {MIN_SECRET_LEN} characters"),
+                "JWT_REFRESH_SECRET",
+                "must differ from JWT_ACCESS_SECRET (no secret in both lists)",
             ));
         }
+        return Ok(Some(Secrets {
+            session_secret,
+            session_encryption_key,
+            jwt_access_secret,
+            jwt_refresh_secret,
+        }));
     }
-    match given {
-        [
-            (_, Some(session_secret)),
-            (_, Some(session_encryption_key)),
-            (_, Some(jwt_access_secret)),
-            (_, Some(jwt_refresh_secret)),
-        ] => {
-            if jwt_access_secret == jwt_refresh_secret {
-                return Err(ConfigError::new(
-                    "JWT_REFRESH_SECRET",
-                    "must differ from JWT_ACCESS_SECRET",
-                ));
-            }
-            Ok(Some(Secrets {
-                session_secret: session_secret.into(),
-                session_encryption_key: session_encryption_key.into(),
-                jwt_access_secret: jwt_access_secret.into(),
-                jwt_refresh_secret: jwt_refresh_secret.into(),
-            }))
-        }
-        given => {
-            let missing: Vec<&str> = given
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| *k)
-                .collect();
-            // Instances behind one load balancer must share the secrets, so a
-            // distributed instance cannot make its own.
-            if distributed {
-                return Err(ConfigError::new(
-                    missing[0],
-                    format!(
-                        "is required in distributed mode (REDIS_URL is set); missing: {}",
-                        missing.join(", ")
-                    ),
-                ));
-            }
-            if missing.len() < 4 {
-                return Err(ConfigError::new(
-                    missing[0],
-                    "set all four secrets or none (then they are generated under DATA_DIR)",
-                ));
-            }
-            Ok(None)
-        }
+    let missing: Vec<&str> = given
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    // Instances behind one load balancer must share the secrets, so a distributed
+    // instance cannot make its own.
+    if distributed {
+        return Err(ConfigError::new(
+            missing[0],
+            format!(
+                "is required in distributed mode (REDIS_URL is set); missing: {}",
+                missing.join(", ")
+            ),
+        ));
     }
+    if missing.len() < 4 {
+        return Err(ConfigError::new(
+            missing[0],
+            "set all four secrets or none (then they are generated under DATA_DIR)",
+        ));
+    }
+    Ok(None)
 }

@@ -16,13 +16,15 @@
 //! - [`server`]: the listener, HTTP limits, proxies, CORS, the admin token.
 //! - [`database`]: `DATABASE_URL` and the pool.
 //! - [`redis`]: where Redis lives (which makes an instance distributed).
-//! - [`cache`], [`queue`], [`auth`] (sessions, tokens, secrets), [`rate_limit`],
+//! - [`cache`], [`queue`], [`limits`] (per-user limits, retention), [`auth`]
+//!   (sessions, tokens, secrets), [`rate_limit`],
 //!   [`realtime`], [`cluster`] (supervisor, registry), [`shutdown`], [`log`].
 
 pub mod auth;
 pub mod cache;
 pub mod cluster;
 pub mod database;
+pub mod limits;
 pub mod log;
 pub mod queue;
 pub mod rate_limit;
@@ -40,10 +42,11 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-pub use auth::{AuthConfig, Secrets};
+pub use auth::{AuthConfig, KeyRing, Secrets};
 pub use cache::{CacheConfig, CacheProvider};
 pub use cluster::ClusterConfig;
 pub use database::{DatabaseConfig, DatabaseKind, Pooler};
+pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use queue::QueueConfig;
 pub use rate_limit::RateLimitConfig;
@@ -71,6 +74,7 @@ pub fn keys() -> impl Iterator<Item = &'static Key> {
         redis::KEYS,
         cache::KEYS,
         queue::KEYS,
+        limits::KEYS,
         auth::KEYS,
         rate_limit::KEYS,
         cluster::KEYS,
@@ -130,6 +134,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The job queue.
     pub queue: QueueConfig,
+    /// Per-user limits and retention.
+    pub limits: LimitsConfig,
     /// Sessions, tokens and the shared secrets.
     pub auth: AuthConfig,
     /// Request budgets.
@@ -212,6 +218,7 @@ impl Config {
         Ok(Config {
             cache: CacheConfig::from_raw(section(&figment)?, distributed)?,
             queue: QueueConfig::from_raw(section(&figment)?)?,
+            limits: LimitsConfig::from_raw(section(&figment)?)?,
             auth: AuthConfig::from_raw(section(&figment)?, distributed)?,
             rate_limit: RateLimitConfig::from_raw(section(&figment)?)?,
             realtime: RealtimeConfig::from_raw(section(&figment)?)?,
@@ -287,6 +294,7 @@ impl Config {
         self.redis.describe(&mut lines);
         self.cache.describe(&mut lines);
         self.queue.describe(&mut lines);
+        self.limits.describe(&mut lines);
         self.auth.describe(&mut lines);
         self.rate_limit.describe(&mut lines);
         self.cluster.describe(&mut lines);

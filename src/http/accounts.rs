@@ -199,6 +199,7 @@ async fn login(
         user_id: user.id,
         family_id: family,
         created_at: clock::now_micros(),
+        expires_at: 0,
     };
     let (cookie, session_key) = state.sessions.create(&record).await?;
     let refresh = state.tokens.issue_refresh(user.id, family);
@@ -326,6 +327,7 @@ async fn refresh(
             user_id: stored.user_id,
             family_id: stored.family_id,
             created_at: clock::now_micros(),
+            expires_at: 0,
         },
     };
     state.sessions.save(&stored.session_key, &record).await?;

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::ClientAddr;
 use super::Ctx;
+use super::expiry::{self, Lease};
 use super::fanout::Member;
 use super::limits::Slot;
 
@@ -150,8 +151,8 @@ async fn authenticate(
     } else {
         return Err(HandshakeRefused("unauthorized"));
     };
-    let (user_id, family_id) = match identity::authenticate(state, credential).await {
-        Ok(principal) => (principal.user_id, principal.family_id),
+    let principal = match identity::authenticate(state, credential).await {
+        Ok(principal) => principal,
         Err(IdentityError::Refused(refused)) => return Err(HandshakeRefused(refused.code())),
         Err(IdentityError::Unavailable(e)) => {
             tracing::warn!(error = %e, "session store unavailable during a Socket.IO handshake");
@@ -172,11 +173,20 @@ async fn authenticate(
         .sockets_per_ip
         .take(address)
         .ok_or_else(|| refused("ip"))?;
-    let by_user = ctx.sockets.take(user_id).ok_or_else(|| refused("user"))?;
+    let by_user = ctx
+        .sockets
+        .take(principal.user_id)
+        .ok_or_else(|| refused("user"))?;
     socket.extensions.insert(Arc::new((by_user, by_address)));
     let presence_key = format!("{}:{}", state.instance.id, socket.id);
-    let conn = Arc::new(Conn::new(user_id, family_id, presence_key));
+    let conn = Arc::new(Conn::new(
+        principal.user_id,
+        principal.family_id,
+        presence_key,
+        Lease::of(&principal),
+    ));
     socket.extensions.insert(conn.clone());
+    ctx.expiries.watch(socket.id, &conn);
     install(ctx.clone(), socket, &conn);
     Ok(())
 }
@@ -228,6 +238,7 @@ fn install(ctx: Ctx, socket: &SocketRef, conn: &Conn) {
             // Frees the user's place at once (the socket itself may outlive this).
             socket.extensions.remove::<Arc<Slots>>();
             if let Some(conn) = conn_of(&socket) {
+                ctx.expiries.forget(socket.id, &conn);
                 for workspace in conn.joined() {
                     conn.end(workspace);
                     ctx.fanout.leave(workspace, socket.id).await;
@@ -247,6 +258,7 @@ fn metric_label(name: &str) -> &'static str {
         "message:send" => "message:send",
         "typing" => "typing",
         "presence:list" => "presence:list",
+        "auth:renew" => "auth:renew",
         _ => "unknown",
     }
 }
@@ -270,6 +282,7 @@ async fn handle_event(ctx: Ctx, socket: SocketRef, name: &str, data: Option<Valu
         "message:send" => send_message(call, parse(name, data)?).await,
         "typing" => typing(call, parse(name, data)?).await,
         "presence:list" => presence_list(call, parse(name, data)?).await,
+        "auth:renew" => renew(call, parse(name, data)?).await,
         _ => Err(Refusal::new(
             "unknown_event",
             format!(
@@ -513,4 +526,35 @@ async fn presence_list(call: Call, req: WorkspaceRequest) -> Reply {
     })?;
     let users: Vec<Value> = users.into_iter().map(|u| json!({ "user_id": u })).collect();
     Ok(json!({ "workspace_id": wid, "users": users }))
+}
+
+#[derive(Debug, Deserialize)]
+struct RenewRequest {
+    token: String,
+}
+
+/// `auth:renew {token}` → `{expires_at}`: a fresh access token of the same login
+/// (from `POST /api/auth/refresh`) keeps the socket open past the old token's expiry
+/// (src/realtime/expiry.rs). Another user's or another login's token is refused and
+/// changes nothing.
+async fn renew(call: Call, req: RenewRequest) -> Reply {
+    let credential = Credential::AccessToken(req.token.trim());
+    let principal = match identity::authenticate(&call.ctx.state, credential).await {
+        Ok(p) => p,
+        Err(IdentityError::Refused(refused)) => {
+            return Err(Refusal::new(refused.code(), refused.to_string()));
+        }
+        Err(IdentityError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "session store unavailable during auth:renew");
+            return Err(Refusal::unavailable());
+        }
+    };
+    if principal.user_id != call.conn.user_id || principal.family_id != call.conn.family_id {
+        return Err(Refusal::new(
+            "invalid_token",
+            "the token is not of this connection's login",
+        ));
+    }
+    expiry::renew(&call.ctx, call.socket.id, &call.conn, &principal);
+    Ok(json!({ "expires_at": crate::clock::rfc3339(principal.expires_at) }))
 }

@@ -38,6 +38,7 @@
 //! - [`hub`]: the subscriber task and the presence refresher.
 //! - [`limits`]: the cap on one user's connections to this instance.
 
+pub(crate) mod expiry;
 pub(crate) mod fanout;
 pub(crate) mod handlers;
 pub(crate) mod hub;
@@ -81,6 +82,8 @@ pub(crate) struct Ctx {
     pub(crate) sockets: std::sync::Arc<limits::SocketsPerUser>,
     /// Open connections per client address (`REALTIME_MAX_SOCKETS_PER_IP`).
     pub(crate) sockets_per_ip: std::sync::Arc<limits::SocketsPerIp>,
+    /// When each connection's credentials run out ([`expiry`]).
+    pub(crate) expiries: std::sync::Arc<expiry::Expiries>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -132,6 +135,7 @@ impl Realtime {
             fanout: std::sync::Arc::default(),
             sockets: limits::SocketsPerUser::new(state.config.realtime.max_sockets_per_user),
             sockets_per_ip: limits::SocketsPerIp::new(state.config.realtime.max_sockets_per_ip),
+            expiries: std::sync::Arc::default(),
         };
         handlers::register(&io, ctx.clone());
         let subscription = state
@@ -159,6 +163,11 @@ impl Realtime {
                 stop.clone(),
             ));
         }
+        tracker.spawn(expiry::sweep_loop(
+            self.ctx.clone(),
+            self.io.clone(),
+            stop.clone(),
+        ));
         tracker.spawn(hub::refresh_presence_loop(
             self.ctx.clone(),
             self.io.clone(),

@@ -30,6 +30,7 @@ use socketioxide::extract::SocketRef;
 use uuid::Uuid;
 
 use super::Ctx;
+use super::expiry::Lease;
 use super::fanout::{ChatMessage, Member};
 use crate::db::StoreError;
 use crate::db::messages;
@@ -51,6 +52,8 @@ pub(crate) struct Conn {
     workspaces: Mutex<HashMap<Uuid, Cursor>>,
     /// Tags each (re)join so a stale catch-up can tell it was superseded.
     generations: AtomicU64,
+    /// Until when its credentials hold ([`super::expiry`]).
+    pub(crate) lease: Lease,
 }
 
 /// Where one socket is in one workspace's chat.
@@ -106,11 +109,12 @@ pub(crate) enum SyncError {
 }
 
 impl Conn {
-    pub(crate) fn new(user_id: Uuid, family_id: Uuid, presence_key: String) -> Self {
+    pub(crate) fn new(user_id: Uuid, family_id: Uuid, presence_key: String, lease: Lease) -> Self {
         Self {
             user_id,
             family_id,
             presence_key,
+            lease,
             workspaces: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
         }

@@ -27,6 +27,13 @@ pub struct Principal {
     pub session_key: String,
     /// Refresh family of the session.
     pub family_id: Uuid,
+    /// When these credentials stop being valid unless renewed (the session's end, or
+    /// the access token's if sooner), microseconds since the epoch: a Socket.IO
+    /// connection ends then (src/realtime/expiry.rs).
+    pub expires_at: i64,
+    /// The access token's expiry (microseconds since the epoch), if the caller sent
+    /// one.
+    pub token_expires_at: Option<i64>,
 }
 
 /// Why credentials were refused; [`Refused::code`] is the code both transports send.
@@ -77,25 +84,30 @@ pub async fn authenticate(
                 TokenError::Invalid => Refused::InvalidToken,
             })?;
             match state.sessions.load(&claims.sid).await? {
-                Some(record) if record.user_id == claims.sub => Ok(Principal {
-                    user_id: record.user_id,
-                    session_key: claims.sid,
-                    family_id: record.family_id,
-                }),
+                Some(record) if record.user_id == claims.sub => {
+                    let token_expires_at =
+                        i64::try_from(claims.exp).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+                    Ok(Principal {
+                        user_id: record.user_id,
+                        session_key: claims.sid,
+                        family_id: record.family_id,
+                        expires_at: state.sessions.expires_at(&record).min(token_expires_at),
+                        token_expires_at: Some(token_expires_at),
+                    })
+                }
                 _ => Err(Refused::SessionExpired.into()),
             }
         }
-        Credential::SessionCookie(cookie) => {
-            let key = state.sessions.key_for_cookie(cookie);
-            match state.sessions.load(&key).await? {
-                Some(record) => Ok(Principal {
-                    user_id: record.user_id,
-                    session_key: key,
-                    family_id: record.family_id,
-                }),
-                None => Err(Refused::SessionExpired.into()),
-            }
-        }
+        Credential::SessionCookie(cookie) => match state.sessions.find_by_cookie(cookie).await? {
+            Some((key, record)) => Ok(Principal {
+                user_id: record.user_id,
+                session_key: key,
+                family_id: record.family_id,
+                expires_at: state.sessions.expires_at(&record),
+                token_expires_at: None,
+            }),
+            None => Err(Refused::SessionExpired.into()),
+        },
     }
 }
 

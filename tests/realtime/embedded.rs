@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use shoal_testkit::metric_value;
 use shoal_testkit::{
-    Auth, Cluster, Sio, api, eventually, post_message, rest_seqs, user, workspace,
+    Auth, Cluster, Sio, api, call, eventually, login, post_message, register, rest_seqs, user,
+    workspace,
 };
 
 /// The Prometheus text of `base`'s `/metrics`.
@@ -66,6 +67,83 @@ async fn a_bad_handshake_gets_connect_error_with_a_reason() {
     assert!(r.status().is_success());
     assert_eq!(
         Sio::refusal(&base, Auth::Token(&ada.token)).await,
+        "session_expired"
+    );
+}
+
+/// The `exp` claim (seconds since the epoch) of a JWT, read without checking it.
+fn jwt_exp(token: &str) -> i64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    let claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    claims["exp"].as_i64().expect("exp")
+}
+
+// An open socket does not outlive its credentials: when the access token it
+// authenticated with expires, it gets `session:ended {reason: "token_expired"}` and is
+// closed — unless the client sends a fresh token of the same login with `auth:renew`
+// (someone else's token is refused).
+#[tokio::test]
+async fn a_socket_ends_with_its_access_token_unless_renewed_with_one_of_the_same_login() {
+    let app = Cluster::embedded(&[("JWT_ACCESS_TTL", "2")]).await;
+    let base = app.base(0);
+    let account = register(&app.http, &base, "Ada").await;
+    let ada = login(&app.http, &base, &account).await;
+    let bob = user(&app.http, &base).await;
+    let mut chat = Sio::connect(&base, Auth::Token(&ada.access_token)).await;
+
+    let refused = chat.call("auth:renew", json!({ "token": bob.token })).await;
+    assert_eq!(refused["error"]["code"], "invalid_token", "{refused}");
+    let refused = chat.call("auth:renew", json!({ "token": "garbage" })).await;
+    assert_eq!(refused["error"]["code"], "invalid_token", "{refused}");
+
+    let (status, pair) = call(
+        app.http
+            .post(format!("{base}/api/auth/refresh"))
+            .json(&json!({ "refresh_token": ada.refresh_token })),
+    )
+    .await;
+    assert_eq!(status, 200, "{pair}");
+    let fresh = pair["access_token"].as_str().expect("access token");
+    let renewed = chat.call("auth:renew", json!({ "token": fresh })).await;
+    assert_eq!(renewed["ok"], true, "{renewed}");
+    let until = time::OffsetDateTime::parse(
+        renewed["expires_at"].as_str().expect("expires_at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("an RFC 3339 time")
+    .unix_timestamp();
+    assert_eq!(until, jwt_exp(fresh), "the lease is the fresh token's");
+
+    let ended = chat.next_event("session:ended").await;
+    assert_eq!(ended["reason"], "token_expired", "{ended}");
+    chat.dropped().await;
+    let text = metrics_text(&app.http, &base).await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "shoal_realtime_leases_ended_total",
+            &["reason=\"token_expired\""]
+        ),
+        1.0
+    );
+}
+
+// A socket authenticated by its session cookie ends with the session.
+#[tokio::test]
+async fn a_cookie_socket_ends_when_its_session_expires() {
+    let app = Cluster::embedded(&[("SESSION_TTL", "2")]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let mut chat = Sio::connect(&base, Auth::Cookie(&ada.cookie)).await;
+    let ended = chat.next_event("session:ended").await;
+    assert_eq!(ended["reason"], "session_expired", "{ended}");
+    chat.dropped().await;
+    assert_eq!(
+        Sio::refusal(&base, Auth::Cookie(&ada.cookie)).await,
         "session_expired"
     );
 }
