@@ -346,53 +346,18 @@ pub async fn depth<'e>(
         .map_err(StoreError::from)
 }
 
-/// Stores an export's body under its job id (a rerun overwrites).
-pub async fn put_result(
-    conn: &mut AnyConnection,
-    job_id: Uuid,
-    workspace: Uuid,
-    content_type: &str,
-    body: &str,
-) -> Result<(), StoreError> {
-    crate::db::query(
-        "INSERT INTO export_results (job_id, workspace_id, content_type, body, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO UPDATE SET \
-         content_type = excluded.content_type, body = excluded.body, created_at = excluded.created_at",
-    )
-    .bind(job_id.to_string())
-    .bind(workspace.to_string())
-    .bind(content_type)
-    .bind(body)
-    .bind(clock::now_micros())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// An export's (content type, body).
-pub async fn get_result<'e>(
-    ex: impl Executor<'e, Database = Any>,
-    job_id: Uuid,
-) -> Result<Option<(String, String)>, StoreError> {
-    let row = crate::db::query("SELECT content_type, body FROM export_results WHERE job_id = $1")
-        .bind(job_id.to_string())
-        .fetch_optional(ex)
-        .await?;
-    Ok(row
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get("content_type")?, r.try_get("body")?)))
-        .transpose()?)
-}
-
 /// Deletes finished jobs (and their export results) that finished before `before`.
 pub async fn purge_finished(db: &Db, before: i64) -> Result<u64, StoreError> {
     let mut tx = db.begin().await?;
-    crate::db::query(
-        "DELETE FROM export_results WHERE job_id IN \
-         (SELECT id FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1)",
-    )
-    .bind(before)
-    .execute(&mut *tx)
-    .await?;
+    for table in ["export_chunks", "export_results"] {
+        crate::db::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE job_id IN \
+             (SELECT id FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1)"
+        )))
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    }
     let n = crate::db::query(
         "DELETE FROM jobs WHERE state IN ('succeeded', 'dead') AND finished_at < $1",
     )
@@ -419,7 +384,11 @@ pub async fn count_in_state<'e>(
 /// The nightly clean-up's SQL part: expired sessions and refresh tokens, refresh
 /// families left without tokens, finished jobs (with their export results) older
 /// than `keep_jobs_before`. Returns rows deleted per table.
-pub async fn purge_expired(db: &Db, keep_jobs_before: i64) -> Result<[u64; 4], StoreError> {
+pub async fn purge_expired(
+    db: &Db,
+    keep_jobs_before: i64,
+    keep_analytics_before: i64,
+) -> Result<[u64; 5], StoreError> {
     let now = clock::now_micros();
     let sessions = crate::db::query("DELETE FROM sessions WHERE expires_at <= $1")
         .bind(now)
@@ -442,57 +411,12 @@ pub async fn purge_expired(db: &Db, keep_jobs_before: i64) -> Result<[u64; 4], S
     .await?
     .rows_affected();
     let jobs = purge_finished(db, keep_jobs_before).await?;
-    Ok([sessions, tokens, families, jobs])
-}
-
-/// A task as exported (raw stored values).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportRow {
-    /// Task id.
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Description.
-    pub description: Option<String>,
-    /// `todo`, `in_progress`, `done`.
-    pub status: String,
-    /// Assignee's user id.
-    pub assignee_id: Option<String>,
-    /// Version.
-    pub version: i64,
-    /// Microseconds since the epoch.
-    pub created_at: i64,
-    /// Microseconds since the epoch.
-    pub updated_at: i64,
-}
-
-/// Every task of `workspace`, in creation order, for an export.
-pub async fn export_tasks<'e>(
-    ex: impl Executor<'e, Database = Any>,
-    workspace: Uuid,
-) -> Result<Vec<ExportRow>, StoreError> {
-    let rows = crate::db::query(
-        "SELECT id, title, description, status, assignee_id, version, created_at, updated_at \
-         FROM tasks WHERE workspace_id = $1 ORDER BY id",
-    )
-    .bind(workspace.to_string())
-    .fetch_all(ex)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ExportRow {
-                id: r.try_get("id")?,
-                title: r.try_get("title")?,
-                description: r.try_get("description")?,
-                status: r.try_get("status")?,
-                assignee_id: r.try_get("assignee_id")?,
-                version: r.try_get("version")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    let events = crate::db::query("DELETE FROM analytics_events WHERE created_at < $1")
+        .bind(keep_analytics_before)
+        .execute(db.writer())
+        .await?
+        .rows_affected();
+    Ok([sessions, tokens, families, jobs, events])
 }
 
 /// [`succeed`] for many jobs held by `owner` in one statement (the worker pool's

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::caller::Auth;
-use super::error::{ApiResult, FieldError};
+use super::error::{ApiError, ApiResult, FieldError};
 use super::json::{Checks, Json, Validate};
 use crate::db::analytics;
 use crate::state::AppState;
@@ -55,7 +55,8 @@ async fn status(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json
 pub struct Event {
     /// 1 to 100 characters, e.g. `task_board_opened`.
     name: String,
-    /// Free-form properties (an object, up to the body limit).
+    /// Free-form properties: an object of at most `ANALYTICS_MAX_EVENT_BYTES` (4096)
+    /// bytes as JSON, else 413.
     #[serde(default)]
     #[schema(value_type = Object)]
     properties: serde_json::Value,
@@ -82,12 +83,18 @@ pub struct EventAccepted {
 }
 
 #[utoipa::path(post, path = "/api/analytics/events", tag = "analytics", request_body = Event,
-    responses((status = 202, body = EventAccepted), (status = 401), (status = 422)))]
+    responses((status = 202, body = EventAccepted), (status = 401), (status = 413), (status = 422)))]
 async fn post_event(
     State(state): State<AppState>,
     Auth(me): Auth,
     Json(event): Json<Event>,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
+    // Bounded before anything is looked up or stored: the body limit alone would let
+    // one account store a megabyte per event.
+    let limit = state.config.limits.analytics_max_event_bytes;
+    if event.properties.to_string().len() > limit {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
     if state.opt_out.is_opted_out(me.user_id).await? {
         return Ok((
             StatusCode::ACCEPTED,

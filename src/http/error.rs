@@ -75,6 +75,15 @@ pub enum ApiError {
         /// Until one more request is allowed.
         retry_after: Duration,
     },
+    /// 429: a per-user limit on things in progress (not a request rate).
+    LimitReached {
+        /// `too_many_exports`, …
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+        /// When trying again makes sense.
+        retry_after: Duration,
+    },
     /// 503: a dependency is down.
     Unavailable {
         /// `database`, `redis`.
@@ -127,7 +136,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::LimitReached { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable { .. } | ApiError::Timeout | ApiError::Draining => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -177,6 +188,7 @@ impl ApiError {
                     retry_after.as_secs_f64().ceil()
                 ),
             ),
+            ApiError::LimitReached { code, message, .. } => simple(code, message),
             ApiError::Unavailable { dependency } => simple(
                 "service_unavailable",
                 format!("{dependency} is unavailable; retry shortly"),
@@ -232,7 +244,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            ApiError::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+            ApiError::RateLimited { retry_after } | ApiError::LimitReached { retry_after, .. } => {
+                Some(retry_after.as_secs().max(1))
+            }
             ApiError::Unavailable { .. } | ApiError::Draining => Some(1),
             _ => None,
         };

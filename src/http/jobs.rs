@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,10 +29,11 @@ use super::error::{ApiError, ApiResult};
 use super::json::{Json, Path};
 use super::workspaces::require_member;
 use crate::db::StoreError;
+use crate::db::exports;
 use crate::db::jobs::{self as job_rows, JobRow};
 use crate::db::workspaces;
 use crate::jobs::export::{ExportPayload, WorkspaceCsv};
-use crate::jobs::{self, Enqueue, Status};
+use crate::jobs::{self, Enqueue, Handler, Status};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -65,7 +67,8 @@ pub struct Job {
     pub attempts: i32,
     /// Attempts allowed (`QUEUE_MAX_RETRIES` + 1).
     pub max_attempts: i32,
-    /// The last attempt's error (failed, dead).
+    /// Why it is not done (failed, dead): a fixed sentence per status; the attempt's
+    /// own error is in the logs, not here.
     pub error: Option<String>,
     /// RFC 3339.
     pub created_at: String,
@@ -82,8 +85,11 @@ impl From<JobRow> for Job {
             status,
             attempts: j.attempts,
             max_attempts: j.max_attempts,
+            // The attempt's own error can hold backend text (a database message, an
+            // address); it goes to the logs and the `jobs` table, not to the API.
             error: match status {
-                Status::Failed | Status::Dead => j.last_error,
+                Status::Failed => Some("the last attempt failed; it will be retried".into()),
+                Status::Dead => Some("every attempt failed; the job was given up".into()),
                 _ => None,
             },
             created_at: crate::clock::rfc3339(j.created_at),
@@ -109,6 +115,28 @@ async fn start_export(
         .filter(|k| !k.is_empty() && k.len() <= 200)
         .map(|k| format!("export:{}:{wid}:{k}", me.user_id));
     let mut tx = state.db.begin().await?;
+    // Counted in the transaction that enqueues, under a lock on the user's row on
+    // PostgreSQL (SQLite has one writer anyway), so that parallel requests cannot all
+    // pass the count. A repeat with the same Idempotency-Key finds its job below and
+    // is not counted again.
+    let repeated = match key.as_deref() {
+        Some(k) => exports::key_exists(&mut tx, k).await?,
+        None => false,
+    };
+    if !repeated {
+        exports::lock_requester(&mut tx, me.user_id).await?;
+        let pending = exports::pending_of(&mut *tx, me.user_id, WorkspaceCsv::TYPE).await?;
+        let limit = state.config.limits.exports_max_pending_per_user;
+        if pending >= i64::from(limit) {
+            return Err(ApiError::LimitReached {
+                code: "too_many_exports",
+                message: format!(
+                    "{pending} of your exports are queued or running (at most {limit}); retry when one has finished"
+                ),
+                retry_after: std::time::Duration::from_secs(5),
+            });
+        }
+    }
     let job = jobs::enqueue::<WorkspaceCsv>(
         &mut tx,
         &state.config,
@@ -174,18 +202,51 @@ async fn get_result(
             message: format!("the job is {}; poll GET /api/jobs/{id}", status.as_str()),
         });
     }
-    let (content_type, body) = job_rows::get_result(state.db.pool(), id)
+    let stored = exports::get_result(state.db.pool(), id)
         .await?
         .ok_or(ApiError::NotFound("result"))?;
     let disposition = format!("attachment; filename=\"export-{id}.csv\"");
+    let body = if stored.chunks == 0 {
+        Body::from(stored.body)
+    } else {
+        Body::from_stream(pieces(state.db.clone(), id, stored.attempt, stored.chunks))
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_TYPE, stored.content_type),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,
     )
         .into_response())
+}
+
+/// An export's pieces in order, one query each: the answer streams, and the instance
+/// holds one piece at a time. A piece missing now (the result was purged meanwhile)
+/// ends the stream with an error, which cuts the response short rather than sending
+/// a CSV that looks complete.
+fn pieces(
+    db: crate::db::Db,
+    job: Uuid,
+    attempt: i32,
+    count: i32,
+) -> impl futures::Stream<Item = Result<String, std::io::Error>> {
+    futures::stream::try_unfold(0, move |n| {
+        let db = db.clone();
+        async move {
+            if n >= count {
+                return Ok(None);
+            }
+            match exports::get_chunk(db.pool(), job, attempt, n).await {
+                Ok(Some(piece)) => Ok(Some((piece, n + 1))),
+                Ok(None) => Err(std::io::Error::other("export piece missing")),
+                Err(e) => {
+                    tracing::warn!(error = %e, %job, piece = n, "reading an export piece failed");
+                    Err(std::io::Error::other("export piece unreadable"))
+                }
+            }
+        }
+    })
 }
 
 /// Queue depth.

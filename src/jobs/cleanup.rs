@@ -1,6 +1,7 @@
 //! `cleanup.nightly`: deletes expired sessions and refresh tokens, refresh families
-//! left without tokens, and finished jobs (with their export results) older than
-//! [`KEEP_FINISHED`]. Scheduled by [`super::scheduler`] once a night cluster-wide.
+//! left without tokens, finished jobs (with their export results) older than
+//! `JOB_RETENTION` and analytics events older than `ANALYTICS_RETENTION`. Scheduled
+//! by [`super::scheduler`] once a night cluster-wide.
 
 use std::time::Duration;
 
@@ -10,9 +11,6 @@ use serde::{Deserialize, Serialize};
 use super::{Handler, JobContext, JobError};
 use crate::clock;
 use crate::db::jobs as job_rows;
-
-/// How long finished jobs and export results are kept.
-pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 86_400);
 
 /// The handler.
 pub struct Nightly;
@@ -27,10 +25,25 @@ impl Handler for Nightly {
     type Payload = NightlyPayload;
 
     async fn run(&self, ctx: &JobContext, _: NightlyPayload) -> Result<(), JobError> {
-        let keep = i64::try_from(KEEP_FINISHED.as_micros()).unwrap_or(i64::MAX);
-        let [sessions, tokens, families, jobs] =
-            job_rows::purge_expired(&ctx.state.db, clock::now_micros() - keep).await?;
-        tracing::info!(sessions, tokens, families, jobs, "nightly clean-up done");
+        let limits = &ctx.state.config.limits;
+        let now = clock::now_micros();
+        let before = |keep: Duration| {
+            now.saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX))
+        };
+        let [sessions, tokens, families, jobs, analytics_events] = job_rows::purge_expired(
+            &ctx.state.db,
+            before(limits.job_retention),
+            before(limits.analytics_retention),
+        )
+        .await?;
+        tracing::info!(
+            sessions,
+            tokens,
+            families,
+            jobs,
+            analytics_events,
+            "nightly clean-up done"
+        );
         Ok(())
     }
 }

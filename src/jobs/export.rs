@@ -2,20 +2,31 @@
 //! the `csv` crate: fields with commas, quotes or line breaks are quoted, quotes
 //! doubled).
 //!
-//! Idempotent by construction: the body is stored under the job id (an upsert) in
-//! the same transaction that marks the job succeeded, guarded by the lease; a rerun
-//! after a crash rewrites the same row, and a worker that lost its lease commits
-//! nothing.
+//! The workspace is read in pages of [`PAGE`] tasks and the CSV written in pieces
+//! of about [`CHUNK_BYTES`] as it grows, so a worker holds one page and one piece,
+//! however large the workspace; `GET /api/jobs/{id}/result` streams the pieces back.
+//!
+//! Idempotent by construction: each attempt writes its own pieces (keyed by attempt),
+//! and the transaction that marks the job succeeded — guarded by the lease — names
+//! that attempt as the result and deletes the other attempts' pieces. A rerun after a
+//! crash writes its own; a worker that lost its lease commits nothing.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Handler, JobContext, JobError};
-use crate::db::jobs as job_rows;
+use crate::db::exports::{self, ExportRow};
 
 /// The content type of the stored result.
 pub const CONTENT_TYPE: &str = "text/csv; charset=utf-8";
+
+/// Tasks read per query.
+const PAGE: i64 = 500;
+
+/// A piece is stored once the CSV in hand reaches this size (it ends on a record
+/// boundary, so it can pass a page's worth beyond it).
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// The handler.
 pub struct WorkspaceCsv;
@@ -33,22 +44,54 @@ impl Handler for WorkspaceCsv {
     type Payload = ExportPayload;
 
     async fn run(&self, ctx: &JobContext, payload: ExportPayload) -> Result<(), JobError> {
-        let rows = job_rows::export_tasks(ctx.state.db.pool(), payload.workspace_id).await?;
-        let body = render(&rows).map_err(|e| JobError::Fatal(format!("csv: {e}")))?;
-        let mut tx = ctx.state.db.begin().await?;
-        job_rows::put_result(&mut tx, ctx.id, payload.workspace_id, CONTENT_TYPE, &body).await?;
+        let db = &ctx.state.db;
+        let csv_error = |e: csv::Error| JobError::Fatal(format!("csv: {e}"));
+        let mut piece = header().map_err(csv_error)?;
+        let mut pieces = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let rows = exports::tasks_page(db.pool(), payload.workspace_id, after.as_deref(), PAGE)
+                .await?;
+            append(&mut piece, &rows).map_err(csv_error)?;
+            let last_page = rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
+            after = rows.last().map(|r| r.id.clone());
+            if piece.len() >= CHUNK_BYTES || last_page {
+                let text = String::from_utf8(std::mem::take(&mut piece))
+                    .map_err(|e| JobError::Fatal(format!("csv: {e}")))?;
+                exports::put_chunk(db.writer(), ctx.id, ctx.attempt, pieces, &text).await?;
+                pieces += 1;
+            }
+            if last_page {
+                break;
+            }
+        }
+        let mut tx = db.begin().await?;
+        exports::put_result(
+            &mut tx,
+            ctx.id,
+            payload.workspace_id,
+            CONTENT_TYPE,
+            ctx.attempt,
+            pieces,
+        )
+        .await?;
         ctx.complete_in(&mut tx).await?;
         tx.commit().await.map_err(crate::db::StoreError::from)?;
         Ok(())
     }
 }
 
-/// The CSV: a header, then one record per task in creation order.
-pub fn render(rows: &[job_rows::ExportRow]) -> Result<String, csv::Error> {
-    let mut out = csv::WriterBuilder::new()
+fn writer(out: &mut Vec<u8>) -> csv::Writer<&mut Vec<u8>> {
+    csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
-    out.write_record([
+        .from_writer(out)
+}
+
+/// The CSV's header record.
+fn header() -> Result<Vec<u8>, csv::Error> {
+    let mut out = Vec::new();
+    let mut w = writer(&mut out);
+    w.write_record([
         "id",
         "title",
         "description",
@@ -58,8 +101,16 @@ pub fn render(rows: &[job_rows::ExportRow]) -> Result<String, csv::Error> {
         "created_at",
         "updated_at",
     ])?;
+    w.flush()?;
+    drop(w);
+    Ok(out)
+}
+
+/// Appends one record per task to `out`.
+fn append(out: &mut Vec<u8>, rows: &[ExportRow]) -> Result<(), csv::Error> {
+    let mut w = writer(out);
     for r in rows {
-        out.write_record([
+        w.write_record([
             r.id.as_str(),
             &neutralised(&r.title),
             &neutralised(r.description.as_deref().unwrap_or("")),
@@ -70,8 +121,8 @@ pub fn render(rows: &[job_rows::ExportRow]) -> Result<String, csv::Error> {
             &crate::clock::rfc3339(r.updated_at),
         ])?;
     }
-    let bytes = out.into_inner().map_err(|e| e.into_error())?;
-    Ok(String::from_utf8(bytes).unwrap_or_default())
+    w.flush()?;
+    Ok(())
 }
 
 /// A user's text as a cell that a spreadsheet shows instead of running: a cell that
@@ -88,6 +139,13 @@ fn neutralised(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole CSV of `rows`.
+    fn render(rows: &[ExportRow]) -> Result<String, csv::Error> {
+        let mut out = header()?;
+        append(&mut out, rows)?;
+        Ok(String::from_utf8(out).unwrap_or_default())
+    }
 
     #[test]
     fn cells_a_spreadsheet_would_run_are_neutralised() {
@@ -108,7 +166,7 @@ mod tests {
 
     #[test]
     fn tricky_fields_are_quoted_per_rfc_4180() {
-        let row = job_rows::ExportRow {
+        let row = ExportRow {
             id: "t1".into(),
             title: "a, \"quoted\"\nline".into(),
             description: None,

@@ -132,3 +132,17 @@ async fn a_bad_event_is_422() {
     )
     .await;
 }
+
+// One event cannot store more than ANALYTICS_MAX_EVENT_BYTES of properties: the body
+// limit alone would let an account store a megabyte per event.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_over_the_size_limit_is_413() {
+    let app = crate::helpers::spawn_app_with(&[("ANALYTICS_MAX_EVENT_BYTES", "100")]).await;
+    let user = app.signed_up_user().await;
+    let big = json!({ "name": "big", "properties": { "blob": "x".repeat(200) } });
+    let response = app.post(&user, "/api/analytics/events", &big).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let small = json!({ "name": "small", "properties": { "blob": "x".repeat(50) } });
+    let response = app.post(&user, "/api/analytics/events", &small).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

@@ -15,6 +15,8 @@ engines!(
     only_members_may_start_or_read_an_export,
     the_result_is_409_until_the_job_succeeded,
     queue_stats_are_for_operators_and_in_metrics,
+    a_large_export_is_written_and_read_back_in_pieces,
+    one_user_has_a_bounded_number_of_exports_waiting,
 );
 
 fn client() -> Client {
@@ -339,4 +341,146 @@ async fn queue_stats_are_for_operators_and_in_metrics(engine: Engine) {
         "no ADMIN_TOKEN, no admin routes"
     );
     closed.stop().await;
+}
+
+// A workspace larger than one page of tasks and one stored piece of CSV comes back
+// whole, in order, each task once.
+async fn a_large_export_is_written_and_read_back_in_pieces(engine: Engine) {
+    let Some(tdb) = TestDatabase::create(engine).await else {
+        return;
+    };
+    let app = spawn_app(&tdb, &[]).await;
+    let (me, token) = user(&app).await;
+    let wid = workspace(&app, &token).await;
+    // 1,100 tasks (three pages of 500) of ~700 bytes: ~800 KB of CSV, four pieces.
+    // Written straight to the database in one transaction (the API would take a
+    // minute of the test's time to say nothing new).
+    let description = "lorem ipsum, \"dolor\" sit amet\n".repeat(20);
+    let workspace_id: uuid::Uuid = wid.parse().expect("a workspace id");
+    let creator: uuid::Uuid = me.parse().expect("a user id");
+    let mut ids = Vec::new();
+    let mut tx = app.state.db.begin().await.expect("begin");
+    for i in 0..1_100 {
+        let fields = shoal::db::tasks::TaskFields {
+            title: format!("task {i}"),
+            description: Some(description.clone()),
+            status: shoal::db::tasks::Status::Todo,
+            assignee_id: None,
+        };
+        let task = shoal::db::tasks::insert(&mut tx, workspace_id, creator, &fields)
+            .await
+            .expect("insert a task");
+        ids.push(task.id.to_string());
+    }
+    tx.commit().await.expect("commit");
+    let (status, accepted) = post(
+        &app,
+        &token,
+        &format!("/api/workspaces/{wid}/exports"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let job_id = accepted["job_id"].as_str().unwrap().to_owned();
+    eventually("the export to succeed", || async {
+        let (_, job) = get(&app, &token, &format!("/api/jobs/{job_id}")).await;
+        assert_ne!(job["status"], "dead", "{job}");
+        (job["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let stored =
+        shoal::db::exports::get_result(app.state.db.pool(), job_id.parse().expect("a job id"))
+            .await
+            .expect("read the result")
+            .expect("a result");
+    let pieces = stored.chunks;
+    assert!(pieces > 1, "the CSV was stored in pieces ({pieces})");
+
+    let body = client()
+        .get(app.url(&format!("/api/jobs/{job_id}/result")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let exported: Vec<String> = reader
+        .records()
+        .map(|r| r.expect("a well-formed record")[0].to_owned())
+        .collect();
+    assert_eq!(exported, ids, "every task once, in creation order");
+    app.stop().await;
+}
+
+// Exports cost work and storage: one user has at most EXPORTS_MAX_PENDING_PER_USER
+// queued or running (429 `too_many_exports` with Retry-After past it, parallel
+// requests included); a repeat with the same Idempotency-Key is not a new export,
+// and other users are not affected.
+async fn one_user_has_a_bounded_number_of_exports_waiting(engine: Engine) {
+    let Some(tdb) = TestDatabase::create(engine).await else {
+        return;
+    };
+    // Nothing runs the jobs, so they stay queued.
+    let app = spawn_app(
+        &tdb,
+        &[
+            ("QUEUE_WORKERS", "false"),
+            ("EXPORTS_MAX_PENDING_PER_USER", "2"),
+        ],
+    )
+    .await;
+    let (_, token) = user(&app).await;
+    let wid = workspace(&app, &token).await;
+    let path = format!("/api/workspaces/{wid}/exports");
+    let start = |key: Option<&'static str>| {
+        let mut request = client().post(app.url(&path)).bearer_auth(&token);
+        if let Some(k) = key {
+            request = request.header("Idempotency-Key", k);
+        }
+        request.send()
+    };
+    assert_eq!(
+        start(Some("a")).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(start(None).await.unwrap().status(), StatusCode::ACCEPTED);
+    let refused = start(None).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_exports", "{body}");
+    assert_eq!(
+        start(Some("a")).await.unwrap().status(),
+        StatusCode::ACCEPTED,
+        "a repeated request is the same export"
+    );
+
+    // Parallel requests of another user cannot all pass the count.
+    let (_, other) = user(&app).await;
+    let theirs = workspace(&app, &other).await;
+    let requests = (0..6).map(|_| {
+        client()
+            .post(app.url(&format!("/api/workspaces/{theirs}/exports")))
+            .bearer_auth(&other)
+            .send()
+    });
+    let statuses: Vec<StatusCode> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect();
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 2, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    app.stop().await;
 }

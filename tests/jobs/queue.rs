@@ -20,6 +20,7 @@ engines!(
     shutdown_lets_running_jobs_finish_in_time,
     a_cron_tick_is_enqueued_once_across_instances,
     dead_jobs_can_be_listed_and_retried,
+    the_clean_up_deletes_analytics_events_by_age,
 );
 
 fn lines(path: &std::path::Path) -> Vec<String> {
@@ -368,4 +369,37 @@ async fn dead_jobs_can_be_listed_and_retried(engine: Engine) {
     jobs::admin::retry(&db, id).await.unwrap();
     let again = job(&db, id).await;
     assert_eq!((again.state.as_str(), again.attempts), ("queued", 0));
+}
+
+// The nightly clean-up keeps analytics events for ANALYTICS_RETENTION and finished
+// jobs for JOB_RETENTION: what is older is deleted, what is younger stays.
+async fn the_clean_up_deletes_analytics_events_by_age(engine: Engine) {
+    let Some(tdb) = TestDatabase::create(engine).await else {
+        return;
+    };
+    let app = spawn_app(&tdb, &[]).await;
+    let db = &app.state.db;
+    let user = uuid::Uuid::now_v7();
+    shoal::db::analytics::insert_event(db.writer(), user, "old", &json!({}))
+        .await
+        .expect("insert");
+    let count = || async {
+        let row = shoal::db::query("SELECT COUNT(*) AS n FROM analytics_events")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+        sqlx::Row::try_get::<i64, _>(&row, "n").expect("n")
+    };
+    assert_eq!(count().await, 1);
+    let an_hour = 3_600_000_000;
+    let now = clock::now_micros();
+    let [.., events] = job_rows::purge_expired(db, now, now - an_hour)
+        .await
+        .expect("purge");
+    assert_eq!((events, count().await), (0, 1), "a younger event stays");
+    let [.., events] = job_rows::purge_expired(db, now, now + an_hour)
+        .await
+        .expect("purge");
+    assert_eq!((events, count().await), (1, 0), "an older event goes");
+    app.stop().await;
 }
