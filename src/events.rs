@@ -117,6 +117,32 @@ pub struct MemberRemoved {
     pub actor_id: Uuid,
 }
 
+/// `member:added` and `member:updated` data: someone joined the workspace (an
+/// invitation accepted, or an owner added them) or their role changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberChanged {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The member.
+    pub user_id: Uuid,
+    /// Their role now: `owner`, `admin` or `member`.
+    pub role: String,
+    /// Who did it (the member themself when they accepted an invitation).
+    pub actor_id: Uuid,
+}
+
+/// `invitation:received` (to `user:{id}` of the invited address's account) and
+/// `invitation:answered` (to the workspace) data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvitationChanged {
+    /// The invitation (`GET /api/invitations`).
+    pub id: Uuid,
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// `pending`, `accepted` or `declined`.
+    pub status: String,
+}
+
 /// `typing` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Typing {
@@ -160,6 +186,18 @@ pub enum ServerEvent {
     /// Sent to the workspace: a member left or was removed; their sockets leave it.
     #[serde(rename = "member:removed")]
     MemberRemoved(MemberRemoved),
+    /// Sent to the workspace: someone became a member.
+    #[serde(rename = "member:added")]
+    MemberAdded(MemberChanged),
+    /// Sent to the workspace: a member's role changed.
+    #[serde(rename = "member:updated")]
+    MemberUpdated(MemberChanged),
+    /// Sent to `user:{id}`: an invitation to the user's address.
+    #[serde(rename = "invitation:received")]
+    InvitationReceived(InvitationChanged),
+    /// Sent to the workspace: an invitation was accepted or declined.
+    #[serde(rename = "invitation:answered")]
+    InvitationAnswered(InvitationChanged),
 }
 
 impl ServerEvent {
@@ -176,6 +214,10 @@ impl ServerEvent {
             ServerEvent::JobCompleted(_) => "job:completed",
             ServerEvent::SessionEnded(_) => "session:ended",
             ServerEvent::MemberRemoved(_) => "member:removed",
+            ServerEvent::MemberAdded(_) => "member:added",
+            ServerEvent::MemberUpdated(_) => "member:updated",
+            ServerEvent::InvitationReceived(_) => "invitation:received",
+            ServerEvent::InvitationAnswered(_) => "invitation:answered",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod activity;
 pub mod analytics;
 pub mod dialect;
 pub mod exports;
+pub mod invitations;
 pub mod jobs;
 pub mod message_writer;
 pub mod messages;

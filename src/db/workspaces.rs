@@ -30,7 +30,7 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, sqlx::Error> {
+    pub(crate) fn parse(s: &str) -> Result<Self, sqlx::Error> {
         match s {
             "owner" => Ok(Role::Owner),
             "admin" => Ok(Role::Admin),
@@ -205,6 +205,53 @@ pub enum RemoveOutcome {
     NotMember,
     /// The workspace's only owner: not removed.
     LastOwner,
+}
+
+/// What [`set_role`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    /// Changed from this role.
+    Changed(Role),
+    /// Not a member.
+    NotMember,
+    /// The workspace's only owner would stop being one.
+    LastOwner,
+}
+
+/// Gives `user` the role `role` in `workspace` (inside the caller's transaction),
+/// under the same lock as [`remove_member`]: the last owner is never demoted.
+pub async fn set_role(
+    conn: &mut AnyConnection,
+    workspace: Uuid,
+    user: Uuid,
+    role: Role,
+) -> Result<RoleChange, StoreError> {
+    crate::db::query("UPDATE workspaces SET name = name WHERE id = $1")
+        .bind(workspace.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let Some(before) = role_of(&mut *conn, workspace, user).await? else {
+        return Ok(RoleChange::NotMember);
+    };
+    if before == Role::Owner && role != Role::Owner {
+        let owners: i64 = crate::db::query(
+            "SELECT COUNT(*) AS n FROM members WHERE workspace_id = $1 AND role = 'owner'",
+        )
+        .bind(workspace.to_string())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+        if owners <= 1 {
+            return Ok(RoleChange::LastOwner);
+        }
+    }
+    crate::db::query("UPDATE members SET role = $3 WHERE workspace_id = $1 AND user_id = $2")
+        .bind(workspace.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(RoleChange::Changed(before))
 }
 
 /// One member of `workspace`.

@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod drain;
 pub mod error;
 pub mod health;
+pub mod invitations;
 pub mod jobs;
 pub mod json;
 pub mod me;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(me::router())
         .merge(workspaces::router())
+        .merge(invitations::router())
         .merge(tasks::router())
         .merge(messages::router())
         .merge(analytics::router())

@@ -14,9 +14,9 @@ use super::error::{ApiError, ApiResult};
 use super::json::{Checks, Json, Path, Validate};
 use serde_json::json;
 
-use crate::db::workspaces::{self, Member, RemoveOutcome, Role, Workspace};
+use crate::db::workspaces::{self, Member, RemoveOutcome, Role, RoleChange, Workspace};
 use crate::db::{StoreError, activity, users};
-use crate::events::{self, MemberRemoved, Room, ServerEvent};
+use crate::events::{self, MemberChanged, MemberRemoved, Room, ServerEvent};
 use crate::state::AppState;
 use crate::usecase::membership::{self, AccessError};
 
@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workspace, list_workspaces))
         .routes(routes!(add_member, list_members))
-        .routes(routes!(remove_member))
+        .routes(routes!(remove_member, change_role))
 }
 
 /// A list page. `next_cursor` is null on the last page.
@@ -137,7 +137,8 @@ async fn add_member(
     let user = users::find_id_by_email(state.db.pool(), &email)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
-    match workspaces::add_member(state.db.writer(), wid, user, req.role).await {
+    let mut tx = state.db.begin().await?;
+    match workspaces::add_member(&mut *tx, wid, user, req.role).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::Conflict {
@@ -147,6 +148,27 @@ async fn add_member(
         }
         Err(e) => return Err(e.into()),
     }
+    activity::record(
+        &mut tx,
+        wid,
+        me.user_id,
+        "member.added",
+        None,
+        &json!({ "user_id": user, "role": req.role }),
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    events::publish(
+        &state,
+        Room::Workspace(wid),
+        ServerEvent::MemberAdded(MemberChanged {
+            workspace_id: wid,
+            user_id: user,
+            role: req.role.as_str().into(),
+            actor_id: me.user_id,
+        }),
+    )
+    .await;
     let member = workspaces::member(state.db.pool(), wid, user)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
@@ -224,4 +246,69 @@ async fn list_members(
         items,
         next_cursor: None,
     }))
+}
+
+/// A member's new role.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangeRole {
+    /// `owner`, `admin` or `member`.
+    role: Role,
+}
+
+impl Validate for ChangeRole {
+    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
+        Ok(())
+    }
+}
+
+#[utoipa::path(patch, path = "/api/workspaces/{wid}/members/{uid}", tag = "workspaces", request_body = ChangeRole,
+    params(("wid" = Uuid, Path, description = "workspace id"), ("uid" = Uuid, Path, description = "the member's user id")),
+    responses((status = 200, body = Member),
+              (status = 403, description = "only the owner changes roles"),
+              (status = 404, description = "no such workspace, or that user is not a member"),
+              (status = 409, description = "`last_owner`: the workspace's only owner cannot stop being one")))]
+async fn change_role(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path((wid, uid)): Path<(Uuid, Uuid)>,
+    Json(req): Json<ChangeRole>,
+) -> ApiResult<Json<Member>> {
+    super::invitations::require_owner(&state, wid, me.user_id, "change roles").await?;
+    let mut tx = state.db.begin().await?;
+    match workspaces::set_role(&mut tx, wid, uid, req.role).await? {
+        RoleChange::Changed(before) => {
+            activity::record(
+                &mut tx,
+                wid,
+                me.user_id,
+                "member.role_changed",
+                None,
+                &json!({ "user_id": uid, "from": before, "to": req.role }),
+            )
+            .await?;
+        }
+        RoleChange::NotMember => return Err(ApiError::NotFound("member")),
+        RoleChange::LastOwner => {
+            return Err(ApiError::Conflict {
+                code: "last_owner",
+                message: "the workspace's only owner cannot stop being one".into(),
+            });
+        }
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    events::publish(
+        &state,
+        Room::Workspace(wid),
+        ServerEvent::MemberUpdated(MemberChanged {
+            workspace_id: wid,
+            user_id: uid,
+            role: req.role.as_str().into(),
+            actor_id: me.user_id,
+        }),
+    )
+    .await;
+    let member = workspaces::member(state.db.pool(), wid, uid)
+        .await?
+        .ok_or(ApiError::NotFound("member"))?;
+    Ok(Json(member))
 }

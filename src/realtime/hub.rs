@@ -188,5 +188,9 @@ async fn broadcast(event: &ServerEvent, to: BroadcastOperators) -> Result<(), Br
         ServerEvent::JobCompleted(d) => to.emit(name, d).await,
         ServerEvent::SessionEnded(d) => to.emit(name, d).await,
         ServerEvent::MemberRemoved(d) => to.emit(name, d).await,
+        ServerEvent::MemberAdded(d) | ServerEvent::MemberUpdated(d) => to.emit(name, d).await,
+        ServerEvent::InvitationReceived(d) | ServerEvent::InvitationAnswered(d) => {
+            to.emit(name, d).await
+        }
     }
 }

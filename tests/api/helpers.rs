@@ -154,7 +154,12 @@ impl TestApp {
     /// Registers and logs in a fresh user (the login goes through the user's own
     /// cookie-store client so that its session cookie is kept).
     pub(crate) async fn signed_up_user(&self) -> TestUser {
-        let email = unique_email();
+        self.signed_up_user_with_email(&unique_email()).await
+    }
+
+    /// [`TestApp::signed_up_user`] with this address.
+    pub(crate) async fn signed_up_user_with_email(&self, email: &str) -> TestUser {
+        let email = email.to_owned();
         let display_name = format!("Tester {}", &email[5..13]);
         let response = self.register(&email, PASSWORD, &display_name).await;
         assert_eq!(

@@ -5,6 +5,7 @@ mod analytics;
 mod auth;
 mod errors;
 mod helpers;
+mod invitations;
 mod messages;
 mod operations;
 mod process;

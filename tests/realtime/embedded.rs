@@ -708,3 +708,61 @@ async fn sigterm_disconnects_sockets_and_the_process_exits_cleanly() {
     let status = app.nodes[0].wait_exit().await;
     assert!(status.success(), "exit status {status}");
 }
+
+// Membership changes reach sockets as they happen: the invitee's own sockets hear of
+// the invitation, the workspace hears that it was accepted and of the new member,
+// and of a role change.
+#[tokio::test]
+async fn invitations_and_role_changes_are_announced_to_the_sockets_concerned() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let (ada, bob) = (user(&app.http, &base).await, user(&app.http, &base).await);
+    let wid = workspace(&app.http, &base, &ada, &[]).await;
+    let mut owner = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    owner.join(&wid, None).await;
+    let mut invitee = Sio::connect(&base, Auth::Token(&bob.token)).await;
+
+    let (status, invitation) = api(
+        &app.http,
+        Method::POST,
+        format!("{base}/api/workspaces/{wid}/invitations"),
+        &ada,
+        Some(json!({ "email": bob.email })),
+    )
+    .await;
+    assert_eq!(status, 201, "{invitation}");
+    let received = invitee.next_event("invitation:received").await;
+    assert_eq!(received["id"], invitation["id"]);
+    assert_eq!(received["workspace_id"], wid.as_str());
+
+    let id = invitation["id"].as_str().expect("id");
+    let (status, _) = api(
+        &app.http,
+        Method::POST,
+        format!("{base}/api/invitations/{id}/accept"),
+        &bob,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answered = owner.next_event("invitation:answered").await;
+    assert_eq!(answered["status"], "accepted");
+    let added = owner.next_event("member:added").await;
+    assert_eq!(
+        (added["user_id"].as_str(), added["role"].as_str()),
+        (Some(bob.id.as_str()), Some("member"))
+    );
+
+    let (status, _) = api(
+        &app.http,
+        Method::PATCH,
+        format!("{base}/api/workspaces/{wid}/members/{}", bob.id),
+        &ada,
+        Some(json!({ "role": "admin" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let updated = owner.next_event("member:updated").await;
+    assert_eq!(updated["role"], "admin");
+    assert_eq!(updated["actor_id"], ada.id.as_str());
+}
