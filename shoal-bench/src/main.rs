@@ -3,6 +3,7 @@
 //! figures compare. It only targets 127.0.0.1 / localhost, and every loop is
 //! bounded in count and in time (plus a hard limit on the whole run).
 
+mod abuse;
 mod client;
 mod connections;
 mod fanout;
@@ -32,6 +33,8 @@ enum Cmd {
     Connections(connections::ConnectionsArgs),
     /// No-op jobs through the durable queue on `DATABASE_URL`; rates and start latency.
     Jobs(jobs::JobsArgs),
+    /// One account attacks one instance; what it costs another user and the server.
+    Abuse(abuse::AbuseArgs),
 }
 
 /// No run may take longer than this, whatever its arguments.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
                 Cmd::Fanout(a) => fanout::run(a).await,
                 Cmd::Connections(a) => connections::run(a).await,
                 Cmd::Jobs(a) => jobs::run(a).await,
+                Cmd::Abuse(a) => abuse::run(a).await,
             }
         };
         tokio::time::timeout(HARD_LIMIT, work).await

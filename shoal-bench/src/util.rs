@@ -107,7 +107,12 @@ pub(crate) fn tree_rss_kb(root: u32) -> Option<u64> {
 
 /// CPU seconds (user + system) this process has used so far.
 pub(crate) fn self_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds("self")
+}
+
+/// CPU seconds (user + system) process `pid` (a number, or `self`) has used so far.
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After "(comm)": state is field 3 of the full line, utime 14, stime 15.

@@ -41,6 +41,18 @@ use crate::usecase::membership::{self, AccessError};
 /// Events one socket may send per second (a burst of as many is allowed).
 const EVENTS_PER_SECOND: u32 = 20;
 
+/// Joins of one user that run at once on an instance (see
+/// [`super::limits::JoinsInProgress`]).
+pub(crate) const JOINS_PER_USER: usize = 2;
+
+/// Events refused for the socket's budget within [`super::resume::REFUSALS_WINDOW`]
+/// after which the connection is closed: a client that waits as told never gets near
+/// it (its budget refills at 20 a second).
+const REFUSALS_MAX: u32 = 100;
+
+/// How long a join waits for its user's turn before it is refused (`busy`).
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
 /// An error ack.
 #[derive(Debug)]
 struct Refusal {
@@ -273,8 +285,19 @@ struct Call {
 /// One client → server event: charged to the socket's budget, parsed into its typed
 /// request, then handled.
 async fn handle_event(ctx: Ctx, socket: SocketRef, name: &str, data: Option<Value>) -> Reply {
-    charge(&ctx, &socket).await?;
     let conn = conn_of(&socket).ok_or_else(|| Refusal::new("unauthorized", "not authenticated"))?;
+    if let Err(refusal) = charge(&ctx, &socket).await {
+        // A client that ignores its refusals keeps the server parsing and answering
+        // events for nothing: past this many within the window, it is told why and
+        // dropped.
+        if conn.refusals.note(std::time::Instant::now()) == REFUSALS_MAX {
+            metrics::counter!("shoal_realtime_connections_dropped_total", "reason" => "ignored_rate_limit")
+                .increment(1);
+            let _ = socket.emit("closing", &json!({ "reason": "ignored_rate_limit" }));
+            let _ = socket.clone().disconnect();
+        }
+        return Err(refusal);
+    }
     let call = Call { ctx, socket, conn };
     match name {
         "workspace:join" => join(call, parse(name, data)?).await,
@@ -382,7 +405,16 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
             "since_seq must be at least 0",
         ));
     }
+    // A join is a request of its user's (as `GET …/messages` is over HTTP), and one
+    // user's joins take turns: each may read up to REPLAY_LIMIT messages.
+    charge_user(&call).await?;
     require_member(&call, wid).await?;
+    let _turn = call
+        .ctx
+        .joins
+        .enter(call.conn.user_id, JOIN_WAIT)
+        .await
+        .ok_or_else(|| Refusal::new("busy", "too many of your joins are in progress; retry"))?;
     let room = Room::Workspace(wid).to_string();
     let member = Member {
         socket: call.socket.clone(),

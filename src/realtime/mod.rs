@@ -84,6 +84,8 @@ pub(crate) struct Ctx {
     pub(crate) sockets_per_ip: std::sync::Arc<limits::SocketsPerIp>,
     /// When each connection's credentials run out ([`expiry`]).
     pub(crate) expiries: std::sync::Arc<expiry::Expiries>,
+    /// Joins in progress per user ([`limits::JoinsInProgress`]).
+    pub(crate) joins: std::sync::Arc<limits::JoinsInProgress>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -136,6 +138,7 @@ impl Realtime {
             sockets: limits::SocketsPerUser::new(state.config.realtime.max_sockets_per_user),
             sockets_per_ip: limits::SocketsPerIp::new(state.config.realtime.max_sockets_per_ip),
             expiries: std::sync::Arc::default(),
+            joins: limits::JoinsInProgress::new(handlers::JOINS_PER_USER),
         };
         handlers::register(&io, ctx.clone());
         let subscription = state

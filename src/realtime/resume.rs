@@ -54,6 +54,28 @@ pub(crate) struct Conn {
     generations: AtomicU64,
     /// Until when its credentials hold ([`super::expiry`]).
     pub(crate) lease: Lease,
+    /// Events refused for the socket's budget, per window.
+    pub(crate) refusals: Refusals,
+}
+
+/// How long refused events are counted together.
+pub(crate) const REFUSALS_WINDOW: Duration = Duration::from_secs(5);
+
+/// Events refused for a socket's budget in the current [`REFUSALS_WINDOW`].
+#[derive(Default)]
+pub(crate) struct Refusals(Mutex<Option<(std::time::Instant, u32)>>);
+
+impl Refusals {
+    /// Counts one refusal at `now`; how many the window holds with it.
+    pub(crate) fn note(&self, now: std::time::Instant) -> u32 {
+        let mut window = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, n) = match *window {
+            Some((start, n)) if now.duration_since(start) < REFUSALS_WINDOW => (start, n + 1),
+            _ => (now, 1),
+        };
+        *window = Some((start, n));
+        n
+    }
 }
 
 /// Where one socket is in one workspace's chat.
@@ -115,6 +137,7 @@ impl Conn {
             family_id,
             presence_key,
             lease,
+            refusals: Refusals::default(),
             workspaces: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
         }

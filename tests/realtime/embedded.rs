@@ -766,3 +766,56 @@ async fn invitations_and_role_changes_are_announced_to_the_sockets_concerned() {
     assert_eq!(updated["role"], "admin");
     assert_eq!(updated["actor_id"], ada.id.as_str());
 }
+
+// A client that ignores its refusals is not answered forever: past 100 events refused
+// in a row it gets `closing {reason: "ignored_rate_limit"}` and is disconnected.
+#[tokio::test]
+async fn a_socket_that_ignores_its_budget_is_told_and_closed() {
+    let app = Cluster::embedded(&[]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let wid = workspace(&app.http, &base, &ada, &[]).await;
+    let mut a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    for _ in 0..200 {
+        if a.try_call("typing", json!({ "workspace_id": wid }))
+            .await
+            .is_none()
+        {
+            break;
+        }
+    }
+    let closing = a.next_event("closing").await;
+    assert_eq!(closing["reason"], "ignored_rate_limit");
+    a.dropped().await;
+    // A new connection is served as usual.
+    let b = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    b.join(&wid, None).await;
+}
+
+// A join is a request of its user's: it spends the same budget as the HTTP API
+// (RATE_LIMIT_USER_PER_MIN), whatever socket it comes from.
+#[tokio::test]
+async fn joins_spend_the_users_request_budget() {
+    let app = Cluster::embedded(&[("RATE_LIMIT_USER_PER_MIN", "4")]).await;
+    let base = app.base(0);
+    let ada = user(&app.http, &base).await;
+    let wid = workspace(&app.http, &base, &ada, &[]).await;
+    let a = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let b = Sio::connect(&base, Auth::Token(&ada.token)).await;
+    let mut codes = Vec::new();
+    for socket in [&a, &b, &a, &b, &a] {
+        let ack = socket
+            .call(
+                "workspace:join",
+                json!({ "workspace_id": wid, "since_seq": 0 }),
+            )
+            .await;
+        codes.push(if ack["ok"] == true {
+            "ok".to_owned()
+        } else {
+            ack["error"]["code"].as_str().unwrap_or("?").to_owned()
+        });
+    }
+    // Creating the workspace spent one unit of the four.
+    assert_eq!(codes, ["ok", "ok", "ok", "rate_limited", "rate_limited"]);
+}
