@@ -22,6 +22,7 @@ use crate::pubsub::fallback::FallbackPubSub;
 use crate::pubsub::memory::MemoryPubSub;
 use crate::pubsub::redis::RedisPubSub;
 use crate::rate_limit::RateLimiter;
+use crate::rate_limit::denials::RememberDenials;
 use crate::rate_limit::fallback::FallbackRateLimiter;
 use crate::rate_limit::memory::MemoryRateLimiter;
 use crate::rate_limit::redis::RedisRateLimiter;
@@ -114,10 +115,10 @@ impl Backends {
         Ok(Self {
             sessions: Arc::new(DurableSessionStore::new(db.clone(), sessions)),
             cache,
-            rate_limiter: Arc::new(FallbackRateLimiter::new(
+            rate_limiter: Arc::new(RememberDenials::new(Arc::new(FallbackRateLimiter::new(
                 Arc::new(RedisRateLimiter::new(client.clone())),
                 memory_limiter.clone(),
-            )),
+            )))),
             // Realtime events reach this instance's own sockets while Redis is down.
             pubsub: Arc::new(FallbackPubSub::new(Arc::new(pubsub))),
             presence: Arc::new(RedisPresence::new(client.clone())),

@@ -5,9 +5,11 @@
 //! the limit at a window boundary. [`memory::MemoryRateLimiter`] uses governor and
 //! serves one instance; [`redis::RedisRateLimiter`] runs the same algorithm in one Lua
 //! script so that all instances spend one budget; [`fallback::FallbackRateLimiter`]
-//! puts the first behind the second for when Redis is down.
+//! puts the first behind the second for when Redis is down, and
+//! [`denials::RememberDenials`] answers a key it just refused without asking again.
 
 pub mod client;
+pub mod denials;
 pub mod fallback;
 pub mod memory;
 pub mod redis;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal::rate_limit::denials::RememberDenials;
 use shoal::rate_limit::fallback::FallbackRateLimiter;
 use shoal::rate_limit::memory::MemoryRateLimiter;
 use shoal::rate_limit::redis::RedisRateLimiter;
@@ -22,6 +23,25 @@ impl Fixture for Fallback {
                 Arc::new(RedisRateLimiter::new(client)),
                 Arc::new(MemoryRateLimiter::new()),
             ))
+        };
+        Some(Pair {
+            a: wrap(a),
+            b: wrap(b),
+            _guard: guard,
+        })
+    }
+}
+
+/// The shared limiter behind each instance's memory of the keys it refused.
+pub(crate) struct Remembered;
+
+impl Fixture for Remembered {
+    async fn pair() -> Option<Pair<dyn RateLimiter>> {
+        let (a, b, guard) = redis_clients().await?;
+        let wrap = |client| -> Arc<dyn RateLimiter> {
+            Arc::new(RememberDenials::new(Arc::new(RedisRateLimiter::new(
+                client,
+            ))))
         };
         Some(Pair {
             a: wrap(a),
@@ -58,7 +78,7 @@ impl<R: RedisKind> Fixture for R {
 }
 
 contract_suite!(
-    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster, fallback => crate::rate_limit::Fallback],
+    backends: [memory => crate::support::Memory, redis => crate::support::Redis, redis_cluster => crate::support::RedisCluster, fallback => crate::rate_limit::Fallback, remembered => crate::rate_limit::Remembered],
     cases: [
         burst_of_limit_then_denied,
         one_more_after_retry_after_and_denials_spend_nothing,
