@@ -90,6 +90,8 @@ struct Report {
     victim_me: Latency,
     victim_send: Latency,
     server_cpu_percent: Option<f64>,
+    /// This tool's own CPU (attacker, victim and sampler), on the same cores.
+    load_generator_cpu_percent: Option<f64>,
     server_rss_max_mb: Option<f64>,
     db_pool_in_use_max: Option<f64>,
 }
@@ -152,6 +154,7 @@ pub(crate) async fn run(args: AbuseArgs) -> Result<()> {
     let tally = Arc::new(Tally::default());
     let window = Duration::from_secs(u64::from(args.seconds));
     let cpu_before = args.pid.and_then(|p| cpu_seconds(&p.to_string()));
+    let own_cpu_before = cpu_seconds("self");
     let started = Instant::now();
 
     let sampler = tokio::spawn(sample_server(
@@ -207,6 +210,9 @@ pub(crate) async fn run(args: AbuseArgs) -> Result<()> {
         victim_me: Latency::of(me, me_failed),
         victim_send: Latency::of(send, send_failed),
         server_cpu_percent: cpu,
+        load_generator_cpu_percent: own_cpu_before
+            .zip(cpu_seconds("self"))
+            .map(|(a, b)| round((b - a) / elapsed * 100.0, 1)),
         server_rss_max_mb: rss_max.map(|kb| round(kb as f64 / 1024.0, 1)),
         db_pool_in_use_max: pool_max,
     };
