@@ -367,46 +367,41 @@ async fn flood(a: &Attack) {
 
 /// Wrong passwords for the attacker's own account, 20 at a time.
 async fn wrong_logins(a: &Attack) {
-    let loops = (0..20).map(|i| {
+    request_loops(a, 20, |a, i, n| {
+        a.http
+            .post(format!("{}/api/auth/login", a.target.origin))
+            .json(&json!({ "email": a.email, "password": format!("wrong-{i}-{n}") }))
+    })
+    .await;
+}
+
+/// Exports of the attacker's workspace, 10 at a time.
+async fn exports(a: &Attack) {
+    request_loops(a, 10, |a, _, _| {
+        a.http
+            .post(format!(
+                "{}/api/workspaces/{}/exports",
+                a.target.origin, a.workspace
+            ))
+            .bearer_auth(&a.token)
+    })
+    .await;
+}
+
+/// `loops` concurrent loops sending `request(attack, loop, n)` until the end, each
+/// answer tallied by status.
+async fn request_loops(
+    a: &Attack,
+    loops: u32,
+    request: impl Fn(&Attack, u32, u64) -> reqwest::RequestBuilder + Copy,
+) {
+    let loops = (0..loops).map(|i| {
         let a = a.clone();
         async move {
             let mut n = 0u64;
             while !a.stop.is_cancelled() {
                 n += 1;
-                let body = json!({ "email": a.email, "password": format!("wrong-{i}-{n}") });
-                let status = a
-                    .http
-                    .post(format!("{}/api/auth/login", a.target.origin))
-                    .json(&body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16());
-                a.tally.add(match status {
-                    Ok(s) => format!("http_{s}"),
-                    Err(_) => "failed".into(),
-                });
-            }
-        }
-    });
-    futures::future::join_all(loops).await;
-}
-
-/// Exports of the attacker's workspace, 10 at a time.
-async fn exports(a: &Attack) {
-    let loops = (0..10).map(|_| {
-        let a = a.clone();
-        async move {
-            while !a.stop.is_cancelled() {
-                let status = a
-                    .http
-                    .post(format!(
-                        "{}/api/workspaces/{}/exports",
-                        a.target.origin, a.workspace
-                    ))
-                    .bearer_auth(&a.token)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16());
+                let status = request(&a, i, n).send().await.map(|r| r.status().as_u16());
                 a.tally.add(match status {
                     Ok(s) => format!("http_{s}"),
                     Err(_) => "failed".into(),

@@ -10,17 +10,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::json;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::caller::Auth;
 use super::error::{ApiError, ApiResult};
-use super::json::{Checks, Json, Path, Validate};
-use super::workspaces::{Page, require_member};
+use super::json::{Json, Path};
+use super::workspaces::{AddMember, Page, require_member};
 use crate::db::invitations::{self, Created, Invitation};
 use crate::db::workspaces::{self, Role};
 use crate::db::{StoreError, activity, users};
@@ -40,33 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(decline))
 }
 
-/// An invitation to send.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct Invite {
-    /// The address to invite (an account need not exist yet).
-    email: String,
-    /// `admin` or `member` (default).
-    #[serde(default = "default_role")]
-    role: Role,
-}
-
-fn default_role() -> Role {
-    Role::Member
-}
-
-impl Validate for Invite {
-    fn validate(&self) -> Result<(), Vec<super::error::FieldError>> {
-        Checks::default()
-            .check(
-                super::accounts::plausible_email(&self.email),
-                "email",
-                "must be an e-mail address",
-            )
-            .check(self.role != Role::Owner, "role", "must be admin or member")
-            .finish()
-    }
-}
-
 /// 403 unless `user` owns `wid` (404 when not a member at all).
 pub(crate) async fn require_owner(
     state: &AppState,
@@ -83,7 +54,7 @@ pub(crate) async fn require_owner(
     }
 }
 
-#[utoipa::path(post, path = "/api/workspaces/{wid}/invitations", tag = "workspaces", request_body = Invite,
+#[utoipa::path(post, path = "/api/workspaces/{wid}/invitations", tag = "workspaces", request_body = AddMember,
     params(("wid" = Uuid, Path, description = "workspace id")),
     responses((status = 201, body = Invitation, description = "the pending invitation (the same one again for an address already invited); the same answer whether or not the address has an account"),
               (status = 403, description = "only the owner invites"), (status = 404),
@@ -92,7 +63,7 @@ async fn invite(
     State(state): State<AppState>,
     Auth(me): Auth,
     Path(wid): Path<Uuid>,
-    Json(req): Json<Invite>,
+    Json(req): Json<AddMember>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
     require_owner(&state, wid, me.user_id, "invite").await?;
     let email = req.email.trim().to_lowercase();

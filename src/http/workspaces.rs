@@ -90,14 +90,14 @@ async fn list_workspaces(
     }))
 }
 
-/// A member to add, by e-mail.
+/// A member to add, or to invite, by e-mail.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMember {
-    /// E-mail of an existing user.
-    email: String,
+    /// An e-mail address: of an existing user to add one; any address to invite one.
+    pub(crate) email: String,
     /// `admin` or `member` (default).
     #[serde(default = "default_role")]
-    role: Role,
+    pub(crate) role: Role,
 }
 
 fn default_role() -> Role {

@@ -231,11 +231,11 @@ async fn one_address_holds_at_most_its_cap_and_handshakes_spend_its_budget() {
     assert!(refused.headers().contains_key("retry-after"));
 }
 
-// A chat message costs the sender's request budget whichever way it is sent: HTTP
-// requests and messages over any number of sockets spend one budget together.
+// A chat message (and a join) costs the sender's request budget whichever way it is
+// sent: HTTP requests and events over any number of sockets spend one budget together.
 #[tokio::test]
 async fn chat_over_sockets_and_requests_over_http_spend_one_user_budget() {
-    let app = Cluster::embedded(&[("RATE_LIMIT_USER_PER_MIN", "6")]).await;
+    let app = Cluster::embedded(&[("RATE_LIMIT_USER_PER_MIN", "8")]).await;
     let base = app.base(0);
     let ada = user(&app.http, &base).await;
     let wid = workspace(&app.http, &base, &ada, &[]).await; // 1 request
@@ -243,11 +243,11 @@ async fn chat_over_sockets_and_requests_over_http_spend_one_user_budget() {
         Sio::connect(&base, Auth::Token(&ada.token)).await,
         Sio::connect(&base, Auth::Token(&ada.token)).await,
     );
-    a.join(&wid, None).await;
-    b.join(&wid, None).await;
-    post_message(&app.http, &base, &ada, &wid, "over HTTP").await; // 2
+    a.join(&wid, None).await; // 2
+    b.join(&wid, None).await; // 3
+    post_message(&app.http, &base, &ada, &wid, "over HTTP").await; // 4
     for (i, sio) in [&a, &b, &a, &b].into_iter().enumerate() {
-        sio.send(&wid, "over a socket", &format!("s{i}")).await; // 3..=6
+        sio.send(&wid, "over a socket", &format!("s{i}")).await; // 5..=8
     }
     let refused = b
         .call(
