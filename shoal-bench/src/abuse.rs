@@ -301,40 +301,33 @@ async fn churn_handshakes(a: &Attack) {
 /// absurd `since_seq`), again and again.
 async fn replay(a: &Attack) {
     let asks = [json!(0), json!(i64::MAX), json!(-5), json!("x"), json!(1)];
-    let loops = (0..a.sockets.min(40)).map(|i| {
-        let a = a.clone();
-        let asks = asks.clone();
-        async move {
-            let Ok(mut c) = Conn::connect(&a.target, &a.token, None).await else {
-                a.tally.add("connect_failed");
-                return;
-            };
-            let mut n = i as usize;
-            while !a.stop.is_cancelled() {
-                let since = asks[n % asks.len()].clone();
-                n += 1;
-                let req = json!({ "workspace_id": a.workspace, "since_seq": since });
-                match c
-                    .call("workspace:join", &req, Duration::from_secs(10))
-                    .await
-                {
-                    Ok(ack) => a.tally.add(outcome(&ack)),
-                    Err(_) => {
-                        a.tally.add("no_ack");
-                        break;
-                    }
-                }
-            }
-            c.close().await;
-        }
-    });
-    futures::future::join_all(loops).await;
+    socket_loops(a, a.sockets.min(40), "workspace:join", move |a, i, n| {
+        let since = asks[(u64::from(i) + n) as usize % asks.len()].clone();
+        json!({ "workspace_id": a.workspace, "since_seq": since })
+    })
+    .await;
 }
 
 /// `message:send` as fast as acks come, on as many sockets as the account gets.
 async fn flood(a: &Attack) {
-    let loops = (0..a.sockets.min(64)).map(|i| {
+    socket_loops(a, a.sockets.min(64), "message:send", |a, i, n| {
+        json!({ "workspace_id": a.workspace, "body": "flood", "client_id": format!("f{i}-{n}") })
+    })
+    .await;
+}
+
+/// `sockets` connections, each sending `event` with `payload(attack, socket, n)` as
+/// soon as the previous ack came, until the end (or until the server drops it); every
+/// ack tallied by its error code.
+async fn socket_loops(
+    a: &Attack,
+    sockets: u32,
+    event: &'static str,
+    payload: impl Fn(&Attack, u32, u64) -> Value + Clone,
+) {
+    let loops = (0..sockets).map(|i| {
         let a = a.clone();
+        let payload = payload.clone();
         async move {
             let mut c = match Conn::connect(&a.target, &a.token, None).await {
                 Ok(c) => c,
@@ -346,12 +339,10 @@ async fn flood(a: &Attack) {
             let mut n = 0u64;
             while !a.stop.is_cancelled() {
                 n += 1;
-                let req = json!({
-                    "workspace_id": a.workspace,
-                    "body": "flood",
-                    "client_id": format!("f{i}-{n}"),
-                });
-                match c.call("message:send", &req, Duration::from_secs(10)).await {
+                match c
+                    .call(event, &payload(&a, i, n), Duration::from_secs(10))
+                    .await
+                {
                     Ok(ack) => a.tally.add(outcome(&ack)),
                     Err(_) => {
                         a.tally.add("no_ack");
