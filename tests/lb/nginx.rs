@@ -446,10 +446,29 @@ async fn kill_9_of_one_instance_costs_at_most_the_requests_in_flight_and_clients
     })
     .await;
     lc.kill9(victim).await;
-    // Requests after the kill: nginx finds the refused connection and goes on to the
-    // survivor (a POST too: it never reached the dead instance).
+    // Requests after the kill reach the survivor: nginx retries a refused connection on
+    // it (a POST too: it never reached the dead instance). A POST that nginx had just
+    // written on a kept-alive connection to the dead instance, before it saw that
+    // connection close, is answered 502 and not retried by nginx (it cannot know the
+    // request went nowhere); the client retries it with its `client_id`, as an app
+    // does, and it is stored once.
     for i in 0..3 {
-        let msg = post_message(&lc.http, &base, &ada, &wid, &format!("after {i}")).await;
+        let body = json!({ "body": format!("after {i}"), "client_id": format!("after-{i}") });
+        let msg = eventually("a message posted after the kill", || {
+            let (http, base, ada, wid, body) = (&lc.http, &base, &ada, &wid, body.clone());
+            async move {
+                let (status, msg) = api(
+                    http,
+                    Method::POST,
+                    format!("{base}/api/workspaces/{wid}/messages"),
+                    ada,
+                    Some(body),
+                )
+                .await;
+                status.is_success().then_some(msg)
+            }
+        })
+        .await;
         acked.push(msg["seq"].as_i64().expect("seq"));
     }
     let after = done.load(Ordering::Relaxed);
