@@ -42,7 +42,7 @@ pub use in_process::InProcessApp;
 pub use own_postgres::OwnPostgres;
 pub use pgbouncer::PgBouncer;
 pub use process::{Node, command, shoal_bin};
-pub use prometheus::metric_value;
+pub use prometheus::{metric_value, metrics_text};
 pub use redis_server::OwnRedis;
 pub use rest::{
     Account, COOKIE_NAME, Login, PASSWORD, SECRETS, User, api, call, cookie_client, login,

@@ -12,14 +12,7 @@ pub(crate) use shoal_testkit::{
 
 /// The Prometheus text of instance `node`'s `/metrics`.
 pub(crate) async fn metrics(cluster: &Cluster, node: usize) -> String {
-    cluster
-        .get(node, "/metrics")
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
+    shoal_testkit::metrics_text(&cluster.http, &cluster.base(node)).await
 }
 
 /// `GET /api/me` on each of `instances` with the login's cookie and with its access

@@ -4,22 +4,11 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use shoal_testkit::metric_value;
 use shoal_testkit::{
     Auth, Cluster, Sio, api, call, eventually, login, post_message, register, rest_seqs, user,
     workspace,
 };
-
-/// The Prometheus text of `base`'s `/metrics`.
-async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
+use shoal_testkit::{metric_value, metrics_text};
 
 #[tokio::test]
 async fn a_bad_handshake_gets_connect_error_with_a_reason() {
