@@ -11,6 +11,9 @@
 # and Redis on their standard local ports. Builds target/release/shoal unless SHOAL_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every client of this script comes from this one address: nginx's per-address limits
+# (deploy/nginx/shoal.conf.template) would refuse most of them.
+export EDGE_HANDSHAKE_RATE="${EDGE_HANDSHAKE_RATE:-1000000r/s}" EDGE_AUTH_RATE="${EDGE_AUTH_RATE:-1000000r/s}"
 OUT="${1:?usage: $0 OUT_DIR}"; mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
 SHARED="$(cd ../shared && pwd)"
 BIN="${SHOAL_BIN:-}"

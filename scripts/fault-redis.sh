@@ -27,6 +27,9 @@
 # ../shared/peers/node-stack, PostgreSQL on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every client of this script comes from this one address: nginx's per-address limits
+# (deploy/nginx/shoal.conf.template) would refuse most of them.
+export EDGE_HANDSHAKE_RATE="${EDGE_HANDSHAKE_RATE:-1000000r/s}" EDGE_AUTH_RATE="${EDGE_AUTH_RATE:-1000000r/s}"
 OUT="${1:?usage: $0 OUT_DIR}"; mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
 SHARED="$(cd ../shared && pwd)"
 TARGETS="${TARGETS:-shoal peer}"

@@ -18,6 +18,9 @@
 # generated shared secrets), and any other Shoal key (RATE_LIMIT_*, LOG_FORMAT, …),
 # passed through to every instance. TRUSTED_PROXIES defaults to 127.0.0.1/32 (nginx).
 # TLS_PORT with TLS_CERT and TLS_KEY (PEM files) makes nginx serve HTTPS there too.
+# EDGE_HANDSHAKE_RATE (20r/s) and EDGE_AUTH_RATE (10r/s): nginx's per-address limits on
+# Socket.IO handshakes and /api/auth/ (deploy/nginx/shoal.conf.template); load tests
+# that open thousands of sockets from this one address raise them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,8 @@ RUN_DIR="${RUN_DIR:-/tmp/shoal-cluster}"
 BASE_PORT="${BASE_PORT:-8081}"
 NGINX_PORT="${NGINX_PORT:-8080}"
 OPERATOR_PORT="${OPERATOR_PORT:-8090}"
+EDGE_HANDSHAKE_RATE="${EDGE_HANDSHAKE_RATE:-20r/s}"
+EDGE_AUTH_RATE="${EDGE_AUTH_RATE:-10r/s}"
 NGINX_BIN="${NGINX_BIN:-nginx}"
 NGINX_PREFIX="$RUN_DIR/nginx"
 TEMPLATE="$PWD/deploy/nginx/shoal.conf.template"
@@ -108,6 +113,7 @@ render_nginx() {
   fi
   sed -e "s|listen @LISTEN@|listen 127.0.0.1:$NGINX_PORT|" -e "s|^@SERVERS@\$|$servers|" \
     -e "s|listen @OPERATOR_LISTEN@|listen 127.0.0.1:$OPERATOR_PORT|" \
+    -e "s|@EDGE_HANDSHAKE_RATE@|$EDGE_HANDSHAKE_RATE|g" -e "s|@EDGE_AUTH_RATE@|$EDGE_AUTH_RATE|g" \
     -e "s|^@TLS@\$|$tls|" "$TEMPLATE" \
     >"$NGINX_PREFIX/nginx.conf.new"
   mv "$NGINX_PREFIX/nginx.conf.new" "$NGINX_PREFIX/nginx.conf"

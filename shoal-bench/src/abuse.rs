@@ -53,6 +53,10 @@ pub(crate) struct AbuseArgs {
     /// Connections the attacker tries to hold (sockets, flood, replay).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5_000))]
     sockets: u32,
+    /// The attacker's source address (e.g. 127.0.0.2), so that a proxy in front tells
+    /// it from the victim, who comes from the default address.
+    #[arg(long)]
+    attacker_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +136,11 @@ pub(crate) async fn run(args: AbuseArgs) -> Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let base = target.origin.clone();
+    let attacker_http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .local_address(args.attacker_ip)
+        .build()?;
 
     // The attacker's own workspace (its traffic stays out of the victim's room).
     let own: Value = http
@@ -179,7 +188,8 @@ pub(crate) async fn run(args: AbuseArgs) -> Result<()> {
         args.scenario,
         Attack {
             target: target.clone(),
-            http: http.clone(),
+            http: attacker_http,
+            bind: args.attacker_ip,
             token: attacker.access_token.clone(),
             email: attacker.email.clone(),
             workspace: own,
@@ -225,6 +235,7 @@ pub(crate) async fn run(args: AbuseArgs) -> Result<()> {
 struct Attack {
     target: Target,
     http: reqwest::Client,
+    bind: Option<std::net::IpAddr>,
     token: String,
     email: String,
     workspace: String,
@@ -262,7 +273,7 @@ async fn hold_sockets(a: &Attack) {
         if a.stop.is_cancelled() {
             break;
         }
-        match Conn::connect(&a.target, &a.token, None).await {
+        match Conn::connect(&a.target, &a.token, a.bind).await {
             Ok(c) => {
                 a.tally.add("connected");
                 held.push(c);
@@ -284,7 +295,7 @@ async fn churn_handshakes(a: &Attack) {
         let a = a.clone();
         async move {
             while !a.stop.is_cancelled() {
-                match Conn::connect(&a.target, &a.token, None).await {
+                match Conn::connect(&a.target, &a.token, a.bind).await {
                     Ok(c) => {
                         a.tally.add("connected");
                         c.close().await;
@@ -329,7 +340,7 @@ async fn socket_loops(
         let a = a.clone();
         let payload = payload.clone();
         async move {
-            let mut c = match Conn::connect(&a.target, &a.token, None).await {
+            let mut c = match Conn::connect(&a.target, &a.token, a.bind).await {
                 Ok(c) => c,
                 Err(e) => {
                     a.tally.add(refusal(&e));

@@ -8,6 +8,7 @@
 
 mod dashboard;
 mod deploy;
+mod edge_limits;
 mod harness;
 mod nginx;
 mod supervisor;
