@@ -4,8 +4,10 @@
 //! realtime transport's job ([`crate::realtime`]); producing them needs no transport.
 //!
 //! An event is wrapped in an [`Envelope`] (room, optional socket to skip, event) and
-//! published once on the [`PubSub`](crate::pubsub::PubSub) channel [`CHANNEL`]; the
-//! hub of every instance (`realtime::hub`) hands it to its own sockets in that room.
+//! published once on its room's [`PubSub`](crate::pubsub::PubSub) channel
+//! ([`channel_of`]); the hub of every instance with sockets in that room
+//! (`realtime::hub`, subscribed through `realtime::channels`) hands it to them. An
+//! instance without a socket in the room never receives it.
 
 use std::fmt;
 
@@ -17,9 +19,11 @@ use crate::db::messages::Message;
 use crate::db::tasks::Task;
 use crate::state::AppState;
 
-/// The one pub/sub channel that carries every realtime event of the deployment (the
-/// Redis backend prefixes it with `REDIS_KEY_PREFIX`).
-pub const CHANNEL: &str = "rt:events";
+/// The pub/sub channel of a room's events, `rt:{room}` (the Redis backend prefixes
+/// it with `REDIS_KEY_PREFIX`).
+pub fn channel_of(room: &str) -> String {
+    format!("rt:{room}")
+}
 
 /// A Socket.IO room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -222,7 +226,7 @@ impl ServerEvent {
     }
 }
 
-/// What travels on [`CHANNEL`].
+/// What travels on a room's channel ([`channel_of`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// `workspace:{id}` or `user:{id}`.
@@ -261,7 +265,10 @@ pub async fn publish_except(
         }
     };
     let started = std::time::Instant::now();
-    let published = state.pubsub.publish(CHANNEL, payload).await;
+    let published = state
+        .pubsub
+        .publish(&channel_of(&envelope.room), payload)
+        .await;
     metrics::histogram!("shoal_realtime_publish_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = published {
@@ -296,5 +303,9 @@ mod tests {
         let id = Uuid::nil();
         assert_eq!(Room::Workspace(id).to_string(), format!("workspace:{id}"));
         assert_eq!(Room::User(id).to_string(), format!("user:{id}"));
+        assert_eq!(
+            channel_of(&Room::Workspace(id).to_string()),
+            format!("rt:workspace:{id}")
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Socket.IO: message size, presence lifetime, connections per user.
+//! Socket.IO: message size, presence lifetime, connections per user, room channels.
 
 use std::time::Duration;
 
@@ -28,6 +28,11 @@ pub const KEYS: &[Key] = &[
         default: "1000",
         meaning: "Socket.IO connections one client address (an IPv6 /64) may hold open on one instance, all users together; the next handshake gets `connect_error` `too_many_connections` (1 … 100000)",
     },
+    Key {
+        name: "REALTIME_CHANNEL_LINGER",
+        default: "10 (s)",
+        meaning: "an instance stays subscribed to a room's channel this long after its last socket there left, so that a socket that comes and goes does not subscribe and unsubscribe each time (1 … 3600)",
+    },
 ];
 
 /// The raw keys; field names are the lower-cased keys.
@@ -41,6 +46,8 @@ pub(super) struct Raw {
     realtime_max_sockets_per_user: usize,
     #[serde(default = "default_max_sockets_per_ip")]
     realtime_max_sockets_per_ip: usize,
+    #[serde(default = "default_channel_linger")]
+    realtime_channel_linger: u64,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -54,6 +61,9 @@ fn default_max_sockets_per_user() -> usize {
 }
 fn default_max_sockets_per_ip() -> usize {
     1000
+}
+fn default_channel_linger() -> u64 {
+    10
 }
 
 /// The realtime section.
@@ -71,6 +81,8 @@ pub struct RealtimeConfig {
     /// Socket.IO connections one client address may hold on one instance: room for an
     /// office behind one NAT, not for one machine opening thousands.
     pub max_sockets_per_ip: usize,
+    /// How long this instance keeps a room's channel after its last socket there left.
+    pub channel_linger: Duration,
 }
 
 impl RealtimeConfig {
@@ -99,7 +111,14 @@ impl RealtimeConfig {
                 "must be 1 to 100000",
             ));
         }
+        if !(1..=3600).contains(&raw.realtime_channel_linger) {
+            return Err(ConfigError::new(
+                "REALTIME_CHANNEL_LINGER",
+                "must be 1 to 3600 (seconds)",
+            ));
+        }
         Ok(Self {
+            channel_linger: Duration::from_secs(raw.realtime_channel_linger),
             max_sockets_per_ip: raw.realtime_max_sockets_per_ip,
             max_message_bytes: raw.realtime_max_message_bytes,
             presence_ttl: Duration::from_secs(raw.realtime_presence_ttl),
@@ -122,6 +141,7 @@ impl RealtimeConfig {
                 "REALTIME_MAX_SOCKETS_PER_IP",
                 self.max_sockets_per_ip.to_string(),
             ),
+            ("REALTIME_CHANNEL_LINGER", secs(self.channel_linger)),
         ]);
     }
 }

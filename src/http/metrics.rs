@@ -125,6 +125,16 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "shoal_realtime_connections_dropped_total",
+        "Socket.IO connections closed for ignoring their budget, by reason",
+    ),
+    (
+        Kind::Counter,
+        "shoal_realtime_leases_ended_total",
+        "Socket.IO connections closed because their access token or session ran out, by reason",
+    ),
+    (
+        Kind::Counter,
         "shoal_redis_unanswered_total",
         "Redis commands that got no answer (timed out after 2 s, or no connection)",
     ),
@@ -182,6 +192,26 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
         Kind::Histogram,
         "shoal_realtime_publish_duration_seconds",
         "Time to publish one realtime event to the broker",
+    ),
+    (
+        Kind::Counter,
+        "shoal_realtime_events_decoded_total",
+        "Realtime events this instance received from the broker and decoded (only those of rooms it has sockets in)",
+    ),
+    (
+        Kind::Gauge,
+        "shoal_realtime_channels",
+        "Room channels this instance is subscribed to",
+    ),
+    (
+        Kind::Counter,
+        "shoal_realtime_channel_changes_total",
+        "Room channels subscribed (change=subscribe) and unsubscribed (change=unsubscribe)",
+    ),
+    (
+        Kind::Histogram,
+        "shoal_realtime_subscribe_duration_seconds",
+        "Time to subscribe to a room channel, confirmation by the broker included",
     ),
     (
         Kind::Histogram,

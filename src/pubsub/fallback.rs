@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::memory::MemoryPubSub;
-use super::{PubSub, Subscription};
+use super::{Feed, FeedChannels, PubSub, Subscription};
 use crate::backend_error::BackendError;
 
 /// A shared broker, and this process's own for when it fails.
@@ -57,8 +57,40 @@ impl PubSub for FallbackPubSub {
         Ok(futures::stream::select(shared, local).boxed())
     }
 
+    async fn feed(&self) -> Result<Feed, BackendError> {
+        let local = self.local.feed().await?;
+        let shared = self.shared.feed().await?;
+        Ok(Feed {
+            stream: futures::stream::select(shared.stream, local.stream).boxed(),
+            channels: Box::new(FallbackFeed {
+                shared: shared.channels,
+                local: local.channels,
+            }),
+        })
+    }
+
     async fn check(&self) -> Result<(), BackendError> {
         self.shared.check().await
+    }
+}
+
+/// A feed on both brokers: this process's own always takes the channel, so that what
+/// this instance publishes during an outage still reaches its sockets.
+struct FallbackFeed {
+    shared: Box<dyn FeedChannels>,
+    local: Box<dyn FeedChannels>,
+}
+
+#[async_trait]
+impl FeedChannels for FallbackFeed {
+    async fn add(&self, channel: &str) -> Result<(), BackendError> {
+        self.local.add(channel).await?;
+        self.shared.add(channel).await
+    }
+
+    fn remove(&self, channel: &str) {
+        self.shared.remove(channel);
+        self.local.remove(channel);
     }
 }
 
@@ -78,9 +110,25 @@ mod tests {
         async fn subscribe(&self, _: &str) -> Result<Subscription, BackendError> {
             Ok(futures::stream::pending().boxed())
         }
+        async fn feed(&self) -> Result<Feed, BackendError> {
+            Ok(Feed {
+                stream: futures::stream::pending().boxed(),
+                channels: Box::new(DownFeed),
+            })
+        }
         async fn check(&self) -> Result<(), BackendError> {
             Err(BackendError::unavailable("redis", "down"))
         }
+    }
+
+    struct DownFeed;
+
+    #[async_trait]
+    impl FeedChannels for DownFeed {
+        async fn add(&self, _: &str) -> Result<(), BackendError> {
+            Err(BackendError::unavailable("redis", "down"))
+        }
+        fn remove(&self, _: &str) {}
     }
 
     #[tokio::test]
@@ -91,6 +139,22 @@ mod tests {
         assert!(published.is_err(), "the caller learns the others missed it");
         assert_eq!(
             sub.next().await,
+            Some(Delivery::Message(Bytes::from_static(b"hello")))
+        );
+    }
+
+    #[tokio::test]
+    async fn with_the_broker_down_a_feed_still_gets_what_this_process_publishes() {
+        let bus = FallbackPubSub::new(Arc::new(Down));
+        let mut feed = bus.feed().await.expect("feed");
+        assert!(
+            feed.channels.add("room").await.is_err(),
+            "the broker is down"
+        );
+        let _ = bus.publish("other", Bytes::from_static(b"not here")).await;
+        let _ = bus.publish("room", Bytes::from_static(b"hello")).await;
+        assert_eq!(
+            feed.stream.next().await,
             Some(Delivery::Message(Bytes::from_static(b"hello")))
         );
     }

@@ -5,7 +5,8 @@
 //! `PUBLISH`, one round trip). Receiving uses ONE dedicated subscription connection
 //! per [`RedisPubSub`], owned by a background task that
 //! - multiplexes all local subscribers of a channel onto one Redis `SUBSCRIBE`
-//!   (a tokio broadcast channel fans the messages out);
+//!   (a tokio broadcast channel fans the messages out), and the channels of every
+//!   [`Feed`] onto the same connection (one stream per feed, whatever its channels);
 //! - PINGs the server every [`PING_EVERY`], so that a half-open connection is noticed
 //!   and [`PubSub::check`] turns `Err` while the connection is down;
 //! - on loss, reconnects by itself with exponential backoff ([`MIN_BACKOFF`] to
@@ -22,10 +23,12 @@
 //! Guarantees: at-most-once; per publisher, messages arrive in publish order (Redis
 //! delivers in the order it executes the `PUBLISH`es). A subscriber that falls more than
 //! [`CHANNEL_CAPACITY`] messages behind sees a `Gap`. Dropping the last subscription of
-//! a channel unsubscribes from Redis shortly after (the task handles it in order).
+//! a channel unsubscribes from Redis shortly after (the task handles it in order), as
+//! does removing a channel from the last feed that had it.
 //! Channel names are prefixed with `{prefix}:`.
 
 use std::collections::HashMap;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,7 +44,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{Delivery, PubSub, Subscription};
+use super::{Delivery, Feed, FeedChannels, PubSub, Subscription};
 use crate::backend_error::BackendError;
 use crate::redis_client::{COMMAND_TIMEOUT, RedisClient, timeout};
 
@@ -66,8 +69,10 @@ pub struct RedisPubSub {
 
 /// State shared by the handles and the connection task.
 struct Shared {
-    /// Live channels (full, prefixed names) and their local fan-out.
-    channels: Mutex<HashMap<String, broadcast::Sender<Delivery>>>,
+    /// Who receives what arrives on each live channel.
+    routes: Mutex<Routes>,
+    /// The id of the next feed.
+    next_feed: AtomicU64,
     /// Whether the subscription connection is up (for `check`).
     up: AtomicBool,
     /// How many times the connection was restored: moves before the `Gap` of each
@@ -75,6 +80,72 @@ struct Shared {
     generation: AtomicU64,
     /// Why it is down, for the readiness message.
     last_error: Mutex<String>,
+}
+
+/// Live channels (full, prefixed names) and where their messages go.
+#[derive(Default)]
+struct Routes {
+    /// Plain subscriptions: one local fan-out per channel.
+    channels: HashMap<String, broadcast::Sender<Delivery>>,
+    /// Feeds by id.
+    feeds: HashMap<u64, broadcast::Sender<Delivery>>,
+    /// The feeds each channel goes to.
+    feed_channels: HashMap<String, Vec<u64>>,
+}
+
+impl Routes {
+    /// Whether anybody here still receives `channel` (else it is unsubscribed).
+    fn in_use(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel) || self.feed_channels.contains_key(channel)
+    }
+
+    /// Every channel the connection must be subscribed to.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.channels.keys().cloned().collect();
+        names.extend(
+            self.feed_channels
+                .keys()
+                .filter(|c| !self.channels.contains_key(*c))
+                .cloned(),
+        );
+        names
+    }
+
+    fn deliver(&self, channel: &str, payload: &[u8]) {
+        let plain = self.channels.get(channel);
+        let feeds = self.feed_channels.get(channel);
+        if plain.is_none() && feeds.is_none() {
+            return;
+        }
+        let payload = Bytes::copy_from_slice(payload);
+        if let Some(tx) = plain {
+            // No receiver left: a Release is on its way and will unsubscribe.
+            let _ = tx.send(Delivery::Message(payload.clone()));
+        }
+        for id in feeds.into_iter().flatten() {
+            if let Some(tx) = self.feeds.get(id) {
+                let _ = tx.send(Delivery::Message(payload.clone()));
+            }
+        }
+    }
+
+    /// Tells every subscriber and every feed that messages were lost.
+    fn gap(&self) {
+        for tx in self.channels.values().chain(self.feeds.values()) {
+            let _ = tx.send(Delivery::Gap);
+        }
+    }
+
+    /// Takes `channel` out of feed `id`; whether nobody here receives it any more.
+    fn leave_feed(&mut self, id: u64, channel: &str) -> bool {
+        if let Some(ids) = self.feed_channels.get_mut(channel) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.feed_channels.remove(channel);
+            }
+        }
+        !self.in_use(channel)
+    }
 }
 
 enum Command {
@@ -85,6 +156,17 @@ enum Command {
     },
     /// A subscription of `channel` was dropped; unsubscribe if it was the last one.
     Release { channel: String },
+    /// Add a full channel name to a feed; answered once Redis confirmed it (or at
+    /// once when it had it already).
+    FeedAdd {
+        feed: u64,
+        channel: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Take a channel out of a feed; unsubscribe if nobody else receives it.
+    FeedRemove { feed: u64, channel: String },
+    /// A feed was dropped: take all its channels out.
+    FeedClose { feed: u64 },
 }
 
 struct Connection {
@@ -97,7 +179,8 @@ impl RedisPubSub {
     /// value, its clones and every subscription are dropped.
     pub async fn connect(client: &RedisClient) -> Result<RedisPubSub, BackendError> {
         let shared = Arc::new(Shared {
-            channels: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Routes::default()),
+            next_feed: AtomicU64::new(0),
             up: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             last_error: Mutex::new("not connected yet".into()),
@@ -184,6 +267,23 @@ impl PubSub for RedisPubSub {
         }))
     }
 
+    async fn feed(&self) -> Result<Feed, BackendError> {
+        let id = self.shared.next_feed.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = broadcast::channel(CHANNEL_CAPACITY);
+        self.shared.routes().feeds.insert(id, tx);
+        let stream = BroadcastStream::new(rx).map(|item| match item {
+            Ok(delivery) => delivery,
+            Err(BroadcastStreamRecvError::Lagged(_)) => Delivery::Gap,
+        });
+        Ok(Feed {
+            stream: stream.boxed(),
+            channels: Box::new(RedisFeed {
+                id,
+                pubsub: self.clone(),
+            }),
+        })
+    }
+
     async fn check(&self) -> Result<(), BackendError> {
         if self.shared.up.load(Ordering::Acquire) {
             Ok(())
@@ -199,6 +299,66 @@ impl PubSub for RedisPubSub {
                 format!("subscription connection is down: {why}"),
             ))
         }
+    }
+}
+
+impl Shared {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The channel set of one feed; the connection task does the work, in order.
+struct RedisFeed {
+    id: u64,
+    pubsub: RedisPubSub,
+}
+
+#[async_trait]
+impl FeedChannels for RedisFeed {
+    async fn add(&self, channel: &str) -> Result<(), BackendError> {
+        let (reply, answer) = oneshot::channel();
+        self.pubsub
+            .commands
+            .send(Command::FeedAdd {
+                feed: self.id,
+                channel: self.pubsub.channel_key(channel),
+                reply,
+            })
+            .map_err(|_| BackendError::unavailable("redis", "pub/sub task has stopped"))?;
+        // As in `subscribe`: the task may be in the middle of a reconnect attempt.
+        match tokio::time::timeout(COMMAND_TIMEOUT * 3, answer).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(message))) => Err(BackendError::unavailable("redis", message)),
+            Ok(Err(_)) => Err(BackendError::unavailable(
+                "redis",
+                "pub/sub task has stopped",
+            )),
+            Err(_) => Err(BackendError::unavailable("redis", "SUBSCRIBE timed out")),
+        }
+    }
+
+    fn remove(&self, channel: &str) {
+        let _ = self.pubsub.commands.send(Command::FeedRemove {
+            feed: self.id,
+            channel: self.pubsub.channel_key(channel),
+        });
+    }
+}
+
+impl Drop for RedisFeed {
+    fn drop(&mut self) {
+        let _ = self
+            .pubsub
+            .commands
+            .send(Command::FeedClose { feed: self.id });
     }
 }
 
@@ -241,13 +401,7 @@ async fn open(client: &RedisClient, shared: &Shared) -> Result<Connection, Backe
     let client = client.dedicated_client().await?;
     let pubsub = timeout(client.get_async_pubsub()).await?;
     let (mut sink, stream) = pubsub.split();
-    let names: Vec<String> = shared
-        .channels
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let names = shared.routes().names();
     if !names.is_empty() {
         timeout(sink.subscribe(&names)).await?;
     }
@@ -303,11 +457,7 @@ async fn run(
                             tracing::info!("redis pub/sub: subscription connection restored");
                             // Everything published while we were away is lost: say so
                             // before the first message of the new connection.
-                            let channels = shared.channels.lock().unwrap_or_else(|p| p.into_inner());
-                            for tx in channels.values() {
-                                let _ = tx.send(Delivery::Gap);
-                            }
-                            drop(channels);
+                            shared.routes().gap();
                             conn = Some(c);
                             ping.reset();
                         }
@@ -329,11 +479,7 @@ fn mark_down(shared: &Shared, why: String) {
 }
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
-    let channels = shared.channels.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = channels.get(channel) {
-        // No receiver left: a Release is on its way and will unsubscribe.
-        let _ = tx.send(Delivery::Message(Bytes::copy_from_slice(payload)));
-    }
+    shared.routes().deliver(channel, payload);
 }
 
 /// Serves one command; `Err` means the connection failed and must be replaced.
@@ -345,32 +491,33 @@ async fn handle(
     match cmd {
         Command::Subscribe { channel, reply } => {
             let Some(conn) = conn else {
-                let why = shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let why = shared.last_error();
                 let _ = reply.send(Err(format!("subscription connection is down: {why}")));
                 return Ok(());
             };
-            let existing = shared
-                .channels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&channel)
-                .map(broadcast::Sender::subscribe);
+            let (existing, subscribed) = {
+                let routes = shared.routes();
+                (
+                    routes
+                        .channels
+                        .get(&channel)
+                        .map(broadcast::Sender::subscribe),
+                    routes.in_use(&channel),
+                )
+            };
             if let Some(rx) = existing {
                 let _ = reply.send(Ok(rx));
                 return Ok(());
             }
-            match timeout(conn.sink.subscribe(&channel)).await {
+            let confirmed = if subscribed {
+                Ok(())
+            } else {
+                timeout(conn.sink.subscribe(&channel)).await
+            };
+            match confirmed {
                 Ok(()) => {
                     let (tx, rx) = broadcast::channel(CHANNEL_CAPACITY);
-                    shared
-                        .channels
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(channel, tx);
+                    shared.routes().channels.insert(channel, tx);
                     let _ = reply.send(Ok(rx));
                     Ok(())
                 }
@@ -382,21 +529,87 @@ async fn handle(
         }
         Command::Release { channel } => {
             let unused = {
-                let mut channels = shared.channels.lock().unwrap_or_else(|p| p.into_inner());
-                let unused = channels
+                let mut routes = shared.routes();
+                let released = routes
+                    .channels
                     .get(&channel)
                     .is_some_and(|tx| tx.receiver_count() == 0);
-                if unused {
-                    channels.remove(&channel);
+                if released {
+                    routes.channels.remove(&channel);
                 }
-                unused
+                released && !routes.in_use(&channel)
             };
-            match conn {
-                Some(conn) if unused => timeout(conn.sink.unsubscribe(&channel))
-                    .await
-                    .map_err(|e| e.to_string()),
-                _ => Ok(()),
+            unsubscribe(conn, if unused { vec![channel] } else { vec![] }).await
+        }
+        Command::FeedAdd {
+            feed,
+            channel,
+            reply,
+        } => {
+            // The channel joins the feed even when it cannot be subscribed now: the
+            // next connection subscribes every channel of `Routes`, and the feed gets
+            // the Gap of that connection first.
+            let (known, subscribed) = {
+                let mut routes = shared.routes();
+                let subscribed = routes.in_use(&channel);
+                let ids = routes.feed_channels.entry(channel.clone()).or_default();
+                let known = ids.contains(&feed);
+                if !known {
+                    ids.push(feed);
+                }
+                (known, subscribed)
+            };
+            let Some(conn) = conn else {
+                let why = shared.last_error();
+                let _ = reply.send(Err(format!("subscription connection is down: {why}")));
+                return Ok(());
+            };
+            if known || subscribed {
+                let _ = reply.send(Ok(()));
+                return Ok(());
+            }
+            match timeout(conn.sink.subscribe(&channel)).await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(()));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(format!("SUBSCRIBE failed: {e}")));
+                    Err(e.to_string())
+                }
             }
         }
+        Command::FeedRemove { feed, channel } => {
+            let unused = shared.routes().leave_feed(feed, &channel);
+            unsubscribe(conn, if unused { vec![channel] } else { vec![] }).await
+        }
+        Command::FeedClose { feed } => {
+            let unused: Vec<String> = {
+                let mut routes = shared.routes();
+                routes.feeds.remove(&feed);
+                let channels: Vec<String> = routes
+                    .feed_channels
+                    .iter()
+                    .filter(|(_, ids)| ids.contains(&feed))
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                channels
+                    .into_iter()
+                    .filter(|c| routes.leave_feed(feed, c))
+                    .collect()
+            };
+            unsubscribe(conn, unused).await
+        }
+    }
+}
+
+/// `UNSUBSCRIBE`s `channels` (none: nothing to do; no connection: the next one will
+/// not subscribe them, since they are no longer in `Routes`).
+async fn unsubscribe(conn: Option<&mut Connection>, channels: Vec<String>) -> Result<(), String> {
+    match conn {
+        Some(conn) if !channels.is_empty() => timeout(conn.sink.unsubscribe(&channels))
+            .await
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }

@@ -116,6 +116,11 @@ struct RoomState {
 }
 
 impl ChatRooms {
+    /// The workspaces with at least one socket (joining or live) here.
+    pub(crate) fn workspaces(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
+
     fn room(&self, workspace: Uuid) -> Option<Arc<Room>> {
         self.lock().get(&workspace).cloned()
     }

@@ -190,6 +190,9 @@ async fn authenticate(
         .take(principal.user_id)
         .ok_or_else(|| refused("user"))?;
     socket.extensions.insert(Arc::new((by_user, by_address)));
+    // Before the socket joins its user room (in `install`): nothing sent to the user
+    // after the client's CONNECT can miss this instance.
+    ctx.channels.want(Room::User(principal.user_id)).await;
     let presence_key = format!("{}:{}", state.instance.id, socket.id);
     let conn = Arc::new(Conn::new(
         principal.user_id,
@@ -416,6 +419,10 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
         .await
         .ok_or_else(|| Refusal::new("busy", "too many of your joins are in progress; retry"))?;
     let room = Room::Workspace(wid).to_string();
+    // Before registering with the room's cursor and reading the database: what is
+    // published from now on arrives on the feed, what was published before is in
+    // the read (src/realtime/channels.rs).
+    call.ctx.channels.want(Room::Workspace(wid)).await;
     let member = Member {
         socket: call.socket.clone(),
         conn: call.conn.clone(),

@@ -1,10 +1,9 @@
-//! The hub: the one subscriber per instance that turns what arrives on
-//! [`CHANNEL`](crate::events::CHANNEL) into emits to this instance's sockets, and the
-//! presence refresher.
+//! The hub: the one reader per instance of the feed of room channels
+//! (src/realtime/channels.rs), which turns what arrives into emits to this instance's
+//! sockets, and the presence refresher.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use socketioxide::operators::BroadcastOperators;
@@ -18,12 +17,13 @@ use super::fanout::ChatMessage;
 use super::handlers::conn_of;
 use super::presence::{forget_presence, presence_entry, presence_leave, refresh_presence_many};
 use super::resume::Conn;
-use crate::events::{CHANNEL, Envelope, ServerEvent, SessionEnded};
+use crate::events::{Envelope, ServerEvent, SessionEnded};
 use crate::pubsub::{Delivery, Subscription};
 
-/// Consumes the subscription until `stop`; after a [`Delivery::Gap`] (or a lost
-/// subscription, re-made here) every joined workspace of every local socket is
-/// repaired from the database.
+/// Consumes the feed until `stop`; after a [`Delivery::Gap`] every joined workspace
+/// of every local socket is repaired from the database. The feed resubscribes by
+/// itself after a broker outage (src/pubsub/redis.rs); it ends only when the broker's
+/// task has stopped, which leaves nothing to read.
 pub(crate) async fn run(
     ctx: Ctx,
     io: SocketIo,
@@ -37,6 +37,9 @@ pub(crate) async fn run(
         };
         match item {
             Some(Delivery::Message(payload)) => {
+                // What per-room channels save: an instance decodes only the events
+                // of rooms it has sockets in (docs/realtime.md).
+                metrics::counter!("shoal_realtime_events_decoded_total").increment(1);
                 match serde_json::from_slice::<Envelope>(&payload) {
                     Ok(envelope) => dispatch(&ctx, &io, envelope).await,
                     Err(e) => tracing::warn!(error = %e, "undecodable realtime event dropped"),
@@ -49,29 +52,10 @@ pub(crate) async fn run(
                 repair_all(&ctx).await;
             }
             None => {
-                tracing::warn!("realtime subscription ended; subscribing again");
-                match resubscribe(&ctx, &stop).await {
-                    Some(s) => subscription = s,
-                    None => return,
-                }
-                repair_all(&ctx).await;
+                tracing::error!("the realtime feed ended: its broker task has stopped");
+                return;
             }
         }
-    }
-}
-
-async fn resubscribe(ctx: &Ctx, stop: &CancellationToken) -> Option<Subscription> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match ctx.state.pubsub.subscribe(CHANNEL).await {
-            Ok(s) => return Some(s),
-            Err(e) => tracing::warn!(error = %e, "realtime resubscribe failed"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => return None,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -52,6 +52,11 @@ impl<K: Eq + Hash + Clone> Caps<K> {
         })
     }
 
+    /// Every key that holds at least one connection here now.
+    pub(crate) fn keys(&self) -> Vec<K> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Connections `user` holds here now.
     #[cfg(test)]
     fn held(&self, user: K) -> usize {

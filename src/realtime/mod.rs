@@ -19,13 +19,13 @@
 //! - embedded mode takes the very same path over the in-process `MemoryPubSub`, so
 //!   both modes behave alike (docs/architecture.md) and the handlers never ask which mode runs.
 //!
-//! Every event is published ONCE ([`crate::events::publish`]) on one channel,
-//! [`crate::events::CHANNEL`]; each instance receives all events and keeps those for rooms
-//! it has sockets in. One channel means one subscription, one gap signal, and no
-//! subscribe/unsubscribe churn as sockets join and leave workspaces; the price is
-//! that every instance decodes every event, which is fine for the tens of instances
-//! and thousands of events per second this targets. Per-room channels are the next
-//! step if that stops being true.
+//! Every event is published ONCE ([`crate::events::publish`]) on its room's channel
+//! ([`crate::events::channel_of`]); an instance listens to the channels of the rooms
+//! it has sockets in ([`channels`]), all through one [`Feed`](crate::pubsub::Feed):
+//! one stream and one gap signal for the hub, whatever the number of rooms. An
+//! instance therefore decodes only the events of its own rooms, and the cost of a
+//! delivered event does not grow with the number of instances (BENCHMARKS.md, "Room
+//! channels"), which one channel for the whole deployment made it do.
 //!
 //! # Layout
 //!
@@ -36,8 +36,10 @@
 //! - [`presence`]: this instance's presence entries, `presence:update` on the first
 //!   and last connection of a user.
 //! - [`hub`]: the subscriber task and the presence refresher.
+//! - [`channels`]: which room channels this instance listens to.
 //! - [`limits`]: the cap on one user's connections to this instance.
 
+pub(crate) mod channels;
 pub(crate) mod expiry;
 pub(crate) mod fanout;
 pub(crate) mod handlers;
@@ -86,6 +88,8 @@ pub(crate) struct Ctx {
     pub(crate) expiries: std::sync::Arc<expiry::Expiries>,
     /// Joins in progress per user ([`limits::JoinsInProgress`]).
     pub(crate) joins: std::sync::Arc<limits::JoinsInProgress>,
+    /// The room channels this instance listens to.
+    pub(crate) channels: std::sync::Arc<channels::RoomChannels>,
 }
 
 /// The realtime server of one instance: the Socket.IO handle and the subscription
@@ -97,8 +101,8 @@ pub struct Realtime {
 }
 
 impl Realtime {
-    /// Builds the Socket.IO layer and subscribes to the realtime channel (before the
-    /// listener serves, so nothing published after start-up is missed).
+    /// Builds the Socket.IO layer and opens the feed of room channels (before the
+    /// listener serves; rooms are added as sockets arrive).
     pub async fn build(state: &AppState) -> anyhow::Result<(SocketIoLayer, Self)> {
         let max_message = state.config.realtime.max_message_bytes;
         // Frames up to twice the body limit (JSON escaping) plus room for the event
@@ -131,6 +135,11 @@ impl Realtime {
                     .packet_completion_timeout(Duration::from_secs(1)),
             )
             .build_layer();
+        let feed = state
+            .pubsub
+            .feed()
+            .await
+            .context("opening the realtime feed")?;
         let ctx = Ctx {
             state: state.clone(),
             tasks: TaskTracker::new(),
@@ -139,19 +148,18 @@ impl Realtime {
             sockets_per_ip: limits::SocketsPerIp::new(state.config.realtime.max_sockets_per_ip),
             expiries: std::sync::Arc::default(),
             joins: limits::JoinsInProgress::new(handlers::JOINS_PER_USER),
+            channels: std::sync::Arc::new(channels::RoomChannels::new(
+                feed.channels,
+                state.config.realtime.channel_linger,
+            )),
         };
         handlers::register(&io, ctx.clone());
-        let subscription = state
-            .pubsub
-            .subscribe(crate::events::CHANNEL)
-            .await
-            .context("subscribing to the realtime channel")?;
         Ok((
             layer,
             Self {
                 io,
                 ctx,
-                subscription: Some(subscription),
+                subscription: Some(feed.stream),
             },
         ))
     }
@@ -166,6 +174,7 @@ impl Realtime {
                 stop.clone(),
             ));
         }
+        tracker.spawn(channels::sweep_loop(self.ctx.clone(), stop.clone()));
         tracker.spawn(expiry::sweep_loop(
             self.ctx.clone(),
             self.io.clone(),

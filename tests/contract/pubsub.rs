@@ -67,6 +67,8 @@ contract_suite!(
         channels_are_independent,
         every_local_subscriber_gets_a_copy_and_drop_is_local,
         check_is_ok,
+        a_feed_receives_exactly_its_channels_from_every_instance,
+        a_feed_and_a_subscription_of_one_channel_are_independent,
     ]
 );
 
@@ -149,6 +151,74 @@ async fn every_local_subscriber_gets_a_copy_and_drop_is_local<F: Fixture>() {
     assert_eq!(next(&mut third, "on a fresh subscription").await, msg("3"));
 }
 
+async fn a_feed_receives_exactly_its_channels_from_every_instance<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let mut feed = p.b.feed().await.expect("feed on B");
+    feed.channels.add("room-1").await.expect("add room-1");
+    feed.channels.add("room-2").await.expect("add room-2");
+    feed.channels
+        .add("room-2")
+        .await
+        .expect("adding twice is a no-op");
+    p.a.publish("room-3", Bytes::from_static(b"not ours"))
+        .await
+        .expect("publish room-3");
+    p.a.publish("room-1", Bytes::from_static(b"1"))
+        .await
+        .expect("publish room-1");
+    p.b.publish("room-2", Bytes::from_static(b"2"))
+        .await
+        .expect("publish room-2 on B");
+    assert_eq!(next(&mut feed.stream, "room-1's message").await, msg("1"));
+    assert_eq!(
+        next(&mut feed.stream, "room-2's message, once").await,
+        msg("2")
+    );
+    // A removed channel stops arriving; the others go on; a channel can come back.
+    feed.channels.remove("room-1");
+    feed.channels.add("room-3").await.expect("add room-3");
+    p.a.publish("room-1", Bytes::from_static(b"after remove"))
+        .await
+        .expect("publish room-1");
+    p.a.publish("room-3", Bytes::from_static(b"3"))
+        .await
+        .expect("publish room-3");
+    assert_eq!(next(&mut feed.stream, "room-3's message").await, msg("3"));
+    feed.channels.add("room-1").await.expect("add room-1 again");
+    p.a.publish("room-1", Bytes::from_static(b"back"))
+        .await
+        .expect("publish room-1");
+    assert_eq!(next(&mut feed.stream, "room-1 again").await, msg("back"));
+}
+
+async fn a_feed_and_a_subscription_of_one_channel_are_independent<F: Fixture>() {
+    let Some(p) = F::pair().await else { return };
+    let mut sub = p.b.subscribe("shared").await.expect("subscribe");
+    let mut feed = p.b.feed().await.expect("feed");
+    feed.channels.add("shared").await.expect("add");
+    p.a.publish("shared", Bytes::from_static(b"1"))
+        .await
+        .expect("publish 1");
+    assert_eq!(next(&mut sub, "the subscription's copy").await, msg("1"));
+    assert_eq!(next(&mut feed.stream, "the feed's copy").await, msg("1"));
+    // The feed letting go of the channel leaves the subscription alone, and the
+    // other way round.
+    feed.channels.remove("shared");
+    p.a.publish("shared", Bytes::from_static(b"2"))
+        .await
+        .expect("publish 2");
+    assert_eq!(next(&mut sub, "after the feed left").await, msg("2"));
+    feed.channels.add("shared").await.expect("add again");
+    drop(sub);
+    p.a.publish("shared", Bytes::from_static(b"3"))
+        .await
+        .expect("publish 3");
+    assert_eq!(
+        next(&mut feed.stream, "after the subscription dropped").await,
+        msg("3")
+    );
+}
+
 async fn check_is_ok<F: Fixture>() {
     let Some(p) = F::pair().await else { return };
     p.a.check().await.expect("check");
@@ -188,6 +258,52 @@ async fn redis_drop_unsubscribes_eventually() {
     .await;
 }
 
+/// Redis only: a feed channel is one Redis subscription per instance, shared with a
+/// plain subscription of the same channel, and goes away with the last of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_feed_channels_unsubscribe_when_the_last_user_goes() {
+    let Some((client, _, _guard)) = redis_clients().await else {
+        return;
+    };
+    let pubsub = RedisPubSub::connect(&client).await.expect("pubsub");
+    let numsub = |name: &'static str| {
+        let client = client.clone();
+        let channel = pubsub.channel_key(name);
+        async move {
+            let (_, n): (String, u64) = client
+                .query(::redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+                .await
+                .expect("PUBSUB NUMSUB");
+            n
+        }
+    };
+    let one = pubsub.feed().await.expect("feed one");
+    let two = pubsub.feed().await.expect("feed two");
+    one.channels.add("room").await.expect("add");
+    two.channels.add("room").await.expect("add");
+    let plain = pubsub.subscribe("room").await.expect("subscribe");
+    one.channels.add("other").await.expect("add other");
+    assert_eq!(
+        numsub("room").await,
+        1,
+        "one Redis subscription per instance"
+    );
+    one.channels.remove("room");
+    drop(plain);
+    assert_eq!(numsub("room").await, 1, "feed two still has it");
+    drop(two);
+    eventually("the room's Redis subscription to go away", || async {
+        numsub("room").await == 0
+    })
+    .await;
+    assert_eq!(numsub("other").await, 1, "feed one still has its channel");
+    drop(one);
+    eventually("a dropped feed's channels to go away", || async {
+        numsub("other").await == 0
+    })
+    .await;
+}
+
 /// Redis only: the subscription connection survives a Redis restart by itself,
 /// reports the outage in `check`, and says `Gap` before delivering again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +332,8 @@ async fn survive_restart(query: &str) {
     let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
     let b = RedisPubSub::connect(&subscriber).await.expect("pubsub B");
     let mut sub = b.subscribe("events").await.expect("subscribe");
+    let mut feed = b.feed().await.expect("feed");
+    feed.channels.add("room").await.expect("add room");
     a.publish("events", Bytes::from_static(b"before"))
         .await
         .expect("publish before");
@@ -230,6 +348,11 @@ async fn survive_restart(query: &str) {
         b.check().await.is_err()
     })
     .await;
+    // A channel added during the outage is subscribed when Redis is back.
+    assert!(
+        feed.channels.add("added-meanwhile").await.is_err(),
+        "adding during the outage says so"
+    );
     assert!(
         a.publish("events", Bytes::from_static(b"lost"))
             .await
@@ -258,6 +381,20 @@ async fn survive_restart(query: &str) {
         next(&mut sub, "the message after the restart").await,
         msg("after")
     );
+    assert_eq!(
+        next(&mut feed.stream, "the feed's gap after the restart").await,
+        Delivery::Gap
+    );
+    for room in ["room", "added-meanwhile"] {
+        a.publish(room, Bytes::from_static(b"back"))
+            .await
+            .expect("publish to a feed channel");
+        assert_eq!(
+            next(&mut feed.stream, "a feed channel after the restart").await,
+            msg("back"),
+            "{room}"
+        );
+    }
     // A subscription made after the restart works too.
     let mut late = b.subscribe("late").await.expect("subscribe after restart");
     a.publish("late", Bytes::from_static(b"x"))

@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shoal::events::{CHANNEL, Envelope, ServerEvent};
+use shoal::events::{Envelope, ServerEvent, channel_of};
 
 use crate::engines;
 use shoal_testkit::plain_client;
@@ -88,7 +88,12 @@ async fn an_export_runs_in_the_background_and_quotes_its_csv(engine: Engine) {
         .await;
         assert_eq!(status, StatusCode::CREATED);
     }
-    let mut events = app.state.pubsub.subscribe(CHANNEL).await.unwrap();
+    let mut events = app
+        .state
+        .pubsub
+        .subscribe(&channel_of(&format!("user:{me}")))
+        .await
+        .unwrap();
 
     let (status, accepted) = post(
         &app,

@@ -522,7 +522,7 @@ async fn holes_reordering_and_duplicates_in_the_live_stream_reach_sockets_in_seq
         .await
         .expect("connect to Redis");
     let channel = format!(
-        "{{{}:pubsub}}:rt:events",
+        "{{{}:pubsub}}:rt:workspace:{wid}",
         app.env_value("REDIS_KEY_PREFIX").expect("prefix")
     );
     let publish = async |redis: &mut redis::aio::MultiplexedConnection, m: &serde_json::Value| {

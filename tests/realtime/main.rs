@@ -5,3 +5,4 @@
 
 mod distributed;
 mod embedded;
+mod room_channels;
