@@ -7,6 +7,11 @@
 #     workspace with 2 sockets on every instance (1 msg/s). For each N and each Shoal
 #     binary (BINS, alternating within each N): the CPU seconds of all instances and
 #     of redis-server during the busy run, per delivered message, and the delivery p99.
+#   small: N instances (INSTANCES), SMALL_WS (10) small teams of SMALL_CLIENTS (6)
+#     receivers at SMALL_RATE (10) msg/s each for SMALL_SECONDS, team k on instances 2k+1 and 2k+2 (mod N):
+#     the case where an event has few receivers, so decoding it on every instance is
+#     most of its cost. CPU is counted over the run and also given net of what the N
+#     instances and Redis spend idle over the same time (measured just before).
 #   ten: 10 instances, 10 busy workspaces of WS_CLIENTS (100) receivers at WS_RATE (20)
 #     msg/s, workspace k on instances k and k+1; each Shoal binary, then the Node.js peer
 #     (../shared/peers/node-stack, Socket.IO Redis adapter) with the same clients
@@ -15,7 +20,9 @@
 #   scripts/bench-room-channels.sh OUT_DIR
 #
 # Env: BINS ("label=path …", default "room-channels=target/release/shoal"), BENCH_BIN,
-# STEPS ("spread ten"), INSTANCES, CLIENTS, RATE, WS_CLIENTS, WS_RATE, REPS (1).
+# STEPS ("spread small ten"), INSTANCES, CLIENTS, RATE, SMALL_WS, SMALL_CLIENTS,
+# SMALL_RATE, SMALL_SECONDS (40: long enough that connecting is a small part),
+# WS_CLIENTS, WS_RATE, REPS (1).
 # Needs node with `npm ci` done in ../shared/bench and the peer, PostgreSQL and Redis
 # on their standard local ports (Redis: the server on 6379, whose CPU is counted).
 set -euo pipefail
@@ -24,7 +31,9 @@ OUT="${1:?usage: $0 OUT_DIR}"; mkdir -p "$OUT"; OUT="$(cd "$OUT" && pwd)"
 SHARED="$(cd ../shared && pwd)"
 INSTANCES="${INSTANCES:-2 5 10 20}"; CLIENTS="${CLIENTS:-1000}"; RATE="${RATE:-100}"
 WS_CLIENTS="${WS_CLIENTS:-100}"; WS_RATE="${WS_RATE:-20}"; REPS="${REPS:-1}"
-STEPS="${STEPS:-spread ten}"
+STEPS="${STEPS:-spread small ten}"
+SMALL_WS="${SMALL_WS:-10}"; SMALL_CLIENTS="${SMALL_CLIENTS:-6}"; SMALL_RATE="${SMALL_RATE:-10}"
+SMALL_SECONDS="${SMALL_SECONDS:-40}"
 BINS="${BINS:-room-channels=$PWD/target/release/shoal}"
 BENCH="${BENCH_BIN:-$PWD/target/release/shoal-bench}"
 RUN="$(mktemp -d)"
@@ -69,6 +78,8 @@ start_shoal() { # LABEL BIN N PREFIX: N distributed instances
   for i in $(seq 1 "$n"); do ready "$(port_of "$i")"; done
 }
 shoal_pids() { pgrep -f "$RUN/shoal-" | tr '\n' ' '; }
+# The JSON array of the fan-out results in FILES.
+json_array() { python3 -c 'import json, sys; print(json.dumps([json.load(open(f)) for f in sys.argv[1:]]))' "$@"; }
 
 $PSQL -c "CREATE DATABASE $DB"
 if [[ " $STEPS " == *" spread "* ]]; then
@@ -104,6 +115,42 @@ if [[ " $STEPS " == *" spread "* ]]; then
   done; done; done
 fi
 
+if [[ " $STEPS " == *" small "* ]]; then
+  for n in $INSTANCES; do for rep in $(seq 1 "$REPS"); do for entry in $BINS; do
+    label="${entry%%=*}"; bin="${entry#*=}"
+    echo "== small teams: $label, $n instances (rep $rep)" | tee -a "$OUT/log.txt"; machine
+    start_shoal "$label" "$bin" "$n" "rooms$$-$label-small-$n-$rep"
+    for k in $(seq 0 $((SMALL_WS - 1))); do
+      node "$SHARED/bench/setup.js" --url "http://127.0.0.1:$(port_of 1)" --users "$SMALL_CLIENTS" --out "$RUN/small-$k.json" >/dev/null 2>&1
+    done
+    pids="$(shoal_pids)"
+    # shellcheck disable=SC2086
+    i0="$(ticks $pids)"; ir0="$(ticks "$REDIS_PID")"; sleep 10
+    # shellcheck disable=SC2086
+    i1="$(ticks $pids)"; ir1="$(ticks "$REDIS_PID")"
+    # shellcheck disable=SC2086
+    t0="$(ticks $pids)"; r0="$(ticks "$REDIS_PID")"; start=$(date +%s.%N)
+    jobs=()
+    for k in $(seq 0 $((SMALL_WS - 1))); do
+      a=$(( (2 * k) % n + 1 )); b=$(( (2 * k + 1) % n + 1 ))
+      # shellcheck disable=SC2046
+      "$BENCH" fanout --state "$RUN/small-$k.json" $(urls "$a" "$b") --clients "$SMALL_CLIENTS" \
+        --publishers 1 --rate "$SMALL_RATE" --duration "$SMALL_SECONDS" --settle 2 \
+        >"$OUT/small-$label-n$n-$rep-ws$k.json" 2>>"$OUT/log.txt" &
+      jobs+=($!)
+    done
+    wait "${jobs[@]}" || true
+    # shellcheck disable=SC2086
+    t1="$(ticks $pids)"; r1="$(ticks "$REDIS_PID")"; took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+    idle=$(awk -v a="$((i1 - i0 + ir1 - ir0))" -v took="$took" 'BEGIN {printf "%d", a * took / 10}')
+    curl -fsS "http://127.0.0.1:$(port_of 1)/metrics" | grep -E '^shoal_(realtime|http_requests_total)' \
+      >"$OUT/small-$label-n$n-$rep-metrics-1.txt" || true
+    echo "{\"scenario\":\"small\",\"binary\":\"$label\",\"instances\":$n,\"rep\":$rep,\"run_s\":$took,\"instances_cpu_s\":$(secs $((t1 - t0))),\"redis_cpu_s\":$(secs $((r1 - r0))),\"idle_cpu_s_same_time\":$(secs "$idle"),\"fanouts\":$(json_array "$OUT"/small-"$label"-n"$n"-"$rep"-ws*.json)}" \
+      | tee -a "$OUT/summary.jsonl" >/dev/null
+    stop_shoal
+  done; done; done
+fi
+
 ten_workspaces() { # LABEL PIDS-FN: 10 setups, then 10 fan-outs at once; CPU of what PIDS-FN lists
   local label="$1" pidsfn="$2" k a b
   for k in $(seq 0 9); do
@@ -123,7 +170,7 @@ ten_workspaces() { # LABEL PIDS-FN: 10 setups, then 10 fan-outs at once; CPU of 
   wait "${jobs[@]}" || true
   # shellcheck disable=SC2086
   local t1; t1="$(ticks $pids)"; local r1; r1="$(ticks "$REDIS_PID")"
-  echo "{\"scenario\":\"ten\",\"server\":\"$label\",\"instances_cpu_s\":$(secs $((t1 - t0))),\"redis_cpu_s\":$(secs $((r1 - r0))),\"fanouts\":[$(paste -sd, "$OUT"/ten-"$label"-ws*.json)]}" \
+  echo "{\"scenario\":\"ten\",\"server\":\"$label\",\"instances_cpu_s\":$(secs $((t1 - t0))),\"redis_cpu_s\":$(secs $((r1 - r0))),\"fanouts\":$(json_array "$OUT"/ten-"$label"-ws*.json)}" \
     | tee -a "$OUT/summary.jsonl" >/dev/null
 }
 peer_pids() { cat "$RUN"/peer/instance-*.pid 2>/dev/null | tr '\n' ' '; }

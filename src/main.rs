@@ -44,6 +44,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Print the OpenAPI document of the HTTP API (JSON; docs/openapi.json is a copy).
+    Openapi,
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -91,6 +93,18 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        return match shoal::http::openapi_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shoal: cannot render the OpenAPI document: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Config {
         action: ConfigAction::Keys,
     }) = cli.command

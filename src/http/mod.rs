@@ -35,7 +35,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::state::AppState;
 use error::ApiError;
@@ -80,9 +80,9 @@ impl Modify for Security {
     }
 }
 
-/// The whole application router.
-pub fn router(state: AppState) -> Router {
-    let api = OpenApiRouter::new()
+/// The API's resources, documented.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(accounts::router())
         .merge(me::router())
         .merge(workspaces::router())
@@ -91,7 +91,21 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(analytics::router())
         .merge(jobs::router())
-        .layer(from_fn_with_state(state.clone(), api_gate));
+}
+
+/// The OpenAPI document of the HTTP API as an instance serving the API publishes it
+/// at `/api/openapi.json` (pretty-printed; `shoal openapi`, docs/openapi.json).
+pub fn openapi_json() -> Result<String, serde_json::Error> {
+    let (_, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api_routes())
+        .merge(health::router())
+        .split_for_parts();
+    openapi.to_pretty_json()
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let api = api_routes().layer(from_fn_with_state(state.clone(), api_gate));
 
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         // `shoal worker`: health and metrics only.
@@ -120,7 +134,10 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
-        .merge(Scalar::with_url("/docs", openapi))
+        // Swagger UI's files are compiled into the binary (the crate's `vendored`
+        // feature): /docs works without internet access and loads no third-party
+        // script.
+        .merge(SwaggerUi::new("/docs").config(SwaggerConfig::from("/api/openapi.json")))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.server.body_limit))

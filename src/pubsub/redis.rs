@@ -425,7 +425,19 @@ async fn run(
             let lost: Option<String> = tokio::select! {
                 cmd = commands.recv() => match cmd {
                     None => return,
-                    Some(cmd) => handle(cmd, &shared, Some(c)).await.err(),
+                    Some(cmd) => {
+                        // Whatever else is queued goes with it: a burst of first
+                        // sockets in new rooms costs one SUBSCRIBE, and delivery (this
+                        // task) waits for one round trip, not one per room.
+                        let mut batch = vec![cmd];
+                        while batch.len() < MAX_BATCH {
+                            match commands.try_recv() {
+                                Ok(more) => batch.push(more),
+                                Err(_) => break,
+                            }
+                        }
+                        handle_batch(batch, &shared, c).await.err()
+                    }
                 },
                 msg = c.stream.next() => match msg {
                     Some(msg) => {
@@ -480,6 +492,82 @@ fn mark_down(shared: &Shared, why: String) {
 
 fn deliver(shared: &Shared, channel: &str, payload: &[u8]) {
     shared.routes().deliver(channel, payload);
+}
+
+/// The most commands served together (one `SUBSCRIBE` for all their feed channels).
+const MAX_BATCH: usize = 512;
+
+/// Serves queued commands in order; the feed channels added by consecutive
+/// `FeedAdd`s are subscribed with one `SUBSCRIBE`, and each of them is answered once
+/// it is confirmed. `Err` means the connection failed and must be replaced.
+async fn handle_batch(
+    batch: Vec<Command>,
+    shared: &Shared,
+    conn: &mut Connection,
+) -> Result<(), String> {
+    let mut to_subscribe: Vec<String> = Vec::new();
+    let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+    for cmd in batch {
+        match cmd {
+            Command::FeedAdd {
+                feed,
+                channel,
+                reply,
+            } => {
+                if join_feed(shared, feed, &channel) {
+                    to_subscribe.push(channel);
+                }
+                waiting.push(reply);
+            }
+            other => {
+                flush_adds(
+                    conn,
+                    std::mem::take(&mut to_subscribe),
+                    std::mem::take(&mut waiting),
+                )
+                .await?;
+                handle(other, shared, Some(conn)).await?;
+            }
+        }
+    }
+    flush_adds(conn, to_subscribe, waiting).await
+}
+
+/// Subscribes `channels` (if any) and answers `waiting` with the outcome.
+async fn flush_adds(
+    conn: &mut Connection,
+    channels: Vec<String>,
+    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+) -> Result<(), String> {
+    let outcome = if channels.is_empty() {
+        Ok(())
+    } else {
+        timeout(conn.sink.subscribe(&channels))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    for reply in waiting {
+        let _ = reply.send(
+            outcome
+                .clone()
+                .map_err(|e| format!("SUBSCRIBE failed: {e}")),
+        );
+    }
+    outcome
+}
+
+/// Adds `channel` to feed `feed` in the routes; whether it must be subscribed (nobody
+/// here received it before). The channel joins the feed even when it cannot be
+/// subscribed now: the next connection subscribes every channel of the routes, and
+/// the feed gets that connection's Gap first.
+fn join_feed(shared: &Shared, feed: u64, channel: &str) -> bool {
+    let mut routes = shared.routes();
+    let subscribed = routes.in_use(channel);
+    let ids = routes.feed_channels.entry(channel.to_owned()).or_default();
+    if !ids.contains(&feed) {
+        ids.push(feed);
+    }
+    !subscribed
 }
 
 /// Serves one command; `Err` means the connection failed and must be replaced.
@@ -546,38 +634,18 @@ async fn handle(
             channel,
             reply,
         } => {
-            // The channel joins the feed even when it cannot be subscribed now: the
-            // next connection subscribes every channel of `Routes`, and the feed gets
-            // the Gap of that connection first.
-            let (known, subscribed) = {
-                let mut routes = shared.routes();
-                let subscribed = routes.in_use(&channel);
-                let ids = routes.feed_channels.entry(channel.clone()).or_default();
-                let known = ids.contains(&feed);
-                if !known {
-                    ids.push(feed);
-                }
-                (known, subscribed)
-            };
+            let must_subscribe = join_feed(shared, feed, &channel);
             let Some(conn) = conn else {
                 let why = shared.last_error();
                 let _ = reply.send(Err(format!("subscription connection is down: {why}")));
                 return Ok(());
             };
-            if known || subscribed {
-                let _ = reply.send(Ok(()));
-                return Ok(());
-            }
-            match timeout(conn.sink.subscribe(&channel)).await {
-                Ok(()) => {
-                    let _ = reply.send(Ok(()));
-                    Ok(())
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(format!("SUBSCRIBE failed: {e}")));
-                    Err(e.to_string())
-                }
-            }
+            let channels = if must_subscribe {
+                vec![channel]
+            } else {
+                vec![]
+            };
+            flush_adds(conn, channels, vec![reply]).await
         }
         Command::FeedRemove { feed, channel } => {
             let unused = shared.routes().leave_feed(feed, &channel);

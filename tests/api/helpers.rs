@@ -99,6 +99,11 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// The application's state (its database, for tests that set rows up directly).
+    pub(crate) fn state(&self) -> &shoal::state::AppState {
+        &self.app.state
+    }
+
     /// Stops the server gracefully and waits for it.
     pub(crate) async fn stop(self) -> Stopped {
         self.app.stop().await

@@ -7,6 +7,7 @@ mod errors;
 mod helpers;
 mod invitations;
 mod messages;
+mod migration;
 mod operations;
 mod process;
 mod tasks;

@@ -251,6 +251,37 @@ async fn the_openapi_document_describes_the_api() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+/// `shoal openapi` prints what an instance serves, and docs/openapi.json (the copy a
+/// client generator reads) is that document: a change to the API that forgets the
+/// copy fails here.
+#[tokio::test(flavor = "multi_thread")]
+async fn shoal_openapi_prints_the_served_document_and_the_committed_copy_is_current() {
+    let out = std::process::Command::new(shoal_testkit::shoal_bin())
+        .arg("openapi")
+        .output()
+        .expect("run shoal openapi");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).expect("utf-8");
+    let printed_doc: Value = serde_json::from_str(&printed).expect("JSON");
+
+    let app = spawn_app().await;
+    let (_, _, served) = get_json(&app, "/api/openapi.json").await;
+    assert_eq!(printed_doc, served, "shoal openapi prints what is served");
+
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"),
+    )
+    .expect("docs/openapi.json");
+    assert!(
+        committed == printed,
+        "docs/openapi.json is stale: run `cargo run --release -- openapi > docs/openapi.json`"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docs_page_is_html() {
     let app = spawn_app().await;
@@ -267,6 +298,51 @@ async fn the_docs_page_is_html() {
     assert!(response.headers().contains_key("x-request-id"));
     let html = response.text().await.expect("html");
     assert!(html.to_ascii_lowercase().contains("<html"), "{html}");
+
+    // Offline too: every script and style sheet of the page comes from the instance
+    // (a page whose script is on a CDN is blank without internet access).
+    let base = app.url("/docs/");
+    let html = app
+        .client
+        .get(&base)
+        .send()
+        .await
+        .expect("GET /docs/")
+        .text()
+        .await
+        .expect("html");
+    let assets: Vec<&str> = ["src=\"", "href=\""]
+        .iter()
+        .flat_map(|attr| html.split(attr).skip(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(!assets.is_empty(), "the page loads its scripts: {html}");
+    for asset in assets {
+        assert!(
+            !asset.contains("//"),
+            "/docs loads {asset} from another site"
+        );
+        let r = app
+            .client
+            .get(format!("{base}{}", asset.trim_start_matches("./")))
+            .send()
+            .await
+            .expect("an asset of /docs");
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+    }
+    let init = app
+        .client
+        .get(format!("{base}swagger-initializer.js"))
+        .send()
+        .await
+        .expect("swagger-initializer.js")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        init.contains("/api/openapi.json"),
+        "the page reads this instance's document: {init}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
