@@ -288,12 +288,7 @@ impl PubSub for RedisPubSub {
         if self.shared.up.load(Ordering::Acquire) {
             Ok(())
         } else {
-            let why = self
-                .shared
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let why = self.shared.last_error();
             Err(BackendError::unavailable(
                 "redis",
                 format!("subscription connection is down: {why}"),

@@ -213,10 +213,13 @@ async fn a_feed_and_a_subscription_of_one_channel_are_independent<F: Fixture>() 
     p.a.publish("shared", Bytes::from_static(b"3"))
         .await
         .expect("publish 3");
-    assert_eq!(
-        next(&mut feed.stream, "after the subscription dropped").await,
-        msg("3")
-    );
+    // "2" may still reach the feed: it can be on its way when the feed lets go of the
+    // channel (the contract allows it), and nothing else may.
+    let mut got = next(&mut feed.stream, "after the subscription dropped").await;
+    if got == msg("2") {
+        got = next(&mut feed.stream, "after the subscription dropped").await;
+    }
+    assert_eq!(got, msg("3"));
 }
 
 async fn check_is_ok<F: Fixture>() {
