@@ -22,7 +22,10 @@
 # Env: BINS ("label=path …", default "room-channels=target/release/shoal"), BENCH_BIN,
 # STEPS ("spread small ten"), INSTANCES, CLIENTS, RATE, SMALL_WS, SMALL_CLIENTS,
 # SMALL_RATE, SMALL_SECONDS (40: long enough that connecting is a small part),
-# WS_CLIENTS, WS_RATE, REPS (1).
+# WS_CLIENTS, WS_RATE, REPS (1), REDIS_CLUSTER (0; 1: the instances use a three-master
+# Redis Cluster this script starts on ports 7301-7303, "redis" CPU is its three nodes',
+# and the publishes its cluster bus carried are counted: CLUSTER INFO
+# cluster_stats_messages_publish_sent + publishshard_sent).
 # Needs node with `npm ci` done in ../shared/bench and the peer, PostgreSQL and Redis
 # on their standard local ports (Redis: the server on 6379, whose CPU is counted).
 set -euo pipefail
@@ -46,10 +49,35 @@ new_secrets
 PEER_ENV=(RUN_DIR="$RUN/peer" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$PEER_DB"
           RATE_LIMIT_USER=1000000 RATE_LIMIT_IP=1000000 WORKERS=1 DB_POOL_MAX=4 LOG_LEVEL=warn)
 REDIS_PID="$(pgrep -f 'redis-server .*:6379' | head -1)"
+REDIS_ENV=(REDIS_URL=redis://127.0.0.1:6379)
+CLUSTER_PORTS=""
+if [ "${REDIS_CLUSTER:-0}" = 1 ]; then
+  CLUSTER_PORTS="7301 7302 7303"; mkdir -p "$RUN/cluster"
+  for p in $CLUSTER_PORTS; do
+    (cd "$RUN/cluster" && redis-server --port "$p" --cluster-port $((p + 100)) --bind 127.0.0.1 \
+      --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --save '' --appendonly no \
+      --daemonize yes --logfile "redis-$p.log" --pidfile "$RUN/cluster/$p.pid")
+  done
+  for p in $CLUSTER_PORTS; do until redis-cli -p "$p" ping >/dev/null 2>&1; do sleep 0.1; done; done
+  # shellcheck disable=SC2046
+  redis-cli --cluster create $(for p in $CLUSTER_PORTS; do echo "127.0.0.1:$p"; done) \
+    --cluster-replicas 0 --cluster-yes >/dev/null
+  for p in $CLUSTER_PORTS; do until redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok'; do sleep 0.2; done; done
+  REDIS_ENV=(REDIS_CLUSTER_NODES="$(for p in $CLUSTER_PORTS; do printf 'redis://127.0.0.1:%s,' "$p"; done | sed 's/,$//')")
+  REDIS_PID="$(cat "$RUN"/cluster/*.pid | tr '\n' ' ')"
+fi
+bus_publishes() { # publishes the cluster bus carried so far (0 without a cluster)
+  local total=0 p
+  for p in $CLUSTER_PORTS; do
+    total=$((total + $(redis-cli -p "$p" cluster info | tr -d '\r' | awk -F: '/^cluster_stats_messages_publish(shard)?_sent:/ {n += $2} END {print n + 0}')))
+  done
+  echo "$total"
+}
 stop_shoal() { pkill -TERM -f "$RUN/shoal-" 2>/dev/null || true; while pgrep -f "$RUN/shoal-" >/dev/null; do sleep 0.2; done; }
 stop_peer() { (cd "$SHARED/peers/node-stack" && env "${PEER_ENV[@]}" scripts/instances.sh stop >/dev/null 2>&1) || true; }
 cleanup() {
   stop_shoal; stop_peer; pkill -f "$RUN/" 2>/dev/null || true
+  for f in "$RUN"/cluster/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
   $PSQL -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $PEER_DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -72,7 +100,7 @@ start_shoal() { # LABEL BIN N PREFIX: N distributed instances
     port="$(port_of "$i")"; cp "$bin" "$RUN/shoal-$label-$i"
     env "${LIMITS[@]}" "${SECRETS[@]}" HOST=127.0.0.1 PORT="$port" LOG_LEVEL=warn INSTANCE_ID="shoal-$port" \
       JWT_ACCESS_TTL=86400 DATA_DIR="$RUN/data-$port" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB" \
-      DB_POOL_MIN=1 DB_POOL_MAX=4 REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="$prefix" \
+      DB_POOL_MIN=1 DB_POOL_MAX=4 "${REDIS_ENV[@]}" REDIS_KEY_PREFIX="$prefix" \
       nohup "$RUN/shoal-$label-$i" serve >>"$RUN/shoal-$port.log" 2>&1 &
   done
   for i in $(seq 1 "$n"); do ready "$(port_of "$i")"; done
@@ -97,13 +125,13 @@ if [[ " $STEPS " == *" spread "* ]]; then
     sleep 5
     pids="$(shoal_pids)"
     # shellcheck disable=SC2086
-    t0="$(ticks $pids)"; r0="$(ticks "$REDIS_PID")"
+    t0="$(ticks $pids)"; r0="$(ticks $REDIS_PID)"
     # shellcheck disable=SC2046
     "$BENCH" fanout --state "$RUN/busy.json" $(urls 1 2) --clients "$CLIENTS" \
       --publishers $(( (RATE + 19) / 20 )) --rate "$RATE" --duration 10 \
       >"$OUT/spread-$label-n$n-$rep.json" 2>>"$OUT/log.txt"
     # shellcheck disable=SC2086
-    t1="$(ticks $pids)"; r1="$(ticks "$REDIS_PID")"
+    t1="$(ticks $pids)"; r1="$(ticks $REDIS_PID)"
     kill "$quiet" 2>/dev/null || true; wait "$quiet" 2>/dev/null || true
     for i in 1 2 "$n"; do
       curl -fsS "http://127.0.0.1:$(port_of "$i")/metrics" | grep -E '^shoal_realtime_(events_decoded_total|channels) ' \
@@ -125,11 +153,11 @@ if [[ " $STEPS " == *" small "* ]]; then
     done
     pids="$(shoal_pids)"
     # shellcheck disable=SC2086
-    i0="$(ticks $pids)"; ir0="$(ticks "$REDIS_PID")"; sleep 10
+    i0="$(ticks $pids)"; ir0="$(ticks $REDIS_PID)"; sleep 10
     # shellcheck disable=SC2086
-    i1="$(ticks $pids)"; ir1="$(ticks "$REDIS_PID")"
+    i1="$(ticks $pids)"; ir1="$(ticks $REDIS_PID)"
     # shellcheck disable=SC2086
-    t0="$(ticks $pids)"; r0="$(ticks "$REDIS_PID")"; start=$(date +%s.%N)
+    t0="$(ticks $pids)"; r0="$(ticks $REDIS_PID)"; b0="$(bus_publishes)"; start=$(date +%s.%N)
     jobs=()
     for k in $(seq 0 $((SMALL_WS - 1))); do
       a=$(( (2 * k) % n + 1 )); b=$(( (2 * k + 1) % n + 1 ))
@@ -141,11 +169,11 @@ if [[ " $STEPS " == *" small "* ]]; then
     done
     wait "${jobs[@]}" || true
     # shellcheck disable=SC2086
-    t1="$(ticks $pids)"; r1="$(ticks "$REDIS_PID")"; took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
+    t1="$(ticks $pids)"; r1="$(ticks $REDIS_PID)"; b1="$(bus_publishes)"; took=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
     idle=$(awk -v a="$((i1 - i0 + ir1 - ir0))" -v took="$took" 'BEGIN {printf "%d", a * took / 10}')
     curl -fsS "http://127.0.0.1:$(port_of 1)/metrics" | grep -E '^shoal_(realtime|http_requests_total)' \
       >"$OUT/small-$label-n$n-$rep-metrics-1.txt" || true
-    echo "{\"scenario\":\"small\",\"binary\":\"$label\",\"instances\":$n,\"rep\":$rep,\"run_s\":$took,\"instances_cpu_s\":$(secs $((t1 - t0))),\"redis_cpu_s\":$(secs $((r1 - r0))),\"idle_cpu_s_same_time\":$(secs "$idle"),\"fanouts\":$(json_array "$OUT"/small-"$label"-n"$n"-"$rep"-ws*.json)}" \
+    echo "{\"scenario\":\"small\",\"binary\":\"$label\",\"instances\":$n,\"rep\":$rep,\"run_s\":$took,\"instances_cpu_s\":$(secs $((t1 - t0))),\"redis_cpu_s\":$(secs $((r1 - r0))),\"idle_cpu_s_same_time\":$(secs "$idle"),\"bus_publishes\":$((b1 - b0)),\"fanouts\":$(json_array "$OUT"/small-"$label"-n"$n"-"$rep"-ws*.json)}" \
       | tee -a "$OUT/summary.jsonl" >/dev/null
     stop_shoal
   done; done; done
@@ -158,7 +186,7 @@ ten_workspaces() { # LABEL PIDS-FN: 10 setups, then 10 fan-outs at once; CPU of 
   done
   local pids; pids="$($pidsfn)"
   # shellcheck disable=SC2086
-  local t0; t0="$(ticks $pids)"; local r0; r0="$(ticks "$REDIS_PID")"
+  local t0; t0="$(ticks $pids)"; local r0; r0="$(ticks $REDIS_PID)"
   local jobs=()
   for k in $(seq 0 9); do
     a=$((k + 1)); b=$(( (k + 1) % 10 + 1 ))
@@ -169,7 +197,7 @@ ten_workspaces() { # LABEL PIDS-FN: 10 setups, then 10 fan-outs at once; CPU of 
   done
   wait "${jobs[@]}" || true
   # shellcheck disable=SC2086
-  local t1; t1="$(ticks $pids)"; local r1; r1="$(ticks "$REDIS_PID")"
+  local t1; t1="$(ticks $pids)"; local r1; r1="$(ticks $REDIS_PID)"
   echo "{\"scenario\":\"ten\",\"server\":\"$label\",\"instances_cpu_s\":$(secs $((t1 - t0))),\"redis_cpu_s\":$(secs $((r1 - r0))),\"fanouts\":$(json_array "$OUT"/ten-"$label"-ws*.json)}" \
     | tee -a "$OUT/summary.jsonl" >/dev/null
 }

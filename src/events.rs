@@ -44,7 +44,7 @@ impl fmt::Display for Room {
 }
 
 /// `task:deleted` data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskDeleted {
     /// The deleted task.
     pub id: Uuid,
@@ -53,7 +53,7 @@ pub struct TaskDeleted {
 }
 
 /// `notification` data: something happened that concerns this user personally.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// UUIDv7, so clients can de-duplicate.
     pub id: Uuid,
@@ -72,7 +72,7 @@ pub struct Notification {
 }
 
 /// `presence:update` data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PresenceUpdate {
     /// The workspace.
     pub workspace_id: Uuid,
@@ -84,7 +84,7 @@ pub struct PresenceUpdate {
 
 /// `job:completed` data: a job the user asked for reached its end (sent to
 /// `user:{id}` of the requester).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobCompleted {
     /// The job (`GET /api/jobs/{id}`).
     pub id: Uuid,
@@ -100,7 +100,7 @@ pub struct JobCompleted {
 /// `session:ended` data: the login a socket authenticated with ended (a logout, or a
 /// refresh token used twice). Sent to `user:{id}`; each instance closes the sockets of
 /// that login after telling them why, and leaves the user's other logins alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionEnded {
     /// The login (refresh family) that ended.
     pub family_id: Uuid,
@@ -111,7 +111,7 @@ pub struct SessionEnded {
 
 /// `member:removed` data: a member left or was removed. Sent to the workspace; each
 /// instance then takes that user's sockets out of the workspace's room.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberRemoved {
     /// The workspace.
     pub workspace_id: Uuid,
@@ -123,7 +123,7 @@ pub struct MemberRemoved {
 
 /// `member:added` and `member:updated` data: someone joined the workspace (an
 /// invitation accepted, or an owner added them) or their role changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberChanged {
     /// The workspace.
     pub workspace_id: Uuid,
@@ -137,7 +137,7 @@ pub struct MemberChanged {
 
 /// `invitation:received` (to `user:{id}` of the invited address's account) and
 /// `invitation:answered` (to the workspace) data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvitationChanged {
     /// The invitation (`GET /api/invitations`).
     pub id: Uuid,
@@ -148,7 +148,7 @@ pub struct InvitationChanged {
 }
 
 /// `typing` data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Typing {
     /// The workspace.
     pub workspace_id: Uuid,
@@ -157,7 +157,7 @@ pub struct Typing {
 }
 
 /// Every server → client event (docs/realtime.md), named as on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", content = "data")]
 pub enum ServerEvent {
     /// A chat message was committed (at-least-once, resumable by `seq`).

@@ -17,12 +17,12 @@
 //! few failed commands. With a Redis Cluster (`REDIS_CLUSTER_NODES`), commands go
 //! through redis-rs's cluster connection, which routes each command, script and
 //! pipeline by its key's slot and follows `MOVED`/`ASK` and failovers by itself; keys
-//! that one command or script uses together share a hash tag ([`RedisClient::tagged_key`]),
-//! and every channel shares one hash tag too ([`RedisClient::channel`]). Subscriptions
-//! use a plain connection to the master that owns the channels' slot, the node a
-//! `PUBLISH` is routed to: a cluster delivers a `PUBLISH` to subscribers on every
-//! node, but its reply counts only those on the node that ran it, and acknowledged
-//! invalidation ([`crate::cache::invalidation`]) needs that count to be everyone.
+//! that one command or script uses together share a hash tag ([`RedisClient::tagged_key`]).
+//! Pub/sub on a cluster is sharded (Redis 7: `SPUBLISH`/`SSUBSCRIBE`): each channel is
+//! its own hash tag ([`RedisClient::channel`]), so it lives on the master of its slot,
+//! a publish goes to that master only and is not broadcast over the cluster bus, and
+//! the subscriptions use a RESP3 cluster connection of their own
+//! ([`RedisClient::cluster_subscriber`]).
 //! Nothing here is per instance: two processes with the same prefix see the same keys.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +39,7 @@ use redis::{
     Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ScriptInvocation, TlsCertificates,
     TlsMode,
 };
+use redis::{ProtocolVersion, PushInfo};
 use secrecy::ExposeSecret;
 
 use crate::backend_error::BackendError;
@@ -92,10 +93,12 @@ enum Commands {
 enum Source {
     /// A fixed server.
     Url(Client),
-    /// A Redis Cluster: its seed nodes, tried in turn for subscription connections.
+    /// A Redis Cluster: what a subscription connection is built from.
     Cluster {
-        nodes: Vec<Client>,
-        next: std::sync::atomic::AtomicUsize,
+        /// The seed URLs (`REDIS_CLUSTER_NODES`).
+        urls: Vec<secrecy::SecretString>,
+        /// The CA for `rediss://` seeds, when one is configured.
+        certs: Option<TlsCertificates>,
     },
     /// The master named by the sentinels, and the client last resolved for it.
     Sentinel {
@@ -139,22 +142,14 @@ impl RedisClient {
             }
             RedisTarget::Cluster { nodes } => {
                 let urls: Vec<&str> = nodes.iter().map(|n| n.expose_secret()).collect();
-                let clients = urls
-                    .iter()
-                    .map(|u| open(u).map_err(|e| bad("REDIS_CLUSTER_NODES", e)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut builder = ClusterClientBuilder::new(urls)
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(COMMAND_TIMEOUT)
-                    .retries(2);
-                if tls_ca.is_some() && target.uses_tls() {
-                    builder = builder.certs(certs());
-                }
-                let cluster = builder.build().map_err(|e| bad("REDIS_CLUSTER_NODES", e))?;
+                let certs = (tls_ca.is_some() && target.uses_tls()).then(certs);
+                let cluster = cluster_builder(&urls, certs.clone())
+                    .build()
+                    .map_err(|e| bad("REDIS_CLUSTER_NODES", e))?;
                 let conn = timeout(cluster.get_async_connection()).await?;
                 let source = Source::Cluster {
-                    nodes: clients,
-                    next: std::sync::atomic::AtomicUsize::new(0),
+                    urls: nodes.clone(),
+                    certs,
                 };
                 (Commands::Cluster(conn), source)
             }
@@ -253,11 +248,15 @@ impl RedisClient {
         key
     }
 
-    /// `{{prefix}:pubsub}:{channel}` — the name of a pub/sub channel. One hash tag for
-    /// all channels, so that on a cluster every `PUBLISH` goes to the one master the
-    /// subscription connections use (see the module docs).
+    /// The name of a pub/sub channel: `{{prefix}:pubsub}:{channel}` on one server, and
+    /// `{prefix}:pubsub:{{channel}}` on a cluster, where the channel is its own hash
+    /// tag so that sharded pub/sub spreads the channels over the masters.
     pub fn channel(&self, channel: &str) -> String {
-        self.tagged_key(&["pubsub"], &[channel])
+        if self.is_cluster() {
+            format!("{}:pubsub:{{{channel}}}", self.inner.prefix)
+        } else {
+            self.tagged_key(&["pubsub"], &[channel])
+        }
     }
 
     /// Whether commands go to a Redis Cluster, where a pipeline must stay in one slot.
@@ -318,44 +317,15 @@ impl RedisClient {
     }
 
     /// A client for a dedicated connection (subscriptions) to the current server: the
-    /// URL's, the master Sentinel names right now, or on a cluster the master that owns
-    /// the slot of [`RedisClient::channel`] right now.
+    /// URL's, or the master Sentinel names right now. A cluster has no such server
+    /// (see [`RedisClient::cluster_subscriber`]).
     pub(crate) async fn dedicated_client(&self) -> Result<Client, BackendError> {
         match &self.inner.source {
             Source::Url(client) => Ok(client.clone()),
-            Source::Cluster { nodes, next } => {
-                // Credentials and TLS come from a seed (the next one each time, so a
-                // dead seed is not asked twice in a row); only the address changes.
-                let i = next.fetch_add(1, Ordering::Relaxed) % nodes.len().max(1);
-                let seed = nodes.get(i).ok_or_else(|| {
-                    BackendError::unavailable("redis", "REDIS_CLUSTER_NODES is empty")
-                })?;
-                let (mut host, port) = self.channel_owner().await?;
-                let seed_addr = seed.get_connection_info().addr();
-                if host.is_empty() {
-                    // An empty host in CLUSTER SLOTS means "the node you asked".
-                    host = match seed_addr {
-                        redis::ConnectionAddr::Tcp(h, _)
-                        | redis::ConnectionAddr::TcpTls { host: h, .. } => h.clone(),
-                        _ => host,
-                    };
-                }
-                let addr = match seed_addr {
-                    redis::ConnectionAddr::TcpTls {
-                        insecure,
-                        tls_params,
-                        ..
-                    } => redis::ConnectionAddr::TcpTls {
-                        host,
-                        port,
-                        insecure: *insecure,
-                        tls_params: tls_params.clone(),
-                    },
-                    _ => redis::ConnectionAddr::Tcp(host, port),
-                };
-                Client::open(seed.get_connection_info().clone().set_addr(addr))
-                    .map_err(|e| BackendError::unavailable("redis", e.to_string()))
-            }
+            Source::Cluster { .. } => Err(BackendError::unavailable(
+                "redis",
+                "a Redis Cluster has no single server to subscribe on",
+            )),
             Source::Sentinel { sentinel, current } => {
                 let mut sentinel = sentinel.lock().await;
                 let client = timeout(sentinel.async_get_client()).await?;
@@ -365,56 +335,25 @@ impl RedisClient {
         }
     }
 
-    /// Host and port of the cluster master that owns the slot of the channels, asked
-    /// of the cluster (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`) each time a subscription
-    /// connects, so that after a failover the subscription follows the new master.
-    async fn channel_owner(&self) -> Result<(String, u16), BackendError> {
-        let slot: i64 = self
-            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(self.channel("")))
-            .await?;
-        let ranges: Vec<(i64, i64, Vec<redis::Value>)> = self
-            .query::<Vec<redis::Value>>(&redis::cmd("CLUSTER").arg("SLOTS").to_owned())
-            .await?
-            .into_iter()
-            .filter_map(|range| match range {
-                redis::Value::Array(mut fields) if fields.len() >= 3 => {
-                    let master = match fields.swap_remove(2) {
-                        redis::Value::Array(master) => master,
-                        _ => return None,
-                    };
-                    let int = |v: &redis::Value| match v {
-                        redis::Value::Int(n) => Some(*n),
-                        _ => None,
-                    };
-                    Some((int(&fields[0])?, int(&fields[1])?, master))
-                }
-                _ => None,
-            })
-            .collect();
-        let master = ranges
-            .into_iter()
-            .find(|(start, end, _)| (*start..=*end).contains(&slot))
-            .map(|(_, _, master)| master)
-            .ok_or_else(|| {
-                BackendError::unavailable("redis", format!("no cluster master owns slot {slot}"))
-            })?;
-        match master.as_slice() {
-            [host, redis::Value::Int(port), ..] => {
-                let host = match host {
-                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    redis::Value::SimpleString(s) => s.clone(),
-                    _ => String::new(),
-                };
-                let port = u16::try_from(*port).map_err(|_| {
-                    BackendError::unavailable("redis", format!("bad port {port} in CLUSTER SLOTS"))
-                })?;
-                Ok((host, port))
-            }
-            _ => Err(BackendError::unavailable(
-                "redis",
-                "unexpected CLUSTER SLOTS reply",
-            )),
-        }
+    /// A new RESP3 connection to the cluster for sharded subscriptions, whose messages
+    /// and disconnections arrive on `pushes`; `None` when Redis is not a cluster.
+    pub(crate) async fn cluster_subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<PushInfo>,
+    ) -> Option<Result<ClusterConnection, BackendError>> {
+        let Source::Cluster { urls, certs } = &self.inner.source else {
+            return None;
+        };
+        let urls: Vec<&str> = urls.iter().map(|u| u.expose_secret()).collect();
+        let built = cluster_builder(&urls, certs.clone())
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()
+            .map_err(|e| BackendError::unavailable("redis", e.to_string()));
+        Some(match built {
+            Ok(client) => timeout(client.get_async_connection()).await,
+            Err(e) => Err(e),
+        })
     }
 
     /// The breaker's permission to send a command; a refusal is the same `Unavailable`
@@ -521,6 +460,19 @@ impl std::fmt::Debug for RedisClient {
             .field("round_trips", &self.round_trips())
             .finish_non_exhaustive()
     }
+}
+
+/// The cluster connections' settings: bounded connects and commands, two retries of a
+/// command that met a `MOVED`/`ASK` or a node being replaced.
+fn cluster_builder(urls: &[&str], certs: Option<TlsCertificates>) -> ClusterClientBuilder {
+    let mut builder = ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(COMMAND_TIMEOUT)
+        .retries(2);
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    builder
 }
 
 /// The manager reconnects on demand: the next command after a failed reconnect starts

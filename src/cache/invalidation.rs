@@ -127,10 +127,9 @@ impl Invalidations {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, mut acks) = watch::channel(0u64);
         self.pending().insert(seq, tx);
-        let mut publish = redis::cmd("PUBLISH");
-        publish
-            .arg(self.pubsub.channel_key(&self.channel))
-            .arg(format!("{} {seq} {key}", self.id));
+        let publish = self
+            .pubsub
+            .publish_command(&self.channel, format!("{} {seq} {key}", self.id).as_bytes());
         let published = if self.client.is_cluster() {
             // The change and the channel live in different slots, so on a cluster they
             // are two round trips, the change first.

@@ -46,6 +46,18 @@ use error::ApiError;
         `{\"error\": {\"code\", \"message\", \"request_id\"}}`; every response carries \
         `X-Instance-Id` and `X-Request-Id`."),
     modifiers(&Security),
+    // The realtime protocol's payloads (docs/realtime.md): not HTTP operations, but
+    // typed here so that clients generate them from the same document.
+    components(schemas(
+        crate::events::ServerEvent,
+        crate::realtime::protocol::JoinAck,
+        crate::realtime::protocol::SendAck,
+        crate::realtime::protocol::LeaveAck,
+        crate::realtime::protocol::PresenceList,
+        crate::realtime::protocol::RenewAck,
+        crate::realtime::protocol::Resync,
+        crate::realtime::protocol::Closing,
+    )),
     tags(
         (name = "auth", description = "Accounts, sessions and tokens"),
         (name = "me", description = "The caller's account"),

@@ -3,7 +3,10 @@
 //!
 //! Publishing goes through the shared command connection of [`RedisClient`] (one
 //! `PUBLISH`, one round trip). Receiving uses ONE dedicated subscription connection
-//! per [`RedisPubSub`], owned by a background task that
+//! per [`RedisPubSub`] (on a Redis Cluster, one RESP3 cluster connection with sharded
+//! pub/sub: `SPUBLISH`/`SSUBSCRIBE`, each channel on the master of its own slot, so a
+//! room's events reach only that master and the instances subscribed there, instead of
+//! every node of the cluster), owned by a background task that
 //! - multiplexes all local subscribers of a channel onto one Redis `SUBSCRIBE`
 //!   (a tokio broadcast channel fans the messages out), and the channels of every
 //!   [`Feed`] onto the same connection (one stream per feed, whatever its channels);
@@ -39,6 +42,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::BroadcastStream;
@@ -169,9 +174,96 @@ enum Command {
     FeedClose { feed: u64 },
 }
 
-struct Connection {
-    sink: PubSubSink,
-    stream: PubSubStream,
+/// The subscription connection.
+enum Connection {
+    /// One server (fixed, or the Sentinel master): `SUBSCRIBE` on a RESP2 connection.
+    Plain {
+        sink: PubSubSink,
+        stream: PubSubStream,
+    },
+    /// A Redis Cluster: sharded pub/sub (`SSUBSCRIBE`) on a RESP3 cluster connection,
+    /// which sends each channel's subscription to the master of its slot; messages and
+    /// the loss of any node's connection arrive on `pushes`.
+    Sharded {
+        conn: ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
+}
+
+/// What the subscription connection yields.
+enum Incoming {
+    Message(redis::Msg),
+    /// Nothing for us (a subscription confirmation).
+    Other,
+    /// The connection (or one cluster node's) is gone.
+    Lost(&'static str),
+}
+
+impl Connection {
+    async fn subscribe(&mut self, channels: &[String]) -> Result<(), BackendError> {
+        match self {
+            Connection::Plain { sink, .. } => timeout(sink.subscribe(channels)).await,
+            // One SSUBSCRIBE per channel, all in flight at once: the channels of one
+            // SSUBSCRIBE must share a slot, and each of ours is a slot of its own.
+            Connection::Sharded { conn, .. } => {
+                timeout(futures::future::try_join_all(channels.iter().map(|c| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(c).await }
+                })))
+                .await
+                .map(|_| ())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), BackendError> {
+        match self {
+            Connection::Plain { sink, .. } => timeout(sink.unsubscribe(channels)).await,
+            Connection::Sharded { conn, .. } => {
+                timeout(futures::future::try_join_all(channels.iter().map(|c| {
+                    let mut conn = conn.clone();
+                    async move { conn.sunsubscribe(c).await }
+                })))
+                .await
+                .map(|_| ())
+            }
+        }
+    }
+
+    /// The liveness probe; on a cluster, `PING` goes to every master.
+    async fn ping(&mut self) -> Result<(), BackendError> {
+        match self {
+            Connection::Plain { sink, .. } => {
+                timeout(sink.ping::<redis::Value>()).await.map(|_| ())
+            }
+            Connection::Sharded { conn, .. } => {
+                timeout(redis::cmd("PING").query_async::<redis::Value>(conn))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Incoming {
+        match self {
+            Connection::Plain { stream, .. } => match stream.next().await {
+                Some(msg) => Incoming::Message(msg),
+                None => Incoming::Lost("connection closed"),
+            },
+            Connection::Sharded { pushes, .. } => match pushes.recv().await {
+                // The node's subscriptions are gone with it; redis-rs would resubscribe
+                // them on its own, but without telling us when, so nobody would get the
+                // Gap after the messages lost meanwhile: we open a new connection.
+                Some(push) if push.kind == PushKind::Disconnection => {
+                    Incoming::Lost("connection to a cluster node closed")
+                }
+                Some(push) => {
+                    redis::Msg::from_push_info(push).map_or(Incoming::Other, Incoming::Message)
+                }
+                None => Incoming::Lost("connection closed"),
+            },
+        }
+    }
 }
 
 impl RedisPubSub {
@@ -196,10 +288,23 @@ impl RedisPubSub {
         })
     }
 
-    /// The full Redis name of `channel` ([`RedisClient::channel`]), for callers that
-    /// put a `PUBLISH` into a pipeline of their own.
+    /// The full Redis name of `channel` ([`RedisClient::channel`]).
     pub fn channel_key(&self, channel: &str) -> String {
         self.client.channel(channel)
+    }
+
+    /// The command that publishes `payload` on `channel` (`PUBLISH`, or on a cluster
+    /// `SPUBLISH`), for callers that put it into a pipeline of their own. Its reply is
+    /// the number of subscription connections (i.e. instances) it reached.
+    pub fn publish_command(&self, channel: &str, payload: &[u8]) -> redis::Cmd {
+        let name = if self.client.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let mut cmd = redis::cmd(name);
+        cmd.arg(self.channel_key(channel)).arg(payload);
+        cmd
     }
 
     /// Whether the subscription connection is up right now.
@@ -223,11 +328,7 @@ impl RedisPubSub {
         payload: &[u8],
     ) -> Result<u64, BackendError> {
         self.client
-            .query(
-                redis::cmd("PUBLISH")
-                    .arg(self.channel_key(channel))
-                    .arg(payload),
-            )
+            .query(&self.publish_command(channel, payload))
             .await
     }
 }
@@ -393,14 +494,24 @@ impl Drop for ChannelSubscription {
 
 /// Opens a subscription connection and subscribes every live channel on it.
 async fn open(client: &RedisClient, shared: &Shared) -> Result<Connection, BackendError> {
-    let client = client.dedicated_client().await?;
-    let pubsub = timeout(client.get_async_pubsub()).await?;
-    let (mut sink, stream) = pubsub.split();
+    let (tx, pushes) = mpsc::unbounded_channel();
+    let mut conn = match client.cluster_subscriber(tx).await {
+        Some(conn) => Connection::Sharded {
+            conn: conn?,
+            pushes,
+        },
+        None => {
+            let client = client.dedicated_client().await?;
+            let pubsub = timeout(client.get_async_pubsub()).await?;
+            let (sink, stream) = pubsub.split();
+            Connection::Plain { sink, stream }
+        }
+    };
     let names = shared.routes().names();
     if !names.is_empty() {
-        timeout(sink.subscribe(&names)).await?;
+        conn.subscribe(&names).await?;
     }
-    Ok(Connection { sink, stream })
+    Ok(conn)
 }
 
 /// The connection task: serves commands, forwards messages, probes, reconnects.
@@ -434,14 +545,15 @@ async fn run(
                         handle_batch(batch, &shared, c).await.err()
                     }
                 },
-                msg = c.stream.next() => match msg {
-                    Some(msg) => {
+                incoming = c.next() => match incoming {
+                    Incoming::Message(msg) => {
                         deliver(&shared, msg.get_channel_name(), msg.get_payload_bytes());
                         None
                     }
-                    None => Some("connection closed".to_owned()),
+                    Incoming::Other => None,
+                    Incoming::Lost(why) => Some(why.to_owned()),
                 },
-                _ = ping.tick() => timeout(c.sink.ping::<redis::Value>()).await.err().map(|e| e.to_string()),
+                _ = ping.tick() => c.ping().await.err().map(|e| e.to_string()),
             };
             if let Some(why) = lost {
                 tracing::warn!(error = %why, "redis pub/sub: subscription connection lost");
@@ -537,9 +649,7 @@ async fn flush_adds(
     let outcome = if channels.is_empty() {
         Ok(())
     } else {
-        timeout(conn.sink.subscribe(&channels))
-            .await
-            .map_err(|e| e.to_string())
+        conn.subscribe(&channels).await.map_err(|e| e.to_string())
     };
     for reply in waiting {
         let _ = reply.send(
@@ -595,7 +705,7 @@ async fn handle(
             let confirmed = if subscribed {
                 Ok(())
             } else {
-                timeout(conn.sink.subscribe(&channel)).await
+                conn.subscribe(std::slice::from_ref(&channel)).await
             };
             match confirmed {
                 Ok(()) => {
@@ -670,9 +780,9 @@ async fn handle(
 /// not subscribe them, since they are no longer in `Routes`).
 async fn unsubscribe(conn: Option<&mut Connection>, channels: Vec<String>) -> Result<(), String> {
     match conn {
-        Some(conn) if !channels.is_empty() => timeout(conn.sink.unsubscribe(&channels))
-            .await
-            .map_err(|e| e.to_string()),
+        Some(conn) if !channels.is_empty() => {
+            conn.unsubscribe(&channels).await.map_err(|e| e.to_string())
+        }
         _ => Ok(()),
     }
 }

@@ -43,6 +43,7 @@ use socketioxide::socket::Sid;
 use uuid::Uuid;
 
 use super::Ctx;
+use super::protocol::Resync;
 use super::resume::{self, Conn, Offer, REPLAY_LIMIT};
 use crate::db::messages::{self, Message};
 
@@ -417,7 +418,10 @@ fn spawn_room_repair(ctx: &Ctx, room: Arc<Room>, delay: Duration) {
                     for member in &st.live {
                         let _ = member.socket.emit(
                             "resync",
-                            &serde_json::json!({ "workspace_id": room.workspace, "last_seq": head }),
+                            &Resync {
+                                workspace_id: room.workspace,
+                                last_seq: head,
+                            },
                         );
                     }
                     if st.head.is_some() {

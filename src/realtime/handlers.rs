@@ -30,6 +30,7 @@ use super::limits::Slot;
 /// A connection's places under its user's and its address's caps.
 type Slots = (Slot<Uuid>, Slot<String>);
 use super::presence::{online_users, presence_join, presence_leave};
+use super::protocol::{Closing, JoinAck, LeaveAck, OnlineUser, PresenceList, RenewAck, SendAck};
 use super::resume::{self, Conn, SyncError};
 use crate::events::{self, Room, ServerEvent, Typing};
 
@@ -58,6 +59,8 @@ const JOIN_WAIT: Duration = Duration::from_secs(10);
 struct Refusal {
     code: &'static str,
     message: String,
+    /// For `rate_limited`: when the event would be accepted.
+    retry_after_ms: Option<u128>,
 }
 
 impl Refusal {
@@ -65,6 +68,15 @@ impl Refusal {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    fn rate_limited(message: &str, retry_after: Option<Duration>) -> Self {
+        let ms = retry_after.unwrap_or_default().as_millis();
+        Self {
+            retry_after_ms: Some(ms),
+            ..Self::new("rate_limited", format!("{message}; retry in {ms} ms"))
         }
     }
 
@@ -80,11 +92,23 @@ impl Refusal {
     }
 
     fn body(&self) -> Value {
-        json!({ "ok": false, "error": { "code": self.code, "message": self.message } })
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(ms) = self.retry_after_ms {
+            error["retry_after_ms"] = json!(ms);
+        }
+        json!({ "ok": false, "error": error })
     }
 }
 
 type Reply = Result<Value, Refusal>;
+
+/// An ack's fields (`ok: true` is added when it is sent).
+fn ack(reply: impl serde::Serialize) -> Reply {
+    serde_json::to_value(reply).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialise an ack");
+        Refusal::unavailable()
+    })
+}
 
 fn answer(ack: AckSender, reply: Reply) {
     let body = match reply {
@@ -296,7 +320,12 @@ async fn handle_event(ctx: Ctx, socket: SocketRef, name: &str, data: Option<Valu
         if conn.refusals.note(std::time::Instant::now()) == REFUSALS_MAX {
             metrics::counter!("shoal_realtime_connections_dropped_total", "reason" => "ignored_rate_limit")
                 .increment(1);
-            let _ = socket.emit("closing", &json!({ "reason": "ignored_rate_limit" }));
+            let _ = socket.emit(
+                "closing",
+                &Closing {
+                    reason: "ignored_rate_limit".into(),
+                },
+            );
             let _ = socket.clone().disconnect();
         }
         return Err(refusal);
@@ -341,11 +370,7 @@ async fn charge(ctx: &Ctx, socket: &SocketRef) -> Result<(), Refusal> {
         Ok(d) if d.allowed => Ok(()),
         Ok(d) => {
             metrics::counter!("shoal_realtime_rate_limited_total").increment(1);
-            let ms = d.retry_after.unwrap_or_default().as_millis();
-            Err(Refusal::new(
-                "rate_limited",
-                format!("too many events; retry in {ms} ms"),
-            ))
+            Err(Refusal::rate_limited("too many events", d.retry_after))
         }
         Err(e) => {
             tracing::warn!(error = %e, "socket rate limiter unavailable; allowing the event");
@@ -365,10 +390,9 @@ async fn charge_user(call: &Call) -> Result<(), Refusal> {
     match state.rate_limiter.check(&key, quota).await {
         Ok(d) if !d.allowed => {
             metrics::counter!("shoal_rate_limited_total", "scope" => "user").increment(1);
-            let ms = d.retry_after.unwrap_or_default().as_millis();
-            Err(Refusal::new(
-                "rate_limited",
-                format!("over your request budget; retry in {ms} ms"),
+            Err(Refusal::rate_limited(
+                "over your request budget",
+                d.retry_after,
             ))
         }
         Ok(_) => Ok(()),
@@ -446,13 +470,13 @@ async fn join(call: Call, req: JoinRequest) -> Reply {
     {
         Ok(report) => {
             call.ctx.fanout.settle(&call.ctx, wid).await;
-            Ok(json!({
-                "workspace_id": wid,
-                "recovered": report.recovered,
-                "replayed": report.replayed,
-                "last_seq": report.last_seq,
-                "replay_limit": resume::REPLAY_LIMIT,
-            }))
+            ack(JoinAck {
+                workspace_id: wid,
+                recovered: report.recovered,
+                replayed: u32::try_from(report.replayed).unwrap_or(u32::MAX),
+                last_seq: report.last_seq,
+                replay_limit: resume::REPLAY_LIMIT,
+            })
         }
         Err(SyncError::Superseded) => {
             Err(Refusal::new("superseded", "left or re-joined meanwhile"))
@@ -484,7 +508,7 @@ async fn leave(call: Call, req: WorkspaceRequest) -> Reply {
         call.socket.leave(Room::Workspace(wid).to_string());
         presence_leave(&call.ctx, &call.conn, wid).await;
     }
-    Ok(json!({ "workspace_id": wid }))
+    ack(LeaveAck { workspace_id: wid })
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,7 +549,10 @@ async fn send_message(call: Call, req: SendRequest) -> Reply {
     )
     .await
     {
-        Ok(posted) => Ok(json!({ "id": posted.message.id, "seq": posted.message.seq })),
+        Ok(posted) => ack(SendAck {
+            id: posted.message.id,
+            seq: posted.message.seq,
+        }),
         Err(PostError::NotFound) => Err(Refusal::not_found()),
         Err(PostError::Conflict) => Err(Refusal::new("conflict", PostError::Conflict.to_string())),
         Err(PostError::Store(e)) => {
@@ -563,8 +590,13 @@ async fn presence_list(call: Call, req: WorkspaceRequest) -> Reply {
         tracing::warn!(error = %e, "presence list failed");
         Refusal::unavailable()
     })?;
-    let users: Vec<Value> = users.into_iter().map(|u| json!({ "user_id": u })).collect();
-    Ok(json!({ "workspace_id": wid, "users": users }))
+    ack(PresenceList {
+        workspace_id: wid,
+        users: users
+            .into_iter()
+            .map(|user_id| OnlineUser { user_id })
+            .collect(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -595,5 +627,7 @@ async fn renew(call: Call, req: RenewRequest) -> Reply {
         ));
     }
     expiry::renew(&call.ctx, call.socket.id, &call.conn, &principal);
-    Ok(json!({ "expires_at": crate::clock::rfc3339(principal.expires_at) }))
+    ack(RenewAck {
+        expires_at: crate::clock::rfc3339(principal.expires_at),
+    })
 }

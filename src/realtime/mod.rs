@@ -38,6 +38,8 @@
 //! - [`hub`]: the subscriber task and the presence refresher.
 //! - [`channels`]: which room channels this instance listens to.
 //! - [`limits`]: the cap on one user's connections to this instance.
+//! - [`protocol`]: the acks and the transport's own events, as types (their schemas
+//!   are in the OpenAPI document, for clients).
 
 pub(crate) mod channels;
 pub(crate) mod expiry;
@@ -46,6 +48,7 @@ pub(crate) mod handlers;
 pub(crate) mod hub;
 pub(crate) mod limits;
 pub(crate) mod presence;
+pub mod protocol;
 pub mod resume;
 
 use std::time::Duration;

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use super::Ctx;
 use super::expiry::Lease;
 use super::fanout::{ChatMessage, Member};
+use super::protocol::Resync;
 use crate::db::StoreError;
 use crate::db::messages;
 
@@ -424,7 +425,10 @@ pub(crate) fn spawn_repair(
                     // Too much was missed while connected: say so, like a join would.
                     let _ = socket.emit(
                         "resync",
-                        &serde_json::json!({ "workspace_id": workspace, "last_seq": report.last_seq }),
+                        &Resync {
+                            workspace_id: workspace,
+                            last_seq: report.last_seq,
+                        },
                     );
                 }
                 ctx.fanout.settle(&ctx, workspace).await;

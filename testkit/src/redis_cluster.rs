@@ -1,5 +1,6 @@
 //! A Redis Cluster of three masters on free ports, started once per test binary (the
-//! first test that asks for it) and stopped when the test process exits.
+//! first test that asks for it) and stopped when the test process exits; and
+//! [`OwnRedisCluster`], one a test owns and may restart nodes of.
 //!
 //! Each node runs under `sh -c 'redis-server … & p=$!; cat >/dev/null; kill $p'` with
 //! its stdin a pipe this process holds: when the test process exits, however it ends,
@@ -64,6 +65,64 @@ pub fn redis_tls_cluster_nodes() -> Result<(Vec<String>, PathBuf), String> {
         )),
         Some(Err(e)) => Err(e.clone()),
         None => Err("the cluster did not start".into()),
+    }
+}
+
+/// A three-master Redis Cluster that one test owns: its nodes can be killed and
+/// restarted (each comes back with its slots), and all of them stop when it is dropped.
+pub struct OwnRedisCluster {
+    /// The masters.
+    pub nodes: Vec<crate::OwnRedis>,
+}
+
+impl OwnRedisCluster {
+    /// Starts three nodes and makes them a cluster, or `None` (after saying why) when
+    /// `redis-server` cannot make one here.
+    pub async fn start() -> Option<OwnRedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(crate::OwnRedis::start_cluster_node().await?);
+        }
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let made = tokio::task::spawn_blocking(move || {
+            let mut create = Command::new("redis-cli");
+            create.arg("--cluster").arg("create");
+            for port in &ports {
+                create.arg(format!("127.0.0.1:{port}"));
+            }
+            let out = create
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run redis-cli --cluster create: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "redis-cli --cluster create failed: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+            for port in &ports {
+                wait_for(&format!("node :{port} to see the cluster ok"), || {
+                    cli(None, *port, &["CLUSTER", "INFO"])
+                        .is_ok_and(|out| out.contains("cluster_state:ok"))
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("redis-cli task");
+        match made {
+            Ok(()) => Some(OwnRedisCluster { nodes }),
+            Err(e) => {
+                crate::missing_service(&format!("cannot make a Redis Cluster here ({e})"));
+                None
+            }
+        }
+    }
+
+    /// The seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(crate::OwnRedis::url).collect()
     }
 }
 

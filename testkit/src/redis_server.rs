@@ -119,6 +119,31 @@ impl OwnRedis {
         Self::launch_as(dir, args, Some("+monitor master")).await
     }
 
+    /// Starts a node for a Redis Cluster (see [`crate::redis_cluster::OwnRedisCluster`]):
+    /// its cluster state is kept in its directory, so a restarted node comes back with
+    /// its slots; its cluster bus port is chosen here, not left at port + 10000.
+    pub async fn start_cluster_node() -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bus = free_port().to_string();
+        let args = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+            "--cluster-port",
+            &bus,
+        ];
+        Self::launch(dir, args.iter().map(|a| (*a).to_owned()).collect()).await
+    }
+
     async fn launch(dir: tempfile::TempDir, args: Vec<String>) -> Option<OwnRedis> {
         Self::launch_as(dir, args, None).await
     }

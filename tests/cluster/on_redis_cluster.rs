@@ -1,7 +1,7 @@
 //! Three instances on a Redis Cluster (`REDIS_CLUSTER_NODES`, three masters started by
 //! the test binary) keep the promises they keep on one Redis: one login everywhere, a
 //! logout everywhere, a profile change seen at once, one rate-limit budget, one
-//! opt-out list and one registry.
+//! opt-out list, one registry, and chat between instances over sharded pub/sub.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -10,7 +10,7 @@ use crate::harness::{
     Cluster, Services, Spec, assert_cluster_lists_all, assert_limited, assert_logged_out_on, call,
     me_on, send, spend_user_budget, with_cookie,
 };
-use shoal_testkit::missing_service;
+use shoal_testkit::{Auth, Sio, missing_service, user, workspace};
 
 /// The test cluster's seed URLs, or `None` after saying why there is none.
 pub(crate) async fn redis_cluster() -> Option<Vec<String>> {
@@ -91,6 +91,21 @@ async fn three_instances_on_a_redis_cluster_behave_as_one() {
         "logout on instance 3: {body}"
     );
     assert_logged_out_on(&cluster, &login, [0, 1]).await;
+
+    // Chat between instances 1 and 3 goes over the workspace's sharded channel; the
+    // sender's own copy comes back too (it keeps its `seq` cursor contiguous).
+    let (first, last) = (cluster.base(0), cluster.base(2));
+    let ada = user(&cluster.http, &first).await;
+    let bob = user(&cluster.http, &last).await;
+    let wid = workspace(&cluster.http, &first, &ada, &[&bob]).await;
+    let mut a = Sio::connect(&first, Auth::Token(&ada.token)).await;
+    let mut b = Sio::connect(&last, Auth::Token(&bob.token)).await;
+    a.join(&wid, None).await;
+    b.join(&wid, None).await;
+    let sent = b.send(&wid, "from instance 3", "c1").await;
+    assert_eq!(a.next_message(&wid).await["id"], sent["id"]);
+    let sent = a.send(&wid, "from instance 1", "c2").await;
+    assert_eq!(b.message_with_seq(&wid, 2).await["id"], sent["id"]);
 
     // Another user spends the budget over all three; then every instance refuses.
     let (_, spender) = cluster.user(1, 1).await;

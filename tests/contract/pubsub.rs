@@ -13,6 +13,8 @@ use shoal::pubsub::redis::RedisPubSub;
 use shoal::pubsub::{Delivery, PubSub, Subscription};
 use shoal::redis_client::RedisClient;
 
+use shoal_testkit::redis_cluster::OwnRedisCluster;
+
 use crate::support::{
     Guard, Memory, OwnRedis, Pair, RedisKind, eventually, random_prefix, redis_clients, within,
 };
@@ -406,6 +408,107 @@ async fn survive_restart(query: &str) {
     assert_eq!(
         next(&mut late, "the late subscription's message").await,
         msg("x")
+    );
+}
+
+/// Redis Cluster: pub/sub is sharded. The channels of a feed live on the masters of
+/// their own slots (spread over all three, none as a plain channel), a publish reaches
+/// the one instance subscribed, and when the master holding a channel restarts the
+/// feed reports the outage, says `Gap` and receives that channel again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_shards_channels_and_survives_a_master_restart() {
+    let Some(mut cluster) = OwnRedisCluster::start().await else {
+        return;
+    };
+    let target = RedisTarget::Cluster {
+        nodes: cluster.urls().into_iter().map(SecretString::from).collect(),
+    };
+    let prefix = random_prefix();
+    let publisher = RedisClient::connect(&target, &prefix, None)
+        .await
+        .expect("client A");
+    let subscriber = RedisClient::connect(&target, &prefix, None)
+        .await
+        .expect("client B");
+    let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
+    let b = RedisPubSub::connect(&subscriber).await.expect("pubsub B");
+    let mut feed = b.feed().await.expect("feed");
+    const ROOMS: usize = 30;
+    for i in 0..ROOMS {
+        feed.channels
+            .add(&format!("room{i}"))
+            .await
+            .expect("add a room");
+    }
+
+    // Where each node's subscriptions are: sharded channels only.
+    let node_channels = |url: String, kind: &'static str| async move {
+        let client = ::redis::Client::open(url).expect("node url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a node");
+        ::redis::cmd("PUBSUB")
+            .arg(kind)
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .expect("PUBSUB on a node")
+    };
+    let mut total = 0;
+    let mut owner = None;
+    for (i, url) in cluster.urls().into_iter().enumerate() {
+        let sharded = node_channels(url.clone(), "SHARDCHANNELS").await;
+        assert!(
+            !sharded.is_empty(),
+            "master {i} holds none of {ROOMS} channels: {sharded:?}"
+        );
+        assert!(
+            node_channels(url, "CHANNELS").await.is_empty(),
+            "master {i} has plain (cluster-wide) channels"
+        );
+        if sharded.contains(&b.channel_key("room0")) {
+            owner = Some(i);
+        }
+        total += sharded.len();
+    }
+    assert_eq!(total, ROOMS, "each channel on exactly one master");
+    let owner = owner.expect("a master holds room0");
+    assert_eq!(
+        a.publish_counted("room0", b"hello")
+            .await
+            .expect("SPUBLISH"),
+        1,
+        "the one subscribed instance is counted (cache acknowledgements rely on it)"
+    );
+    assert_eq!(
+        next(&mut feed.stream, "room0's message").await,
+        msg("hello")
+    );
+
+    cluster.nodes[owner].kill();
+    eventually("check() to report the lost master", || async {
+        b.check().await.is_err()
+    })
+    .await;
+    cluster.nodes[owner]
+        .restart()
+        .await
+        .expect("restart the master on its port");
+    assert_eq!(
+        next(&mut feed.stream, "the gap after the restart").await,
+        Delivery::Gap
+    );
+    b.check().await.expect("ready again once resubscribed");
+    // The publisher's cluster connection reconnects on its own; a publish that
+    // reached nobody (0) or failed is tried again.
+    eventually(
+        "a publish on room0 to reach the subscriber again",
+        || async { matches!(a.publish_counted("room0", b"after").await, Ok(1)) },
+    )
+    .await;
+    assert_eq!(
+        next(&mut feed.stream, "room0's message after the restart").await,
+        msg("after")
     );
 }
 

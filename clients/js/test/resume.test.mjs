@@ -1,0 +1,165 @@
+// The client library against real Shoal instances behind nginx, started by
+// tests/lb/js_client.rs, which passes SHOAL_URL (nginx) and SHOAL_INSTANCES (each
+// instance's own address and pid). Two users chat and the instance holding the
+// receiver's socket, then the sender's, is killed mid-conversation: every message
+// arrives once, in order, and every send is committed exactly once.
+
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+
+import { Auth, ShoalRealtime, createRest } from "../dist/index.js";
+
+const base = process.env.SHOAL_URL;
+const instances = JSON.parse(process.env.SHOAL_INSTANCES ?? "[]");
+if (!base || instances.length < 2) {
+  throw new Error("run through tests/lb/js_client.rs (SHOAL_URL and SHOAL_INSTANCES are not set)");
+}
+
+const clients = [];
+after(() => clients.forEach((c) => c.close()));
+
+/** Registers and logs in a new user; its Auth, REST client and e-mail. */
+async function newUser(name) {
+  const email = `${name}-${crypto.randomUUID()}@example.com`;
+  const auth = new Auth(base);
+  const rest = createRest(auth);
+  const { response, error } = await rest.POST("/api/auth/register", {
+    body: { email, password: "correct horse battery", display_name: name },
+  });
+  assert.equal(response.status, 201, JSON.stringify(error));
+  await auth.login(email, "correct horse battery");
+  return { auth, rest, email };
+}
+
+/** Resolves with the first value `probe` answers (not undefined), polling. */
+async function until(what, probe, ms = 20_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Each instance's count of open WebSocket connections. */
+async function websockets() {
+  return Promise.all(
+    instances.map(async (i) => {
+      if (i.dead) return null;
+      const r = await fetch(`${i.base}/health`);
+      return (await r.json()).connections.websocket;
+    }),
+  );
+}
+
+/** A user with a workspace shared with a second user. */
+async function pair() {
+  const ada = await newUser("ada");
+  const bob = await newUser("bob");
+  const { data: ws, error } = await ada.rest.POST("/api/workspaces", { body: { name: "crew" } });
+  assert.ok(ws, JSON.stringify(error));
+  const added = await ada.rest.POST("/api/workspaces/{wid}/members", {
+    params: { path: { wid: ws.id } },
+    body: { email: bob.email },
+  });
+  assert.equal(added.response.status, 201, JSON.stringify(added.error));
+  return { ada, bob, wid: ws.id };
+}
+
+/** Connects `user` (through nginx unless `url` is given) and joins `wid`; the index of
+ * the instance its socket is on. */
+async function connect(user, wid, url) {
+  const before = await websockets();
+  const rt = new ShoalRealtime(user.auth, { url, socket: { transports: ["websocket"] } });
+  clients.push(rt);
+  const received = [];
+  const reloads = [];
+  let reconnects = 0;
+  rt.on("message", (m) => received.push(m));
+  rt.on("reload", (r) => reloads.push(r));
+  rt.on("connected", () => reconnects++);
+  await rt.join(wid);
+  const instance = await until("the socket to be counted by its instance", async () => {
+    const now = await websockets();
+    const i = now.findIndex((n, k) => n !== null && n > before[k]);
+    return i >= 0 ? i : undefined;
+  });
+  return { rt, received, reloads, instance, reconnects: () => reconnects };
+}
+
+/** Sends `total` messages from `from`, one after the other; `midway` runs before the
+ * middle one. The acks. */
+async function converse(from, wid, total, midway) {
+  const acks = [];
+  for (let n = 1; n <= total; n++) {
+    if (n === total / 2) await midway();
+    acks.push(await from.rt.send(wid, `message ${n}`));
+    // A steady chat, under the per-socket event budget (20 events/s).
+    await new Promise((r) => setTimeout(r, 60));
+  }
+  return acks;
+}
+
+/** Every acked message reached `to` once, in order, and no send was posted twice. */
+async function assertDelivered(to, wid, acks) {
+  const last = acks.at(-1).seq;
+  await until("every message to arrive", async () =>
+    to.received.some((m) => m.seq >= last) ? true : undefined,
+  );
+  assert.deepEqual(to.reloads, [], "nothing was missed beyond the replay");
+  assert.deepEqual(
+    to.received.map((m) => m.seq),
+    acks.map((a) => a.seq),
+    "every committed message once, in order",
+  );
+  assert.deepEqual(
+    to.received.map((m) => m.body),
+    acks.map((_, i) => `message ${i + 1}`),
+    "each send committed once",
+  );
+  assert.equal(new Set(acks.map((a) => a.id)).size, acks.length, "no send was posted twice");
+  assert.equal(to.rt.lastSeq(wid), last);
+}
+
+const kill = (i) => {
+  process.kill(instances[i].pid, "SIGKILL");
+  instances[i].dead = true;
+};
+
+test("the receiver's instance is killed: it resumes elsewhere and misses nothing", async () => {
+  const { ada, bob, wid } = await pair();
+  const receiver = await connect(bob, wid);
+  // The sender on another instance, directly: it keeps sending while Bob is away.
+  const other = instances.findIndex((i, k) => k !== receiver.instance && !i.dead);
+  const sender = await connect(ada, wid, instances[other].base);
+  const acks = await converse(sender, wid, 60, async () => {
+    const gone = new Promise((r) => receiver.rt.on("disconnected", r));
+    kill(receiver.instance);
+    await gone;
+  });
+  await assertDelivered(receiver, wid, acks);
+  assert.ok(receiver.reconnects() >= 1, "the receiver reconnected");
+});
+
+test("the sender's instance is killed: its sends are retried and committed once", async () => {
+  const { ada, bob, wid } = await pair();
+  const sender = await connect(ada, wid);
+  const other = instances.findIndex((i, k) => k !== sender.instance && !i.dead);
+  const receiver = await connect(bob, wid, instances[other].base);
+  const acks = await converse(sender, wid, 60, async () => kill(sender.instance));
+  await assertDelivered(receiver, wid, acks);
+  assert.ok(sender.reconnects() >= 1, "the sender reconnected");
+});
+
+test("a send repeated with its clientId is the same message", async () => {
+  const { ada, bob, wid } = await pair();
+  const alive = instances.findIndex((i) => !i.dead);
+  const receiver = await connect(bob, wid, instances[alive].base);
+  const sender = await connect(ada, wid, instances[alive].base);
+  const clientId = crypto.randomUUID();
+  const first = await sender.rt.send(wid, "message 1", clientId);
+  const again = await sender.rt.send(wid, "message 1", clientId);
+  assert.deepEqual(again, first, "the original message's id and seq");
+  await assertDelivered(receiver, wid, [first]);
+});
