@@ -132,6 +132,16 @@ pub async fn request_context(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("frame-ancestors 'none'"),
         );
+    } else if route == "/" {
+        // The workspace page holds a login: never framed, and it runs only its own
+        // script and talks only to its own origin.
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
     }
 
     if state.config.log.access {

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod metrics;
 pub mod rate_limit;
 pub mod tasks;
+pub mod web;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -133,6 +134,10 @@ pub fn router(state: AppState) -> Router {
     let mut router = routes
         .route("/metrics", get(metrics::render))
         .route("/dashboard", get(dashboard::page))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/app.css", get(web::style))
+        .route("/favicon.svg", get(web::icon))
         .route(
             "/api/openapi.json",
             get(move || {

@@ -452,3 +452,47 @@ async fn every_answer_says_nosniff_and_the_html_pages_cannot_be_framed() {
         }
     }
 }
+
+/// The workspace page at `/`: HTML that loads only files of this instance, each with
+/// its type, and a policy that keeps it from being framed or loading anything else.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_workspace_page_and_its_files_are_served_by_the_instance() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/")).send().await.expect("GET /");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header(response.headers(), "content-type").starts_with("text/html"));
+    let csp = header(response.headers(), "content-security-policy");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let html = response.text().await.expect("html");
+    let assets: Vec<&str> = ["src=\"", "href=\""]
+        .iter()
+        .flat_map(|attr| html.split(attr).skip(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(assets.len(), 3, "icon, style sheet and script: {html}");
+    for asset in assets {
+        assert!(
+            asset.starts_with('/') && !asset.starts_with("//"),
+            "{asset}"
+        );
+        let r = app
+            .client
+            .get(app.url(asset))
+            .send()
+            .await
+            .expect("a file of the page");
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        let kind = header(r.headers(), "content-type");
+        let expected = match asset.rsplit('.').next() {
+            Some("js") => "text/javascript",
+            Some("css") => "text/css",
+            _ => "image/svg+xml",
+        };
+        assert!(kind.starts_with(expected), "{asset}: {kind}");
+        let body = r.text().await.expect("body");
+        assert!(!body.is_empty(), "{asset} is empty");
+    }
+}

@@ -14,3 +14,4 @@ mod harness;
 mod js_client;
 mod nginx;
 mod supervisor;
+mod web_page;
