@@ -35,10 +35,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// E-mail address (case-insensitive, unique).
+    #[schema(
+        max_length = 254,
+        pattern = r"^[!-?A-~]+@[!--/-?A-~][!-?A-~]*\.[!-?A-~]*[!--/-?A-~]$"
+    )]
     email: String,
     /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     display_name: String,
 }
 
@@ -100,8 +106,10 @@ async fn register(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// E-mail address.
+    #[schema(min_length = 1, max_length = 254, pattern = r"\S")]
     email: String,
     /// Password.
+    #[schema(min_length = 1, max_length = 1024)]
     password: String,
 }
 
@@ -110,7 +118,11 @@ impl Validate for LoginRequest {
         Checks::default()
             .check(!self.email.trim().is_empty(), "email", "is required")
             .check(!self.password.is_empty(), "password", "is required")
-            .check(self.password.len() <= 1024, "password", "is too long")
+            .check(
+                self.password.chars().count() <= 1024,
+                "password",
+                "is too long",
+            )
             .finish()
     }
 }
@@ -231,6 +243,7 @@ async fn login(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token from login or the previous refresh.
+    #[schema(min_length = 1)]
     refresh_token: String,
 }
 

@@ -54,11 +54,12 @@ async fn status(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Event {
     /// 1 to 100 characters, e.g. `task_board_opened`.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
     /// Free-form properties: an object of at most `ANALYTICS_MAX_EVENT_BYTES` (4096)
     /// bytes as JSON, else 413.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     properties: serde_json::Value,
 }
 

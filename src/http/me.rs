@@ -37,7 +37,8 @@ async fn get_me(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Resp
 /// Profile changes.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PatchMe {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     display_name: String,
 }
 

@@ -28,8 +28,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct MessageQuery {
     /// Only messages with `seq` below this (the `next_cursor` of the previous page).
+    #[param(minimum = 1)]
     before: Option<i64>,
     /// 1 to 100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -61,10 +63,13 @@ async fn list_messages(
 /// A chat message to post.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PostMessage {
-    /// 1 character to `REALTIME_MAX_MESSAGE_BYTES` (default 16 KiB), not blank.
+    /// Not blank, at most `REALTIME_MAX_MESSAGE_BYTES` bytes of UTF-8 (default 16 KiB;
+    /// a limit on bytes, which a JSON Schema length, in characters, cannot state).
+    #[schema(min_length = 1, pattern = r"\S")]
     pub body: String,
-    /// The client's own id for this message (up to 64 characters); a retry with the
+    /// The client's own id for this message (1 to 64 characters); a retry with the
     /// same id does not post twice.
+    #[schema(min_length = 1, max_length = 64)]
     pub client_id: Option<String>,
 }
 

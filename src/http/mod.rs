@@ -18,6 +18,7 @@ pub mod json;
 pub mod me;
 pub mod messages;
 pub mod metrics;
+pub mod openapi_errors;
 pub mod rate_limit;
 pub mod tasks;
 pub mod web;
@@ -90,6 +91,10 @@ impl Modify for Security {
             "session_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("shoal_session"))),
         );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Admin-Token"))),
+        );
     }
 }
 
@@ -109,10 +114,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the HTTP API as an instance serving the API publishes it
 /// at `/api/openapi.json` (pretty-printed; `shoal openapi`, docs/openapi.json).
 pub fn openapi_json() -> Result<String, serde_json::Error> {
-    let (_, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (_, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api_routes())
         .merge(health::router())
         .split_for_parts();
+    openapi_errors::document(&mut openapi);
     openapi.to_pretty_json()
 }
 
@@ -120,7 +126,7 @@ pub fn openapi_json() -> Result<String, serde_json::Error> {
 pub fn router(state: AppState) -> Router {
     let api = api_routes().layer(from_fn_with_state(state.clone(), api_gate));
 
-    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         // `shoal worker`: health and metrics only.
         .merge(if state.config.server.serve_api {
             api
@@ -129,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         })
         .merge(health::router())
         .split_for_parts();
+    openapi_errors::document(&mut openapi);
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 
     let mut router = routes

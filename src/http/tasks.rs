@@ -66,12 +66,15 @@ fn next_cursor<T>(items: &[T], limit: u32, id: impl Fn(&T) -> Uuid) -> Option<St
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct TaskQuery {
     /// `todo`, `in_progress` or `done`.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only tasks assigned to this user.
     assignee_id: Option<Uuid>,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([A-Za-z0-9_-]{21}[AQgw])?$")]
     cursor: Option<String>,
 }
 
@@ -107,13 +110,18 @@ async fn list_tasks(
 /// A new task.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTask {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     title: String,
     /// Up to 10,000 characters.
+    #[schema(max_length = 10000)]
     description: Option<String>,
     /// Default `todo`.
     status: Option<Status>,
     /// A member of the workspace.
+    #[schema(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     assignee_id: Option<Uuid>,
 }
 
@@ -134,10 +142,11 @@ async fn require_assignee(state: &AppState, wid: Uuid, assignee: Option<Uuid>) -
             .await?
             .is_none()
     {
-        return Err(ApiError::invalid(
-            "assignee_id",
-            "must be a member of the workspace",
-        ));
+        // 409, not 422: the id is well-formed; it names nobody in this workspace now.
+        return Err(ApiError::Conflict {
+            code: "assignee_not_member",
+            message: "assignee_id: not a member of the workspace".into(),
+        });
     }
     Ok(())
 }
@@ -153,7 +162,7 @@ fn with_etag(task: Task, status: StatusCode) -> Response {
 
 #[utoipa::path(post, path = "/api/workspaces/{wid}/tasks", tag = "tasks", request_body = CreateTask,
     params(("wid" = Uuid, Path, description = "workspace id")),
-    responses((status = 201, body = Task), (status = 404), (status = 422)))]
+    responses((status = 201, body = Task), (status = 404), (status = 409, description = "`assignee_not_member`"), (status = 422)))]
 async fn create_task(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -216,18 +225,20 @@ fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PatchTask {
     /// The version the change is based on (or send `If-Match`).
+    #[schema(value_type = i64, required = true, minimum = 1)]
     version: Option<i64>,
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     title: Option<String>,
-    /// `null` clears.
+    /// `null` clears; up to 10,000 characters.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     description: Option<Option<String>>,
     /// New status.
     status: Option<Status>,
     /// `null` unassigns.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Uuid>)]
+    #[schema(value_type = Option<Uuid>, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     assignee_id: Option<Option<Uuid>>,
 }
 
@@ -269,10 +280,12 @@ fn stale(current: i64) -> ApiError {
     }
 }
 
+/// Changes a task that is still at `version`. (`If-Match: "<version>"` may replace the
+/// body's `version`; it is not in this document because OpenAPI cannot say "the
+/// header or the field", and a schema that allowed neither would be wrong.)
 #[utoipa::path(patch, path = "/api/workspaces/{wid}/tasks/{id}", tag = "tasks", request_body = PatchTask,
-    params(("wid" = Uuid, Path, description = "workspace id"), ("id" = Uuid, Path, description = "task id"),
-           ("If-Match" = Option<String>, Header, description = "the version, instead of the body field")),
-    responses((status = 200, body = Task), (status = 404), (status = 409, description = "stale version"), (status = 422)))]
+    params(("wid" = Uuid, Path, description = "workspace id"), ("id" = Uuid, Path, description = "task id")),
+    responses((status = 200, body = Task), (status = 404), (status = 409, description = "stale version, or `assignee_not_member`"), (status = 422)))]
 async fn patch_task(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -358,6 +371,7 @@ async fn patch_task(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct DeleteQuery {
     /// Delete only if the task is still at this version (or send `If-Match`).
+    #[param(minimum = 1)]
     version: Option<i64>,
 }
 
@@ -436,8 +450,10 @@ async fn notify_assignee(state: &AppState, task: &Task, previous: Option<Uuid>, 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ActivityQuery {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([A-Za-z0-9_-]{21}[AQgw])?$")]
     cursor: Option<String>,
 }
 

@@ -54,7 +54,8 @@ pub(crate) async fn require_member(
 /// A new workspace.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWorkspace {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
 }
 
@@ -94,10 +95,24 @@ async fn list_workspaces(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMember {
     /// An e-mail address: of an existing user to add one; any address to invite one.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[!-?A-~]+@[!--/-?A-~][!-?A-~]*\.[!-?A-~]*[!--/-?A-~]$"
+    )]
     pub(crate) email: String,
     /// `admin` or `member` (default).
     #[serde(default = "default_role")]
+    #[schema(value_type = GrantedRole)]
     pub(crate) role: Role,
+}
+
+/// A role an owner can give: ownership is not given away this way.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Documentation only: the request carries a `Role`.
+enum GrantedRole {
+    Admin,
+    Member,
 }
 
 fn default_role() -> Role {

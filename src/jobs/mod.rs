@@ -248,6 +248,7 @@ pub async fn wake(state: &AppState) {
 /// A job as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = JobStatus)]
 pub enum Status {
     /// Waiting for its first attempt.
     Queued,

@@ -112,7 +112,7 @@ async fn create_task_with_an_unknown_status_is_422() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn create_task_assigned_to_a_non_member_is_422() {
+async fn create_task_assigned_to_a_non_member_is_409() {
     let app = spawn_app().await;
     let (user, wid) = owner_with_workspace(&app).await;
     let outsider = app.signed_up_user().await;
@@ -125,7 +125,7 @@ async fn create_task_assigned_to_a_non_member_is_422() {
         )
         .await;
 
-    assert_invalid(response, "assignee_id").await;
+    assert_error(response, StatusCode::CONFLICT, "assignee_not_member").await;
     let page: Value = app
         .get(&user, &tasks_path(&wid))
         .await
@@ -469,7 +469,7 @@ async fn patch_description_null_clears_it_and_absent_fields_stay() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn patch_assigning_a_non_member_is_422() {
+async fn patch_assigning_a_non_member_is_409() {
     let app = spawn_app().await;
     let (user, wid) = owner_with_workspace(&app).await;
     let outsider = app.signed_up_user().await;
@@ -483,12 +483,7 @@ async fn patch_assigning_a_non_member_is_422() {
         )
         .await;
 
-    assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    assert_error(response, StatusCode::CONFLICT, "assignee_not_member").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
