@@ -1,7 +1,8 @@
 //! The TypeScript client library (clients/js) against real instances behind nginx:
 //! its own tests (`node --test`, clients/js/test/) get the address of nginx and of
 //! each instance with its pid, and kill the instance holding a receiver's socket in
-//! the middle of a conversation.
+//! the middle of a conversation. Access tokens last 3 s, so every test also runs
+//! through the library renewing them.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -19,7 +20,7 @@ async fn the_js_client_resumes_across_a_killed_instance_without_gap_or_duplicate
         );
         return;
     }
-    let Some(lc) = LocalCluster::up(3, &[]).await else {
+    let Some(lc) = LocalCluster::up(3, &[("JWT_ACCESS_TTL", "3")]).await else {
         return;
     };
     let instances: Vec<_> = (0..3)
@@ -36,8 +37,12 @@ async fn the_js_client_resumes_across_a_killed_instance_without_gap_or_duplicate
         .env("SHOAL_URL", lc.base())
         .env("SHOAL_INSTANCES", json!(instances).to_string())
         .stdin(Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // Each node test has its own timeout; this bounds the whole run.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), out)
         .await
+        .expect("node --test finished within 5 minutes")
         .expect("run node --test (is node installed?)");
     let report = format!(
         "{}{}",

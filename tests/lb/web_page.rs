@@ -40,8 +40,12 @@ async fn two_users_chat_and_move_a_task_in_chromium_through_an_instance_kill() {
         .env("SHOAL_INSTANCES", json!(instances).to_string())
         .env("CHROMIUM", CHROMIUM)
         .stdin(Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // Each node test has its own timeout; this bounds the whole run.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), out)
         .await
+        .expect("node --test finished within 5 minutes")
         .expect("run node --test (is node installed?)");
     let report = format!(
         "{}{}",

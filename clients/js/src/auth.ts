@@ -18,6 +18,8 @@ export interface StoredTokens {
   refreshToken: string;
   /** When the access token expires, in milliseconds since the epoch. */
   expiresAt: number;
+  /** When to refresh it: a minute before it expires, or halfway for a short one. */
+  refreshAt?: number;
 }
 
 /** Why a login ended. */
@@ -68,10 +70,13 @@ export class Auth {
 
   /** Takes over a login answered by `POST /api/auth/login` or `/register` + login. */
   accept(pair: TokenPair | LoginResponse): void {
+    const now = Date.now();
+    const lifetime = pair.expires_in * 1000;
     this.#set({
       accessToken: pair.access_token,
       refreshToken: pair.refresh_token,
-      expiresAt: Date.now() + pair.expires_in * 1000,
+      expiresAt: now + lifetime,
+      refreshAt: now + lifetime - Math.min(REFRESH_MARGIN_MS, lifetime / 2),
     });
   }
 
@@ -111,8 +116,8 @@ export class Auth {
   refreshDueIn(): number {
     const tokens = this.#tokens;
     if (!tokens) return Infinity;
-    const left = tokens.expiresAt - Date.now();
-    return Math.max(0, left - Math.min(REFRESH_MARGIN_MS, left / 2));
+    const at = tokens.refreshAt ?? tokens.expiresAt - REFRESH_MARGIN_MS;
+    return Math.max(0, at - Date.now());
   }
 
   /** A valid access token, refreshed first when it is about to expire. */

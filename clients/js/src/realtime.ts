@@ -36,6 +36,8 @@ export interface ClientEvents {
   disconnected: { reason: string };
   /** The login ended (logout, revoked, refresh refused): log in again. */
   sessionEnded: { reason: string };
+  /** The open connection now lasts until `expiresAt` (after `auth:renew`). */
+  renewed: { expiresAt: string };
 }
 
 type Events = ClientEvents & Omit<ServerEvents, "message:new">;
@@ -87,6 +89,7 @@ export class ShoalRealtime {
   #handlers = new Map<string, Set<Handler<never>>>();
   #ackTimeout: number;
   #renewTimer: ReturnType<typeof setTimeout> | null = null;
+  #renewing = false;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
 
@@ -109,7 +112,12 @@ export class ShoalRealtime {
     };
     this.socket = url === undefined ? io(socketOptions) : io(url, socketOptions);
     this.socket.on("connect", () => void this.#rejoin());
-    this.socket.on("disconnect", (reason) => this.#emit("disconnected", { reason }));
+    this.socket.on("disconnect", (reason) => {
+      this.#emit("disconnected", { reason });
+      // The stock client reconnects by itself except when the server closed the
+      // socket (its token expired unrenewed, a drain): then we do, with a fresh token.
+      if (reason === "io server disconnect" && !this.#closed) this.socket.connect();
+    });
     this.socket.on("connect_error", (err) => void this.#refused(err));
     this.socket.on("message:new", (m: Message) => this.#deliver(m));
     this.socket.on("resync", (r: Resync) => this.#reload(r.workspace_id, r.last_seq));
@@ -118,7 +126,9 @@ export class ShoalRealtime {
       if (event !== "message:new" && event !== "resync") this.#emit(event as keyof Events, data as never);
     });
     if (auth) {
-      this.#unsubscribe = auth.onChange(() => this.#scheduleRenew());
+      // A new token (a refresh made for a REST call, say) goes to the connection at
+      // once: it may have been opened with the one that is about to expire.
+      this.#unsubscribe = auth.onChange((tokens) => tokens && void this.#renew());
       this.#scheduleRenew();
     }
   }
@@ -302,15 +312,23 @@ export class ShoalRealtime {
 
   async #renew(): Promise<void> {
     const auth = this.#auth;
-    if (!auth || this.#closed) return;
+    if (!auth || this.#closed || this.#renewing) return;
+    this.#renewing = true;
     try {
       const token = await auth.token();
-      if (this.socket.connected) await this.#call("auth:renew", { token });
+      if (this.socket.connected) {
+        const ack = (await this.#call("auth:renew", { token })) as Schemas["RenewAck"];
+        this.#emit("renewed", { expiresAt: ack.expires_at });
+      }
     } catch (e) {
-      if (e instanceof SessionEndedError) return this.#sessionEnded(e.reason);
+      if (e instanceof SessionEndedError) {
+        this.#renewing = false;
+        return this.#sessionEnded(e.reason);
+      }
       // Refused or not answered: the connection ends at expiry and the reconnect
       // carries a fresh token.
     }
+    this.#renewing = false;
     this.#scheduleRenew();
   }
 

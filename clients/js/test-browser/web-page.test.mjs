@@ -82,7 +82,7 @@ async function send(page, text) {
   );
 }
 
-test("two users on two instances chat and move a task through an instance's death", async () => {
+test("two users on two instances chat and move a task through an instance's death", { timeout: 60_000 }, async () => {
   // Ada through nginx; her instance is the one whose WebSocket count rises.
   const before = await websockets();
   const ada = await signUp(base, "Ada");

@@ -127,7 +127,7 @@ const kill = (i) => {
   instances[i].dead = true;
 };
 
-test("the receiver's instance is killed: it resumes elsewhere and misses nothing", async () => {
+test("the receiver's instance is killed: it resumes elsewhere and misses nothing", { timeout: 60_000 }, async () => {
   const { ada, bob, wid } = await pair();
   const receiver = await connect(bob, wid);
   // The sender on another instance, directly: it keeps sending while Bob is away.
@@ -142,7 +142,7 @@ test("the receiver's instance is killed: it resumes elsewhere and misses nothing
   assert.ok(receiver.reconnects() >= 1, "the receiver reconnected");
 });
 
-test("the sender's instance is killed: its sends are retried and committed once", async () => {
+test("the sender's instance is killed: its sends are retried and committed once", { timeout: 60_000 }, async () => {
   const { ada, bob, wid } = await pair();
   const sender = await connect(ada, wid);
   const other = instances.findIndex((i, k) => k !== sender.instance && !i.dead);
@@ -152,7 +152,7 @@ test("the sender's instance is killed: its sends are retried and committed once"
   assert.ok(sender.reconnects() >= 1, "the sender reconnected");
 });
 
-test("a send repeated with its clientId is the same message", async () => {
+test("a send repeated with its clientId is the same message", { timeout: 60_000 }, async () => {
   const { ada, bob, wid } = await pair();
   const alive = instances.findIndex((i) => !i.dead);
   const receiver = await connect(bob, wid, instances[alive].base);
@@ -162,4 +162,27 @@ test("a send repeated with its clientId is the same message", async () => {
   const again = await sender.rt.send(wid, "message 1", clientId);
   assert.deepEqual(again, first, "the original message's id and seq");
   await assertDelivered(receiver, wid, [first]);
+});
+
+test("the connection outlives its access tokens: renewed before each expires", { timeout: 60_000 }, async () => {
+  // The instances issue access tokens of JWT_ACCESS_TTL=3 s (tests/lb/js_client.rs).
+  const { ada, bob, wid } = await pair();
+  const alive = instances.findIndex((i) => !i.dead);
+  const receiver = await connect(bob, wid, instances[alive].base);
+  const sender = await connect(ada, wid, instances[alive].base);
+  const ended = [];
+  receiver.rt.on("sessionEnded", (e) => ended.push(e));
+  const socket = receiver.rt.socket.id;
+  const expiries = new Set();
+  receiver.rt.on("renewed", (e) => expiries.add(e.expiresAt));
+  // Three renewals: past three lifetimes of the token the socket was opened with.
+  await new Promise((resolve) => {
+    let renewals = 0;
+    receiver.rt.on("renewed", () => ++renewals === 3 && resolve());
+  });
+  const ack = await sender.rt.send(wid, "message 1");
+  await assertDelivered(receiver, wid, [ack]);
+  assert.equal(receiver.rt.socket.id, socket, "still the same connection");
+  assert.equal(expiries.size, 3, "each renewal with a new token");
+  assert.deepEqual(ended, []);
 });

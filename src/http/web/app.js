@@ -42,10 +42,13 @@ var Auth = class {
   }
   /** Takes over a login answered by `POST /api/auth/login` or `/register` + login. */
   accept(pair) {
+    const now = Date.now();
+    const lifetime = pair.expires_in * 1e3;
     this.#set({
       accessToken: pair.access_token,
       refreshToken: pair.refresh_token,
-      expiresAt: Date.now() + pair.expires_in * 1e3
+      expiresAt: now + lifetime,
+      refreshAt: now + lifetime - Math.min(REFRESH_MARGIN_MS, lifetime / 2)
     });
   }
   /** Logs in with a password. */
@@ -81,8 +84,8 @@ var Auth = class {
   refreshDueIn() {
     const tokens = this.#tokens;
     if (!tokens) return Infinity;
-    const left = tokens.expiresAt - Date.now();
-    return Math.max(0, left - Math.min(REFRESH_MARGIN_MS, left / 2));
+    const at = tokens.refreshAt ?? tokens.expiresAt - REFRESH_MARGIN_MS;
+    return Math.max(0, at - Date.now());
   }
   /** A valid access token, refreshed first when it is about to expire. */
   async token() {
@@ -4051,6 +4054,7 @@ var ShoalRealtime = class {
   #handlers = /* @__PURE__ */ new Map();
   #ackTimeout;
   #renewTimer = null;
+  #renewing = false;
   #unsubscribe = null;
   #closed = false;
   /** `auth` null: the browser's session cookie authenticates the connection. */
@@ -4072,7 +4076,10 @@ var ShoalRealtime = class {
     };
     this.socket = url2 === void 0 ? lookup2(socketOptions) : lookup2(url2, socketOptions);
     this.socket.on("connect", () => void this.#rejoin());
-    this.socket.on("disconnect", (reason) => this.#emit("disconnected", { reason }));
+    this.socket.on("disconnect", (reason) => {
+      this.#emit("disconnected", { reason });
+      if (reason === "io server disconnect" && !this.#closed) this.socket.connect();
+    });
     this.socket.on("connect_error", (err) => void this.#refused(err));
     this.socket.on("message:new", (m) => this.#deliver(m));
     this.socket.on("resync", (r) => this.#reload(r.workspace_id, r.last_seq));
@@ -4081,7 +4088,7 @@ var ShoalRealtime = class {
       if (event !== "message:new" && event !== "resync") this.#emit(event, data);
     });
     if (auth2) {
-      this.#unsubscribe = auth2.onChange(() => this.#scheduleRenew());
+      this.#unsubscribe = auth2.onChange((tokens) => tokens && void this.#renew());
       this.#scheduleRenew();
     }
   }
@@ -4237,13 +4244,21 @@ var ShoalRealtime = class {
   }
   async #renew() {
     const auth2 = this.#auth;
-    if (!auth2 || this.#closed) return;
+    if (!auth2 || this.#closed || this.#renewing) return;
+    this.#renewing = true;
     try {
       const token = await auth2.token();
-      if (this.socket.connected) await this.#call("auth:renew", { token });
+      if (this.socket.connected) {
+        const ack = await this.#call("auth:renew", { token });
+        this.#emit("renewed", { expiresAt: ack.expires_at });
+      }
     } catch (e) {
-      if (e instanceof SessionEndedError) return this.#sessionEnded(e.reason);
+      if (e instanceof SessionEndedError) {
+        this.#renewing = false;
+        return this.#sessionEnded(e.reason);
+      }
     }
+    this.#renewing = false;
     this.#scheduleRenew();
   }
   /** Waits until the socket is connected. */
