@@ -130,7 +130,7 @@ async function start(): Promise<void> {
     statusBadge.dataset.connects = String(++connects);
     setOnline(true);
     // Task events are not replayed after a drop: the board is read again.
-    if (view.wid) void loadTasks(view.wid);
+    if (connects > 1 && view.wid) void loadTasks(view.wid);
   });
   rt.on("disconnected", () => setOnline(false));
   rt.on("sessionEnded", () => showLogin("Your session ended; log in again."));
@@ -218,17 +218,23 @@ async function open(wid: string, name: string): Promise<void> {
   title.textContent = name;
   for (const b of workspaceList.querySelectorAll("button")) b.classList.toggle("selected", b.dataset.id === wid);
   view.online.clear();
-  await Promise.all([loadTasks(wid), loadMembers(wid)]);
-  const last = await loadMessages(wid);
+  // One round trip's wait for all three: the messages are shown once the members
+  // (their authors' names) are in.
+  const [, , last] = await Promise.all([loadTasks(wid), loadMembers(wid), loadMessages(wid)]);
   await rt?.join(wid, last);
   for (const user of (await rt?.presence(wid)) ?? []) view.online.add(user);
   renderOnline();
 }
 
-async function loadMembers(wid: string): Promise<void> {
-  const { data } = await api.GET("/api/workspaces/{wid}/members", { params: { path: { wid } } });
-  view.members = new Map((data?.items ?? []).map((m) => [m.user_id, m]));
-  renderOnline();
+let membersLoaded: Promise<void> = Promise.resolve();
+
+function loadMembers(wid: string): Promise<void> {
+  membersLoaded = (async () => {
+    const { data } = await api.GET("/api/workspaces/{wid}/members", { params: { path: { wid } } });
+    view.members = new Map((data?.items ?? []).map((m) => [m.user_id, m]));
+    renderOnline();
+  })();
+  return membersLoaded;
 }
 
 async function addMember(e: Event, input: HTMLInputElement): Promise<void> {
@@ -239,9 +245,13 @@ async function addMember(e: Event, input: HTMLInputElement): Promise<void> {
   await loadMembers(view.wid);
 }
 
-/** Reads the latest messages; the last `seq` shown. */
+/** Reads the latest messages and shows them (with their authors' names once the
+ * members are loaded); the last `seq` shown. */
 async function loadMessages(wid: string): Promise<number> {
-  const { data } = await api.GET("/api/workspaces/{wid}/messages", { params: { path: { wid }, query: { limit: 100 } } });
+  const [{ data }] = await Promise.all([
+    api.GET("/api/workspaces/{wid}/messages", { params: { path: { wid }, query: { limit: 100 } } }),
+    membersLoaded,
+  ]);
   const items = [...(data?.items ?? [])].sort((a, b) => a.seq - b.seq);
   messages.replaceChildren();
   items.forEach(appendMessage);
@@ -274,10 +284,12 @@ function throttledTyping(): () => void {
 
 async function loadTasks(wid: string): Promise<void> {
   const tasks = new Map<string, Task>();
-  for (const [status] of STATUSES) {
-    const { data } = await api.GET("/api/workspaces/{wid}/tasks", { params: { path: { wid }, query: { status, limit: 100 } } });
-    for (const t of data?.items ?? []) tasks.set(t.id, t);
-  }
+  const pages = await Promise.all(
+    STATUSES.map(([status]) =>
+      api.GET("/api/workspaces/{wid}/tasks", { params: { path: { wid }, query: { status, limit: 100 } } }),
+    ),
+  );
+  for (const { data } of pages) for (const t of data?.items ?? []) tasks.set(t.id, t);
   if (view.wid === wid) {
     view.tasks = tasks;
     renderBoard();

@@ -4400,7 +4400,7 @@ async function start() {
   rt.on("connected", () => {
     statusBadge.dataset.connects = String(++connects);
     setOnline(true);
-    if (view.wid) void loadTasks(view.wid);
+    if (connects > 1 && view.wid) void loadTasks(view.wid);
   });
   rt.on("disconnected", () => setOnline(false));
   rt.on("sessionEnded", () => showLogin("Your session ended; log in again."));
@@ -4496,16 +4496,19 @@ async function open(wid, name) {
   title.textContent = name;
   for (const b of workspaceList.querySelectorAll("button")) b.classList.toggle("selected", b.dataset.id === wid);
   view.online.clear();
-  await Promise.all([loadTasks(wid), loadMembers(wid)]);
-  const last = await loadMessages(wid);
+  const [, , last] = await Promise.all([loadTasks(wid), loadMembers(wid), loadMessages(wid)]);
   await rt?.join(wid, last);
   for (const user of await rt?.presence(wid) ?? []) view.online.add(user);
   renderOnline();
 }
-async function loadMembers(wid) {
-  const { data } = await api.GET("/api/workspaces/{wid}/members", { params: { path: { wid } } });
-  view.members = new Map((data?.items ?? []).map((m) => [m.user_id, m]));
-  renderOnline();
+var membersLoaded = Promise.resolve();
+function loadMembers(wid) {
+  membersLoaded = (async () => {
+    const { data } = await api.GET("/api/workspaces/{wid}/members", { params: { path: { wid } } });
+    view.members = new Map((data?.items ?? []).map((m) => [m.user_id, m]));
+    renderOnline();
+  })();
+  return membersLoaded;
 }
 async function addMember(e, input) {
   e.preventDefault();
@@ -4515,7 +4518,10 @@ async function addMember(e, input) {
   await loadMembers(view.wid);
 }
 async function loadMessages(wid) {
-  const { data } = await api.GET("/api/workspaces/{wid}/messages", { params: { path: { wid }, query: { limit: 100 } } });
+  const [{ data }] = await Promise.all([
+    api.GET("/api/workspaces/{wid}/messages", { params: { path: { wid }, query: { limit: 100 } } }),
+    membersLoaded
+  ]);
   const items = [...data?.items ?? []].sort((a, b) => a.seq - b.seq);
   messages.replaceChildren();
   items.forEach(appendMessage);
@@ -4544,10 +4550,12 @@ function throttledTyping() {
 }
 async function loadTasks(wid) {
   const tasks = /* @__PURE__ */ new Map();
-  for (const [status] of STATUSES) {
-    const { data } = await api.GET("/api/workspaces/{wid}/tasks", { params: { path: { wid }, query: { status, limit: 100 } } });
-    for (const t of data?.items ?? []) tasks.set(t.id, t);
-  }
+  const pages = await Promise.all(
+    STATUSES.map(
+      ([status]) => api.GET("/api/workspaces/{wid}/tasks", { params: { path: { wid }, query: { status, limit: 100 } } })
+    )
+  );
+  for (const { data } of pages) for (const t of data?.items ?? []) tasks.set(t.id, t);
   if (view.wid === wid) {
     view.tasks = tasks;
     renderBoard();
