@@ -84,33 +84,9 @@ impl OwnRedisCluster {
             nodes.push(crate::OwnRedis::start_cluster_node().await?);
         }
         let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-        let made = tokio::task::spawn_blocking(move || {
-            let mut create = Command::new("redis-cli");
-            create.arg("--cluster").arg("create");
-            for port in &ports {
-                create.arg(format!("127.0.0.1:{port}"));
-            }
-            let out = create
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run redis-cli --cluster create: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "redis-cli --cluster create failed: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                ));
-            }
-            for port in &ports {
-                wait_for(&format!("node :{port} to see the cluster ok"), || {
-                    cli(None, *port, &["CLUSTER", "INFO"])
-                        .is_ok_and(|out| out.contains("cluster_state:ok"))
-                })?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("redis-cli task");
+        let made = tokio::task::spawn_blocking(move || create_cluster(None, &ports))
+            .await
+            .expect("redis-cli task");
         match made {
             Ok(()) => Some(OwnRedisCluster { nodes }),
             Err(e) => {
@@ -190,9 +166,22 @@ fn start(tls: Option<&TestCerts>) -> Result<Vec<u16>, String> {
             cli(tls, *port, &["PING"]).is_ok_and(|out| out.trim() == "PONG")
         })?;
     }
+    create_cluster(tls, &ports)?;
+    // Keep the handles (and their stdin) alive for the rest of the process.
+    for child in NODES.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = stdin.flush();
+        }
+    }
+    Ok(ports)
+}
+
+/// Makes the running nodes at `ports` one cluster of masters, and waits until each
+/// of them says it is ok.
+fn create_cluster(tls: Option<&TestCerts>, ports: &[u16]) -> Result<(), String> {
     let mut create = Command::new("redis-cli");
     create.args(tls_flags(tls)).arg("--cluster").arg("create");
-    for port in &ports {
+    for port in ports {
         create.arg(format!("127.0.0.1:{port}"));
     }
     let out = create
@@ -207,18 +196,12 @@ fn start(tls: Option<&TestCerts>) -> Result<Vec<u16>, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    for port in &ports {
+    for port in ports {
         wait_for(&format!("node :{port} to see the cluster ok"), || {
             cli(tls, *port, &["CLUSTER", "INFO"]).is_ok_and(|out| out.contains("cluster_state:ok"))
         })?;
     }
-    // Keep the handles (and their stdin) alive for the rest of the process.
-    for child in NODES.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
-        if let Some(stdin) = child.stdin.as_mut() {
-            let _ = stdin.flush();
-        }
-    }
-    Ok(ports)
+    Ok(())
 }
 
 /// `redis-cli`'s flags to speak TLS to the nodes.

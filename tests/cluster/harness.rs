@@ -3,6 +3,7 @@
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
+use shoal_testkit::{Auth, Sio};
 
 pub(crate) use shoal_testkit::{
     Cluster, Login, Node, OwnPostgres, OwnRedis, Services, Spec, TestCerts, TestDb, call,
@@ -132,4 +133,22 @@ pub(crate) async fn assert_limited(r: Response, limit: u64, what: &str) {
     assert_eq!(header_u64(&r, "ratelimit-remaining"), Some(0), "{what}");
     let body: Value = r.json().await.expect("a JSON error body");
     assert_eq!(body["error"]["code"], "rate_limited", "{what}: {body}");
+}
+
+/// Chat between instances `a` and `b`: a message sent through `b` reaches a socket on
+/// `a`, and one sent through `a` a socket on `b` (each user's own copy comes back too,
+/// which keeps its `seq` cursor contiguous).
+pub(crate) async fn assert_chat_between(cluster: &Cluster, a: usize, b: usize) {
+    let (first, last) = (cluster.base(a), cluster.base(b));
+    let ada = shoal_testkit::user(&cluster.http, &first).await;
+    let bob = shoal_testkit::user(&cluster.http, &last).await;
+    let wid = shoal_testkit::workspace(&cluster.http, &first, &ada, &[&bob]).await;
+    let mut on_a = Sio::connect(&first, Auth::Token(&ada.token)).await;
+    let mut on_b = Sio::connect(&last, Auth::Token(&bob.token)).await;
+    on_a.join(&wid, None).await;
+    on_b.join(&wid, None).await;
+    let sent = on_b.send(&wid, "from b", "c1").await;
+    assert_eq!(on_a.next_message(&wid).await["id"], sent["id"]);
+    let sent = on_a.send(&wid, "from a", "c2").await;
+    assert_eq!(on_b.message_with_seq(&wid, 2).await["id"], sent["id"]);
 }

@@ -7,10 +7,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::harness::{
-    Cluster, Services, Spec, assert_cluster_lists_all, assert_limited, assert_logged_out_on, call,
-    me_on, send, spend_user_budget, with_cookie,
+    Cluster, Services, Spec, assert_chat_between, assert_cluster_lists_all, assert_limited,
+    assert_logged_out_on, call, me_on, send, spend_user_budget, with_cookie,
 };
-use shoal_testkit::{Auth, Sio, missing_service, user, workspace};
+use shoal_testkit::missing_service;
 
 /// The test cluster's seed URLs, or `None` after saying why there is none.
 pub(crate) async fn redis_cluster() -> Option<Vec<String>> {
@@ -92,20 +92,8 @@ async fn three_instances_on_a_redis_cluster_behave_as_one() {
     );
     assert_logged_out_on(&cluster, &login, [0, 1]).await;
 
-    // Chat between instances 1 and 3 goes over the workspace's sharded channel; the
-    // sender's own copy comes back too (it keeps its `seq` cursor contiguous).
-    let (first, last) = (cluster.base(0), cluster.base(2));
-    let ada = user(&cluster.http, &first).await;
-    let bob = user(&cluster.http, &last).await;
-    let wid = workspace(&cluster.http, &first, &ada, &[&bob]).await;
-    let mut a = Sio::connect(&first, Auth::Token(&ada.token)).await;
-    let mut b = Sio::connect(&last, Auth::Token(&bob.token)).await;
-    a.join(&wid, None).await;
-    b.join(&wid, None).await;
-    let sent = b.send(&wid, "from instance 3", "c1").await;
-    assert_eq!(a.next_message(&wid).await["id"], sent["id"]);
-    let sent = a.send(&wid, "from instance 1", "c2").await;
-    assert_eq!(b.message_with_seq(&wid, 2).await["id"], sent["id"]);
+    // Chat between instances 1 and 3 goes over the workspace's sharded channel.
+    assert_chat_between(&cluster, 0, 2).await;
 
     // Another user spends the budget over all three; then every instance refuses.
     let (_, spender) = cluster.user(1, 1).await;

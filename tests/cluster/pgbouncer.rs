@@ -9,11 +9,11 @@ use reqwest::StatusCode;
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::harness::{
-    Cluster, Node, OwnPostgres, Services, Spec, assert_cluster_lists_all, assert_logged_out_on,
-    call, eventually, me_on, with_cookie,
+    Cluster, Node, OwnPostgres, Services, Spec, assert_chat_between, assert_cluster_lists_all,
+    assert_logged_out_on, call, eventually, me_on, with_cookie,
 };
 use crate::migrations::migration_files;
-use shoal_testkit::{Auth, PgBouncer, Sio, user, workspace};
+use shoal_testkit::PgBouncer;
 
 /// Server connections PgBouncer may open per database.
 const POOL_SIZE: u32 = 4;
@@ -124,18 +124,7 @@ async fn twenty_instances_through_pgbouncer_on_a_nearly_full_postgres_behave_as_
     assert_logged_out_on(&cluster, &login, [0]).await;
 
     // Chat from instance 20 reaches a client on instance 1, and back.
-    let (first, last) = (cluster.base(0), cluster.base(19));
-    let ada = user(&cluster.http, &first).await;
-    let bob = user(&cluster.http, &last).await;
-    let wid = workspace(&cluster.http, &first, &ada, &[&bob]).await;
-    let mut a = Sio::connect(&first, Auth::Token(&ada.token)).await;
-    let mut b = Sio::connect(&last, Auth::Token(&bob.token)).await;
-    a.join(&wid, None).await;
-    b.join(&wid, None).await;
-    let sent = b.send(&wid, "from instance 20", "p1").await;
-    assert_eq!(a.next_message(&wid).await["id"], sent["id"]);
-    let sent = a.send(&wid, "from instance 1", "p2").await;
-    assert_eq!(b.message_with_seq(&wid, 2).await["id"], sent["id"]);
+    assert_chat_between(&cluster, 0, 19).await;
 
     // All of it went through PgBouncer's few server connections (the test's own
     // connection to the database is the one more).

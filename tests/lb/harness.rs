@@ -178,6 +178,39 @@ impl LocalCluster {
         .await;
     }
 
+    /// Runs `node --test DIR` in clients/js against this cluster: `SHOAL_URL` is
+    /// nginx, `SHOAL_INSTANCES` each instance's own address and pid (the tests may kill
+    /// one). Bounded in time; panics with node's report when a test fails.
+    pub(crate) async fn run_node_tests(&self, dir: &str, env: &[(&str, &str)]) {
+        let instances: Vec<Value> = (0..self.ports.len())
+            .map(|i| {
+                serde_json::json!({
+                    "base": format!("http://127.0.0.1:{}", self.ports[i]),
+                    "pid": self.pid(i).as_raw(),
+                })
+            })
+            .collect();
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.args(["--test", "--test-reporter=spec", dir])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js"))
+            .env("SHOAL_URL", self.base())
+            .env("SHOAL_INSTANCES", Value::from(instances).to_string())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        // Each node test has its own timeout; this bounds the whole run.
+        let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
+            .await
+            .expect("node --test finished within 5 minutes")
+            .expect("run node --test (is node installed?)");
+        eprintln!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "node --test {dir} failed");
+    }
+
     fn logs(&self) -> String {
         let mut out = String::new();
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.run_dir.path())

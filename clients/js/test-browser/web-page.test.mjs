@@ -9,12 +9,9 @@ import { after, before, test } from "node:test";
 
 import { chromium } from "playwright-core";
 
-const base = process.env.SHOAL_URL;
-const instances = JSON.parse(process.env.SHOAL_INSTANCES ?? "[]");
+import { base, instances, kill, until, websockets } from "../test-support/cluster.mjs";
+
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-if (!base || instances.length < 2) {
-  throw new Error("run through tests/lb/web_page.rs (SHOAL_URL and SHOAL_INSTANCES are not set)");
-}
 
 let browser;
 const pageErrors = [];
@@ -22,26 +19,6 @@ before(async () => {
   browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
 });
 after(async () => browser?.close());
-
-async function websockets() {
-  return Promise.all(
-    instances.map(async (i) => {
-      if (i.dead) return null;
-      const r = await fetch(`${i.base}/health`);
-      return (await r.json()).connections.websocket;
-    }),
-  );
-}
-
-async function until(what, probe, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** A page of its own (separate storage) at `url`, signed up as `name`. */
 async function signUp(url, name) {
@@ -132,8 +109,7 @@ test("two users on two instances chat and move a task through an instance's deat
   );
 
   // Ada's instance dies; Bob keeps chatting and moves the task on meanwhile.
-  process.kill(instances[adas].pid, "SIGKILL");
-  instances[adas].dead = true;
+  kill(adas);
   for (let i = 4; i <= 6; i++) {
     await send(bob.page, `bob ${i}`);
     sent.push(`bob ${i}`);

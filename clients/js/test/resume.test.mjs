@@ -8,12 +8,8 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
 import { Auth, ShoalRealtime, createRest } from "../dist/index.js";
+import { base, instances, kill, until, websockets } from "../test-support/cluster.mjs";
 
-const base = process.env.SHOAL_URL;
-const instances = JSON.parse(process.env.SHOAL_INSTANCES ?? "[]");
-if (!base || instances.length < 2) {
-  throw new Error("run through tests/lb/js_client.rs (SHOAL_URL and SHOAL_INSTANCES are not set)");
-}
 
 const clients = [];
 after(() => clients.forEach((c) => c.close()));
@@ -29,28 +25,6 @@ async function newUser(name) {
   assert.equal(response.status, 201, JSON.stringify(error));
   await auth.login(email, "correct horse battery");
   return { auth, rest, email };
-}
-
-/** Resolves with the first value `probe` answers (not undefined), polling. */
-async function until(what, probe, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Each instance's count of open WebSocket connections. */
-async function websockets() {
-  return Promise.all(
-    instances.map(async (i) => {
-      if (i.dead) return null;
-      const r = await fetch(`${i.base}/health`);
-      return (await r.json()).connections.websocket;
-    }),
-  );
 }
 
 /** A user with a workspace shared with a second user. */
@@ -121,11 +95,6 @@ async function assertDelivered(to, wid, acks) {
   assert.equal(new Set(acks.map((a) => a.id)).size, acks.length, "no send was posted twice");
   assert.equal(to.rt.lastSeq(wid), last);
 }
-
-const kill = (i) => {
-  process.kill(instances[i].pid, "SIGKILL");
-  instances[i].dead = true;
-};
 
 test("the receiver's instance is killed: it resumes elsewhere and misses nothing", { timeout: 60_000 }, async () => {
   const { ada, bob, wid } = await pair();
