@@ -31,6 +31,7 @@ mod failover;
 mod harness;
 mod hot_path;
 mod jobs;
+mod js_client_outage;
 mod migrations;
 mod on_redis_cluster;
 mod outages;
