@@ -622,9 +622,18 @@ async fn sends_while_the_database_is_down_are_refused_and_spend_no_seq() {
 
     let url = app.env_value("DATABASE_URL").expect("db url");
     let db = url.rsplit('/').next().expect("a database name").to_owned();
+    // Five sockets of Ada's, one send each: the test client (rust_socketio 0.6) can
+    // lose track of acks when several of one socket come back at once (it removes
+    // them from its list by stale index and panics).
+    let mut senders = Vec::new();
+    for _ in 0..5 {
+        let s = Sio::connect(&b0, Auth::Token(&ada.token)).await;
+        s.join(&wid, None).await;
+        senders.push(s);
+    }
     set_database_reachable(&services.admin_url, &db, false).await;
-    let sends = (0..5).map(|i| {
-        a.call(
+    let sends = senders.iter().enumerate().map(|(i, s)| {
+        s.call(
             "message:send",
             json!({ "workspace_id": wid, "body": format!("during {i}"), "client_id": format!("d{i}") }),
         )
@@ -646,4 +655,7 @@ async fn sends_while_the_database_is_down_are_refused_and_spend_no_seq() {
     assert_eq!(rest_seqs(&app.http, &b0, &bob, &wid).await, [1, 2]);
     b.close().await;
     a.close().await;
+    for s in senders {
+        s.close().await;
+    }
 }
