@@ -25,13 +25,15 @@ pub struct OwnRedis {
     tls: Option<&'static str>,
 }
 
+/// A server on 127.0.0.1 with no persistence: a restart loses everything.
+const PLAIN: [&str; 6] = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+
 impl OwnRedis {
     /// Starts a server on a free port, or `None` (after saying so) when
     /// `redis-server` cannot run here.
     pub async fn start() -> Option<OwnRedis> {
-        let args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::launch(dir, args.iter().map(|a| (*a).to_owned()).collect()).await
+        Self::launch(dir, PLAIN.iter().map(|a| (*a).to_owned()).collect()).await
     }
 
     /// Starts a Sentinel that monitors the master `mymaster` at `master_port`.
@@ -51,19 +53,10 @@ impl OwnRedis {
     /// master).
     pub async fn start_replica(master_port: u16) -> Option<OwnRedis> {
         let master = master_port.to_string();
-        let args = [
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            &master,
-        ];
+        let replica = ["--replicaof", "127.0.0.1", &master];
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::launch(dir, args.iter().map(|a| (*a).to_owned()).collect()).await
+        let args = PLAIN.iter().chain(&replica).map(|a| (*a).to_owned());
+        Self::launch(dir, args.collect()).await
     }
 
     /// Starts one of several Sentinels that watch the master `mymaster` at
@@ -96,10 +89,7 @@ impl OwnRedis {
     /// CA of `certs`; clients are not asked for certificates of their own.
     pub async fn start_tls(certs: &TestCerts) -> Option<OwnRedis> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .iter()
-            .map(|a| (*a).to_owned())
-            .collect();
+        let mut args: Vec<String> = PLAIN.iter().map(|a| (*a).to_owned()).collect();
         args.extend(tls_args(certs));
         Self::launch_as(dir, args, Some("Ready to accept connections")).await
     }
@@ -125,13 +115,7 @@ impl OwnRedis {
     pub async fn start_cluster_node() -> Option<OwnRedis> {
         let dir = tempfile::tempdir().expect("temp dir");
         let bus = free_port().to_string();
-        let args = [
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+        let cluster = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -141,7 +125,8 @@ impl OwnRedis {
             "--cluster-port",
             &bus,
         ];
-        Self::launch(dir, args.iter().map(|a| (*a).to_owned()).collect()).await
+        let args = PLAIN.iter().chain(&cluster).map(|a| (*a).to_owned());
+        Self::launch(dir, args.collect()).await
     }
 
     async fn launch(dir: tempfile::TempDir, args: Vec<String>) -> Option<OwnRedis> {

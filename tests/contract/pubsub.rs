@@ -322,20 +322,28 @@ async fn redis_subscriptions_survive_a_restart_resp3() {
     survive_restart("?protocol=resp3").await;
 }
 
+/// Two "instances" of the Redis pub/sub on `target`, on one fresh prefix: a
+/// publisher and a subscriber.
+async fn two_instances(target: &RedisTarget) -> (RedisPubSub, RedisPubSub) {
+    let prefix = random_prefix();
+    let publisher = RedisClient::connect(target, &prefix, None)
+        .await
+        .expect("client A");
+    let subscriber = RedisClient::connect(target, &prefix, None)
+        .await
+        .expect("client B");
+    (
+        RedisPubSub::connect(&publisher).await.expect("pubsub A"),
+        RedisPubSub::connect(&subscriber).await.expect("pubsub B"),
+    )
+}
+
 async fn survive_restart(query: &str) {
     let Some(mut server) = OwnRedis::start().await else {
         return;
     };
     let target = RedisTarget::Url(SecretString::from(format!("{}{query}", server.url())));
-    let prefix = random_prefix();
-    let publisher = RedisClient::connect(&target, &prefix, None)
-        .await
-        .expect("client A");
-    let subscriber = RedisClient::connect(&target, &prefix, None)
-        .await
-        .expect("client B");
-    let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
-    let b = RedisPubSub::connect(&subscriber).await.expect("pubsub B");
+    let (a, b) = two_instances(&target).await;
     let mut sub = b.subscribe("events").await.expect("subscribe");
     let mut feed = b.feed().await.expect("feed");
     feed.channels.add("room").await.expect("add room");
@@ -423,15 +431,7 @@ async fn redis_cluster_shards_channels_and_survives_a_master_restart() {
     let target = RedisTarget::Cluster {
         nodes: cluster.urls().into_iter().map(SecretString::from).collect(),
     };
-    let prefix = random_prefix();
-    let publisher = RedisClient::connect(&target, &prefix, None)
-        .await
-        .expect("client A");
-    let subscriber = RedisClient::connect(&target, &prefix, None)
-        .await
-        .expect("client B");
-    let a = RedisPubSub::connect(&publisher).await.expect("pubsub A");
-    let b = RedisPubSub::connect(&subscriber).await.expect("pubsub B");
+    let (a, b) = two_instances(&target).await;
     let mut feed = b.feed().await.expect("feed");
     const ROOMS: usize = 30;
     for i in 0..ROOMS {
